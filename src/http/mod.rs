@@ -1,0 +1,19 @@
+//! HTTP plumbing shared by every layer's HTTP face: refusal responses and
+//! response bodies.
+//!
+//! - [`AsResponse`] is the rejection strategy of the HTTP face (see
+//!   [`reject`](crate::reject)); [`ProblemDetails`] is its default response:
+//!   `503`/`429`, `Retry-After`, `application/problem+json`, or a trailers-only
+//!   response for gRPC calls.
+//! - [`MakeRejection`] lets a service answer refusals in its own format.
+//! - [`ResponseBody`] is the body of a layer's HTTP face: the inner body, or the
+//!   refusal's [`RejectBody`].
+//! - [`Guarded`] holds a permit (any [`OnBodyEnd`]) until the response body
+//!   ends, so a concurrency limit covers streaming responses too.
+
+mod body;
+mod reject;
+
+pub use body::{BodyEnd, Guarded, OnBodyEnd, RejectBody, ResponseBody};
+pub use reject::{AsResponse, MakeRejection, ProblemDetails, RequestInfo};
+pub(crate) use reject::rejection_response;
