@@ -84,6 +84,7 @@
 
 mod error;
 mod overloaded;
+mod signal;
 
 pub mod priority;
 pub mod reject;
@@ -102,3 +103,4 @@ pub use error::{BoxError, ConfigError};
 pub use overloaded::{OverloadSource, Overloaded, Reason, find_overloaded, is_overloaded};
 pub use priority::Priority;
 pub use reject::{AsError, Reject};
+pub use signal::LoadSignal;
