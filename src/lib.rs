@@ -104,3 +104,8 @@ pub use overloaded::{OverloadSource, Overloaded, Reason, find_overloaded, is_ove
 pub use priority::Priority;
 pub use reject::{AsError, Reject};
 pub use signal::LoadSignal;
+
+/// The README's examples are compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
