@@ -11,6 +11,10 @@ use crate::ConfigError;
 /// One finished request, as a limit algorithm sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sample {
+    /// When the request was admitted, as an offset from an origin fixed for
+    /// the limiter's life (the limiter's creation). Algorithms compare it
+    /// with other samples' ends, never with a clock.
+    pub start: Duration,
     /// How long the request held its permit: from admission to the end of the
     /// response body (time spent waiting in the queue is not included).
     pub rtt: Duration,
@@ -27,6 +31,7 @@ impl Sample {
     /// with `in_flight` requests in flight (itself included).
     pub const fn success(rtt: Duration, in_flight: usize) -> Self {
         Self {
+            start: Duration::ZERO,
             rtt,
             in_flight,
             dropped: false,
@@ -36,10 +41,18 @@ impl Sample {
     /// A request that failed with an overload signal.
     pub const fn dropped(rtt: Duration, in_flight: usize) -> Self {
         Self {
+            start: Duration::ZERO,
             rtt,
             in_flight,
             dropped: true,
         }
+    }
+
+    /// The same sample, admitted at `start` (see [`Sample::start`]).
+    #[must_use]
+    pub const fn started_at(mut self, start: Duration) -> Self {
+        self.start = start;
+        self
     }
 }
 
@@ -160,6 +173,22 @@ impl LatencyTarget {
     }
 }
 
+/// How fast [`Aimd`] grows the limit while requests succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Growth {
+    /// +1 on every eligible success, as Netflix's `AIMDLimit` does. A busy
+    /// service gets about `limit` successes per round trip, so the limit can
+    /// double every round trip: quick to find headroom, prone to overshoot
+    /// and to oscillate when a backend answers overload promptly.
+    #[default]
+    PerSample,
+    /// +1 once a whole limit's worth of eligible successes has been seen:
+    /// about +1 per round trip at saturation, like TCP's congestion
+    /// avoidance. Slower to grow, much steadier around the capacity.
+    PerLimit,
+}
+
 /// Additive-increase, multiplicative-decrease, with the semantics and
 /// defaults of Netflix's `AIMDLimit`.
 ///
@@ -172,7 +201,7 @@ impl LatencyTarget {
 ///   `max_limit`.
 ///
 /// Defaults: min 20, initial 20, max 200, backoff 0.9, timeout 5 s, no
-/// latency target.
+/// latency target, [`Growth::PerSample`].
 ///
 /// ```
 /// use std::time::Duration;
@@ -192,6 +221,10 @@ pub struct Aimd {
     backoff: f64,
     timeout: Duration,
     latency: Option<LatencyTarget>,
+    growth: Growth,
+    successes: usize,
+    once_per_rtt: bool,
+    last_decrease: Option<Duration>,
     min_rtt: WindowedMin,
 }
 
@@ -244,11 +277,32 @@ impl Algorithm for Aimd {
 
     fn update(&mut self, sample: Sample) -> usize {
         let slow = self.is_slow(sample.rtt);
-        let next = if sample.dropped || slow {
+        let overload = sample.dropped || slow;
+        if overload && self.once_per_rtt {
+            // A request admitted before the last decrease ended reports the
+            // overload that decrease already answered.
+            if self.last_decrease.is_some_and(|end| sample.start < end) {
+                return self.limit;
+            }
+            self.last_decrease = Some(sample.start.saturating_add(sample.rtt));
+        }
+        let next = if overload {
+            self.successes = 0;
             // The epsilon keeps 20 × 0.9 at 18 whatever the rounding of 0.9.
             ((self.limit as f64) * self.backoff + 1e-9).floor() as usize
         } else if sample.in_flight.saturating_mul(2) >= self.limit {
-            self.limit.saturating_add(1)
+            match self.growth {
+                Growth::PerSample => self.limit.saturating_add(1),
+                Growth::PerLimit => {
+                    self.successes += 1;
+                    if self.successes >= self.limit {
+                        self.successes = 0;
+                        self.limit.saturating_add(1)
+                    } else {
+                        self.limit
+                    }
+                }
+            }
         } else {
             self.limit
         };
@@ -266,6 +320,8 @@ pub struct AimdBuilder {
     backoff: f64,
     timeout: Duration,
     latency: Option<LatencyTarget>,
+    growth: Growth,
+    once_per_rtt: bool,
 }
 
 impl Default for AimdBuilder {
@@ -277,6 +333,8 @@ impl Default for AimdBuilder {
             backoff: 0.9,
             timeout: Duration::from_secs(5),
             latency: None,
+            growth: Growth::PerSample,
+            once_per_rtt: false,
         }
     }
 }
@@ -321,6 +379,24 @@ impl AimdBuilder {
     #[must_use]
     pub fn latency_target(mut self, target: LatencyTarget) -> Self {
         self.latency = Some(target);
+        self
+    }
+
+    /// How fast the limit grows (default [`Growth::PerSample`], Netflix's).
+    #[must_use]
+    pub fn growth(mut self, growth: Growth) -> Self {
+        self.growth = growth;
+        self
+    }
+
+    /// Decrease at most once per round trip (default off, as Netflix's): a
+    /// drop from a request admitted before the last decrease took effect is
+    /// not counted again. Without it, a burst of requests that were all
+    /// admitted over the capacity cuts the limit once each, by `0.9ⁿ`; with
+    /// it, once, as TCP's fast recovery does.
+    #[must_use]
+    pub fn decrease_once_per_rtt(mut self, enabled: bool) -> Self {
+        self.once_per_rtt = enabled;
         self
     }
 
@@ -376,6 +452,10 @@ impl AimdBuilder {
             backoff: self.backoff,
             timeout: self.timeout,
             latency: self.latency,
+            growth: self.growth,
+            successes: 0,
+            once_per_rtt: self.once_per_rtt,
+            last_decrease: None,
             min_rtt: WindowedMin::default(),
         })
     }
@@ -555,6 +635,55 @@ mod tests {
             "within the 1 ms floor"
         );
         assert_eq!(a.update(Sample::success(1200 * us, 20)), 19);
+    }
+
+    #[test]
+    fn per_limit_growth_adds_one_per_limit_of_successes() {
+        let mut a = Aimd::builder()
+            .min_limit(1)
+            .initial_limit(4)
+            .growth(Growth::PerLimit)
+            .build()
+            .unwrap();
+        for _ in 0..3 {
+            assert_eq!(a.update(Sample::success(MS, 4)), 4);
+        }
+        assert_eq!(a.update(Sample::success(MS, 4)), 5);
+        // Idle samples do not count towards growth.
+        for _ in 0..10 {
+            assert_eq!(a.update(Sample::success(MS, 1)), 5);
+        }
+        for _ in 0..4 {
+            a.update(Sample::success(MS, 5));
+        }
+        // A drop resets the count.
+        assert_eq!(a.update(Sample::dropped(MS, 5)), 4);
+        for _ in 0..3 {
+            assert_eq!(a.update(Sample::success(MS, 4)), 4);
+        }
+        assert_eq!(a.update(Sample::success(MS, 4)), 5);
+    }
+
+    #[test]
+    fn decrease_once_per_rtt_ignores_drops_admitted_before_the_last_decrease() {
+        let mut a = Aimd::builder()
+            .min_limit(1)
+            .initial_limit(40)
+            .decrease_once_per_rtt(true)
+            .build()
+            .unwrap();
+        let at = |ms: u64| Duration::from_millis(ms);
+        // Admitted at 0 ms, ended at 10 ms: a decrease.
+        assert_eq!(a.update(Sample::dropped(at(10), 40).started_at(at(0))), 36);
+        // Admitted before 10 ms: the same overload, not counted again.
+        assert_eq!(a.update(Sample::dropped(at(10), 40).started_at(at(1))), 36);
+        assert_eq!(a.update(Sample::dropped(at(2), 40).started_at(at(9))), 36);
+        // Admitted after the decrease: a new overload.
+        assert_eq!(a.update(Sample::dropped(at(10), 36).started_at(at(10))), 32);
+        // Netflix's default counts every drop.
+        let mut n = aimd(1, 40, 200);
+        assert_eq!(n.update(Sample::dropped(at(10), 40)), 36);
+        assert_eq!(n.update(Sample::dropped(at(10), 40).started_at(at(1))), 32);
     }
 
     #[test]

@@ -109,7 +109,7 @@ mod service;
 
 pub mod future;
 
-pub use aimd::{Aimd, AimdBuilder, Algorithm, Fixed, LatencyTarget, Sample};
+pub use aimd::{Aimd, AimdBuilder, Algorithm, Fixed, Growth, LatencyTarget, Sample};
 pub use handle::{LimitHandle, LimitSnapshot, QueuedByPriority};
 pub use layer::AdaptiveLimitLayer;
 #[cfg(feature = "http")]

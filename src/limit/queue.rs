@@ -394,6 +394,7 @@ impl Shared {
         if let (Some(now), false) = (now, outcome == Outcome::Ignored) {
             let dropped = outcome == Outcome::Dropped;
             let sample = Sample {
+                start: start.saturating_duration_since(self.base),
                 rtt: now.saturating_duration_since(start),
                 in_flight,
                 dropped,
