@@ -90,6 +90,13 @@ pub trait Algorithm: fmt::Debug {
 
     /// Learns from one finished request and returns the new limit (at least 1).
     fn update(&mut self, sample: Sample) -> usize;
+
+    /// `false` for an algorithm that ignores samples, such as [`Fixed`]: the
+    /// limiter then does not time requests (no clock reads) and does not call
+    /// [`update`](Self::update).
+    fn needs_samples(&self) -> bool {
+        true
+    }
 }
 
 impl<A: Algorithm + ?Sized> Algorithm for Box<A> {
@@ -99,6 +106,10 @@ impl<A: Algorithm + ?Sized> Algorithm for Box<A> {
 
     fn update(&mut self, sample: Sample) -> usize {
         (**self).update(sample)
+    }
+
+    fn needs_samples(&self) -> bool {
+        (**self).needs_samples()
     }
 }
 
@@ -126,6 +137,10 @@ impl Algorithm for Fixed {
 
     fn update(&mut self, _sample: Sample) -> usize {
         self.limit
+    }
+
+    fn needs_samples(&self) -> bool {
+        false
     }
 }
 

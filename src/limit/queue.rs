@@ -131,7 +131,7 @@ impl Default for QueueConfig {
 /// A permit granted to a waiter, sent through its channel.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Grant {
-    start: Instant,
+    start: Option<Instant>,
     in_flight: usize,
 }
 
@@ -152,6 +152,8 @@ struct State {
     queued: usize,
     admitted: u64,
     released: u64,
+    samples: u64,
+    drops: u64,
     next_id: u64,
     /// When the queue was last empty, for the standing-queue rule.
     last_empty: Instant,
@@ -178,6 +180,9 @@ pub(crate) struct Counters {
 /// The state every clone of a layer and its services shares.
 pub(crate) struct Shared {
     state: Mutex<State>,
+    /// Whether the algorithm learns from samples; if not, no clock is read
+    /// for a request that does not wait.
+    sampling: bool,
     pub(crate) counters: Counters,
     pub(crate) config: QueueConfig,
     pub(crate) base: Instant,
@@ -203,9 +208,11 @@ impl Shared {
     pub(crate) fn new(algorithm: Box<dyn Algorithm + Send>, config: QueueConfig) -> Self {
         let now = Instant::now();
         let limit = algorithm.limit().max(1);
+        let sampling = algorithm.needs_samples();
         let counters = Counters::default();
         counters.limit.store(limit, Relaxed);
         Self {
+            sampling,
             state: Mutex::new(State {
                 algorithm,
                 limit,
@@ -215,6 +222,8 @@ impl Shared {
                 queued: 0,
                 admitted: 0,
                 released: 0,
+                samples: 0,
+                drops: 0,
                 next_id: 0,
                 last_empty: now,
             }),
@@ -238,13 +247,14 @@ impl Shared {
     /// Admits a request of priority `p` now, queues it, or refuses it.
     pub(crate) fn acquire(self: &Arc<Self>, p: Priority) -> Admission {
         let mut st = self.lock();
-        let waiting_ahead = st.queues[p.index()..].iter().any(|q| !q.is_empty());
+        let waiting_ahead =
+            st.queued > 0 && st.queues[p.index()..].iter().any(|q| !q.is_empty());
         if !waiting_ahead && self.admissible(&st, p) {
             let in_flight = self.admit(&mut st, p);
             drop(st);
             return Admission::Admitted(Permit {
+                start: self.sampling.then(Instant::now),
                 shared: Arc::clone(self),
-                start: Instant::now(),
                 in_flight,
                 priority: p,
                 outcome: Outcome::Ignored,
@@ -342,7 +352,7 @@ impl Shared {
             let p = Priority::ALL[i];
             let in_flight = self.admit(st, p);
             let grant = Grant {
-                start: now,
+                start: self.sampling.then_some(now),
                 in_flight,
             };
             if waiter.tx.send(Ok(grant)).is_err() {
@@ -381,17 +391,17 @@ impl Shared {
         c.oldest.store(nanos, Relaxed);
     }
 
-    fn release(&self, p: Priority, start: Instant, in_flight: usize, outcome: Outcome) {
-        // The only clock read of the release path, and only when needed.
-        let needs_clock = outcome != Outcome::Ignored || self.counters.queued.load(Relaxed) > 0;
-        let now = if needs_clock {
-            Some(Instant::now())
-        } else {
-            None
+    fn release(&self, p: Priority, start: Option<Instant>, in_flight: usize, outcome: Outcome) {
+        // The one clock read of the release path, taken only for a sample
+        // (or, rarely, to date a dequeue).
+        let sample_start = match outcome {
+            Outcome::Success | Outcome::Dropped => start,
+            Outcome::Ignored => None,
         };
+        let mut now = sample_start.map(|_| Instant::now());
         let mut st = self.lock();
         self.unadmit(&mut st, p);
-        if let (Some(now), false) = (now, outcome == Outcome::Ignored) {
+        if let (Some(start), Some(now)) = (sample_start, now) {
             let dropped = outcome == Outcome::Dropped;
             let sample = Sample {
                 start: start.saturating_duration_since(self.base),
@@ -401,20 +411,20 @@ impl Shared {
             };
             let before = st.limit;
             st.limit = st.algorithm.update(sample).max(1);
-            self.counters.limit.store(st.limit, Relaxed);
-            self.counters.samples.fetch_add(1, Relaxed);
+            st.samples += 1;
+            st.drops += u64::from(dropped);
+            let c = &self.counters;
+            c.samples.store(st.samples, Relaxed);
             if dropped {
-                self.counters.drops.fetch_add(1, Relaxed);
+                c.drops.store(st.drops, Relaxed);
             }
             if st.limit != before {
+                c.limit.store(st.limit, Relaxed);
                 log_change(before, st.limit, st.in_flight, st.queued);
             }
         }
         if st.queued > 0 {
-            let now = match now {
-                Some(now) => now,
-                None => Instant::now(),
-            };
+            let now = *now.get_or_insert_with(Instant::now);
             self.drain(&mut st, now);
         }
     }
@@ -471,7 +481,7 @@ fn log_change(_before: usize, _limit: usize, _inflight: usize, _queued: usize) {
 #[must_use = "dropping a permit releases it at once"]
 pub struct Permit {
     shared: Arc<Shared>,
-    start: Instant,
+    start: Option<Instant>,
     in_flight: usize,
     priority: Priority,
     outcome: Outcome,
