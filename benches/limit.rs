@@ -86,7 +86,9 @@ fn uncontended(c: &mut Criterion) {
         b.iter(|| black_box(one(&mut a, black_box(1))))
     });
     // The floor of any layer that times requests: it reads the clock twice.
-    g.bench_function("clock_read", |b| b.iter(|| black_box(tokio::time::Instant::now())));
+    g.bench_function("clock_read", |b| {
+        b.iter(|| black_box(tokio::time::Instant::now()))
+    });
     g.finish();
 }
 
@@ -96,7 +98,7 @@ fn two_threads<S>(svc: &S, iters: u64) -> Duration
 where
     S: Service<u64> + Clone + Send,
 {
-    let start = std::time::Instant::now();
+    let start = tokio::time::Instant::now();
     std::thread::scope(|s| {
         for _ in 0..2 {
             let mut svc = svc.clone();
@@ -142,15 +144,17 @@ fn http_refusal(c: &mut Criterion) {
         .http();
     let (hold_tx, hold_rx) = tokio::sync::oneshot::channel::<()>();
     let hold_rx = std::sync::Arc::new(std::sync::Mutex::new(Some(hold_rx)));
-    let svc = layer.layer(tower::service_fn(move |_req: Request<Empty<bytes::Bytes>>| {
-        let hold = hold_rx.lock().unwrap().take();
-        async move {
-            if let Some(hold) = hold {
-                let _ = hold.await;
+    let svc = layer.layer(tower::service_fn(
+        move |_req: Request<Empty<bytes::Bytes>>| {
+            let hold = hold_rx.lock().unwrap().take();
+            async move {
+                if let Some(hold) = hold {
+                    let _ = hold.await;
+                }
+                Ok::<_, std::convert::Infallible>(Response::new(Empty::<bytes::Bytes>::new()))
             }
-            Ok::<_, std::convert::Infallible>(Response::new(Empty::<bytes::Bytes>::new()))
-        }
-    }));
+        },
+    ));
     // The first request holds the only permit for the whole bench.
     let holder = rt.spawn(svc.clone().oneshot(Request::new(Empty::new())));
     rt.block_on(tokio::task::yield_now());

@@ -67,9 +67,12 @@ impl AdaptiveLimitLayer {
 }
 
 impl<R, C, K> AdaptiveLimitLayer<R, C, K> {
-    fn config_mut(&mut self) -> &mut QueueConfig {
+    fn configure(&mut self, f: impl FnOnce(&mut QueueConfig)) {
         match Arc::get_mut(&mut self.shared) {
-            Some(shared) => &mut shared.config,
+            Some(shared) => {
+                f(&mut shared.config);
+                shared.reconfigured();
+            }
             None => panic!("configure an AdaptiveLimitLayer before cloning or applying it"),
         }
     }
@@ -79,14 +82,14 @@ impl<R, C, K> AdaptiveLimitLayer<R, C, K> {
     /// newest waiter of the lowest priority below its own, or is refused.
     #[must_use]
     pub fn max_queue(mut self, len: usize) -> Self {
-        self.config_mut().max_len = len;
+        self.configure(|c| c.max_len = len);
         self
     }
 
     /// How long a request may wait for a permit (default 1 s).
     #[must_use]
     pub fn queue_timeout(mut self, timeout: Duration) -> Self {
-        self.config_mut().timeout = timeout;
+        self.configure(|c| c.timeout = timeout);
         self
     }
 
@@ -97,7 +100,7 @@ impl<R, C, K> AdaptiveLimitLayer<R, C, K> {
     /// head of the queue, never run.
     #[must_use]
     pub fn standing_queue(mut self, interval: Duration, short_timeout: Duration) -> Self {
-        self.config_mut().standing = Some((interval, short_timeout));
+        self.configure(|c| c.standing = Some((interval, short_timeout)));
         self
     }
 
@@ -105,14 +108,14 @@ impl<R, C, K> AdaptiveLimitLayer<R, C, K> {
     /// [`queue_timeout`](Self::queue_timeout).
     #[must_use]
     pub fn without_standing_queue(mut self) -> Self {
-        self.config_mut().standing = None;
+        self.configure(|c| c.standing = None);
         self
     }
 
     /// Reserves shares of the limit for priorities.
     #[must_use]
     pub fn reserved(mut self, reserved: Reserved) -> Self {
-        self.config_mut().reserved = reserved;
+        self.configure(|c| c.reserved = reserved);
         self
     }
 

@@ -19,7 +19,10 @@ use std::{
     fmt,
     sync::{
         Arc, Mutex, MutexGuard,
-        atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
+        atomic::{
+            AtomicU64, AtomicUsize,
+            Ordering::{Relaxed, SeqCst},
+        },
     },
     time::Duration,
 };
@@ -145,13 +148,10 @@ struct Waiter {
 
 struct State {
     algorithm: Box<dyn Algorithm + Send>,
-    limit: usize,
-    in_flight: usize,
+    /// In flight per priority; kept only when shares are reserved (then
+    /// every admission takes the lock).
     in_flight_by: [usize; 4],
     queues: [VecDeque<Waiter>; 4],
-    queued: usize,
-    admitted: u64,
-    released: u64,
     samples: u64,
     drops: u64,
     next_id: u64,
@@ -159,13 +159,17 @@ struct State {
     last_empty: Instant,
 }
 
-/// Figures mirrored out of the lock for handles and load signals.
+/// The counts admission races on, and figures mirrored out of the lock for
+/// handles and load signals.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
+    /// The limit; written under the lock, read anywhere.
     pub(crate) limit: AtomicUsize,
+    /// Requests holding a permit; the authoritative count.
     pub(crate) in_flight: AtomicUsize,
-    pub(crate) queued_by: [AtomicUsize; 4],
+    /// Waiters; the authoritative count, changed under the lock only.
     pub(crate) queued: AtomicUsize,
+    pub(crate) queued_by: [AtomicUsize; 4],
     /// Nanoseconds from `Shared::base` to the oldest waiter's arrival, plus
     /// one; zero when nobody waits.
     pub(crate) oldest: AtomicU64,
@@ -178,11 +182,25 @@ pub(crate) struct Counters {
 }
 
 /// The state every clone of a layer and its services shares.
+///
+/// Admission is a compare-and-swap of `in_flight` against `limit`, so the
+/// limit holds without the lock. Without reserved shares, a request that
+/// finds nobody waiting is admitted by that CAS alone, and a request that
+/// takes no sample is released by a decrement alone; everything else (the
+/// queue, samples, reservations) happens under the lock.
+///
+/// The lock-free release and the locked enqueue cannot miss each other: the
+/// releaser decrements `in_flight` and then reads `queued`; the enqueuer
+/// increments `queued` and then (draining) reads `in_flight`, all
+/// sequentially consistent. Either the releaser sees the waiter and drains,
+/// or the enqueuer sees the free slot.
 pub(crate) struct Shared {
     state: Mutex<State>,
     /// Whether the algorithm learns from samples; if not, no clock is read
     /// for a request that does not wait.
     sampling: bool,
+    /// No reserved shares: the lock-free paths are allowed.
+    fast: bool,
     pub(crate) counters: Counters,
     pub(crate) config: QueueConfig,
     pub(crate) base: Instant,
@@ -213,15 +231,11 @@ impl Shared {
         counters.limit.store(limit, Relaxed);
         Self {
             sampling,
+            fast: config.reserved == Reserved::new(),
             state: Mutex::new(State {
                 algorithm,
-                limit,
-                in_flight: 0,
                 in_flight_by: [0; 4],
                 queues: Default::default(),
-                queued: 0,
-                admitted: 0,
-                released: 0,
                 samples: 0,
                 drops: 0,
                 next_id: 0,
@@ -233,32 +247,99 @@ impl Shared {
         }
     }
 
+    /// Called when the configuration changed after `new`.
+    pub(crate) fn reconfigured(&mut self) {
+        self.fast = self.config.reserved == Reserved::new();
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panicking algorithm must not wedge the limiter: the state is
         // consistent between statements, so a poisoned lock is still usable.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn queued(&self) -> usize {
+        self.counters.queued.load(SeqCst)
+    }
+
+    /// Takes a slot if the limit allows; returns the in-flight count with it.
+    fn try_take(&self) -> Option<usize> {
+        let c = &self.counters;
+        let mut cur = c.in_flight.load(Relaxed);
+        loop {
+            if cur >= c.limit.load(Relaxed) {
+                return None;
+            }
+            match c
+                .in_flight
+                .compare_exchange_weak(cur, cur + 1, SeqCst, Relaxed)
+            {
+                Ok(_) => {
+                    c.admitted.fetch_add(1, Relaxed);
+                    return Some(cur + 1);
+                }
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Whether a request of priority `p` could be admitted now (lock held).
     fn admissible(&self, st: &State, p: Priority) -> bool {
-        st.in_flight < st.limit
-            || st.in_flight_by[p.index()] < self.config.reserved.slots(p, st.limit)
+        let c = &self.counters;
+        c.in_flight.load(SeqCst) < c.limit.load(Relaxed)
+            || (!self.fast
+                && st.in_flight_by[p.index()]
+                    < self.config.reserved.slots(p, c.limit.load(Relaxed)))
+    }
+
+    /// Admits a request of priority `p` if the limit or its reserve allows
+    /// (lock held).
+    fn try_admit_locked(&self, st: &mut State, p: Priority) -> Option<usize> {
+        if let Some(n) = self.try_take() {
+            if !self.fast {
+                st.in_flight_by[p.index()] += 1;
+            }
+            return Some(n);
+        }
+        let c = &self.counters;
+        if !self.fast
+            && st.in_flight_by[p.index()] < self.config.reserved.slots(p, c.limit.load(Relaxed))
+        {
+            // Within the priority's reserve: beyond the global limit. Every
+            // admission takes the lock in this mode, so this is atomic too.
+            st.in_flight_by[p.index()] += 1;
+            c.admitted.fetch_add(1, Relaxed);
+            return Some(c.in_flight.fetch_add(1, SeqCst) + 1);
+        }
+        None
+    }
+
+    fn permit(self: &Arc<Self>, p: Priority, in_flight: usize) -> Permit {
+        Permit {
+            start: self.sampling.then(Instant::now),
+            shared: Arc::clone(self),
+            in_flight,
+            priority: p,
+            outcome: Outcome::Ignored,
+        }
     }
 
     /// Admits a request of priority `p` now, queues it, or refuses it.
     pub(crate) fn acquire(self: &Arc<Self>, p: Priority) -> Admission {
+        if self.fast && self.queued() == 0 {
+            if let Some(n) = self.try_take() {
+                return Admission::Admitted(self.permit(p, n));
+            }
+        }
+
         let mut st = self.lock();
         let waiting_ahead =
-            st.queued > 0 && st.queues[p.index()..].iter().any(|q| !q.is_empty());
-        if !waiting_ahead && self.admissible(&st, p) {
-            let in_flight = self.admit(&mut st, p);
-            drop(st);
-            return Admission::Admitted(Permit {
-                start: self.sampling.then(Instant::now),
-                shared: Arc::clone(self),
-                in_flight,
-                priority: p,
-                outcome: Outcome::Ignored,
-            });
+            self.queued() > 0 && st.queues[p.index()..].iter().any(|q| !q.is_empty());
+        if !waiting_ahead {
+            if let Some(n) = self.try_admit_locked(&mut st, p) {
+                drop(st);
+                return Admission::Admitted(self.permit(p, n));
+            }
         }
 
         if self.config.max_len == 0 {
@@ -267,7 +348,7 @@ impl Shared {
             return Admission::Rejected(Reason::QueueFull);
         }
         let now = Instant::now();
-        if st.queued >= self.config.max_len {
+        if self.queued() >= self.config.max_len {
             // Full: make room by refusing the newest waiter of the lowest
             // priority below this one, or refuse this request.
             let Some(lowest) = (0..p.index()).find(|&i| !st.queues[i].is_empty()) else {
@@ -276,12 +357,12 @@ impl Shared {
                 return Admission::Rejected(Reason::QueueFull);
             };
             if let Some(evicted) = st.queues[lowest].pop_back() {
-                st.queued -= 1;
+                self.counters.queued.fetch_sub(1, SeqCst);
                 let _ = evicted.tx.send(Err(Reason::QueueFull));
                 self.counters.queue_full.fetch_add(1, Relaxed);
             }
         }
-        if st.queued == 0 {
+        if self.queued() == 0 {
             st.last_empty = now;
         }
         let timeout = self.wait_timeout(&st, now);
@@ -293,7 +374,10 @@ impl Shared {
             enqueued: now,
             tx,
         });
-        st.queued += 1;
+        self.counters.queued.fetch_add(1, SeqCst);
+        // A slot freed by a lock-free release since we looked is found here
+        // (see the type's docs); the grant waits in the channel.
+        self.drain(&mut st, now);
         self.publish_queue(&st);
         drop(st);
         Admission::Queued(Ticket {
@@ -309,7 +393,7 @@ impl Shared {
     fn wait_timeout(&self, st: &State, now: Instant) -> Duration {
         match self.config.standing {
             Some((interval, short))
-                if st.queued > 0 && now.saturating_duration_since(st.last_empty) > interval =>
+                if self.queued() > 0 && now.saturating_duration_since(st.last_empty) > interval =>
             {
                 short.min(self.config.timeout)
             }
@@ -317,19 +401,10 @@ impl Shared {
         }
     }
 
-    fn admit(&self, st: &mut State, p: Priority) -> usize {
-        st.in_flight += 1;
-        st.in_flight_by[p.index()] += 1;
-        st.admitted += 1;
-        self.counters.in_flight.store(st.in_flight, Relaxed);
-        self.counters.admitted.store(st.admitted, Relaxed);
-        st.in_flight
-    }
-
     /// Grants permits to queued waiters while the limit allows, highest
-    /// priority first; refuses the expired ones it meets.
+    /// priority first; refuses the expired ones it meets (lock held).
     fn drain(&self, st: &mut State, now: Instant) {
-        if st.queued == 0 {
+        if self.queued() == 0 {
             return;
         }
         while let Some(i) = (0..4)
@@ -340,17 +415,19 @@ impl Shared {
             let Some(waiter) = st.queues[i].pop_front() else {
                 break;
             };
-            st.queued -= 1;
-            if st.queued == 0 {
-                st.last_empty = now;
-            }
             if now.saturating_duration_since(waiter.enqueued) > timeout {
+                self.counters.queued.fetch_sub(1, SeqCst);
                 let _ = waiter.tx.send(Err(Reason::QueueTimeout));
                 self.counters.queue_timeout.fetch_add(1, Relaxed);
                 continue;
             }
             let p = Priority::ALL[i];
-            let in_flight = self.admit(st, p);
+            let Some(in_flight) = self.try_admit_locked(st, p) else {
+                // A lock-free admission took the slot first.
+                st.queues[i].push_front(waiter);
+                break;
+            };
+            self.counters.queued.fetch_sub(1, SeqCst);
             let grant = Grant {
                 start: self.sampling.then_some(now),
                 in_flight,
@@ -361,15 +438,18 @@ impl Shared {
                 self.unadmit(st, p);
             }
         }
+        if self.queued() == 0 {
+            st.last_empty = now;
+        }
         self.publish_queue(st);
     }
 
     fn unadmit(&self, st: &mut State, p: Priority) {
-        st.in_flight -= 1;
-        st.in_flight_by[p.index()] -= 1;
-        st.released += 1;
-        self.counters.in_flight.store(st.in_flight, Relaxed);
-        self.counters.released.store(st.released, Relaxed);
+        if !self.fast {
+            st.in_flight_by[p.index()] -= 1;
+        }
+        self.counters.in_flight.fetch_sub(1, SeqCst);
+        self.counters.released.fetch_add(1, Relaxed);
     }
 
     fn publish_queue(&self, st: &State) {
@@ -377,7 +457,6 @@ impl Shared {
         for (i, q) in st.queues.iter().enumerate() {
             c.queued_by[i].store(q.len(), Relaxed);
         }
-        c.queued.store(st.queued, Relaxed);
         let oldest = st
             .queues
             .iter()
@@ -392,12 +471,23 @@ impl Shared {
     }
 
     fn release(&self, p: Priority, start: Option<Instant>, in_flight: usize, outcome: Outcome) {
-        // The one clock read of the release path, taken only for a sample
-        // (or, rarely, to date a dequeue).
+        let c = &self.counters;
         let sample_start = match outcome {
             Outcome::Success | Outcome::Dropped => start,
             Outcome::Ignored => None,
         };
+        if sample_start.is_none() && self.fast {
+            // Nothing to learn: a decrement, and the lock only for waiters.
+            c.in_flight.fetch_sub(1, SeqCst);
+            c.released.fetch_add(1, Relaxed);
+            if self.queued() > 0 {
+                let mut st = self.lock();
+                self.drain(&mut st, Instant::now());
+            }
+            return;
+        }
+
+        // The one clock read of the release path, taken before the lock.
         let mut now = sample_start.map(|_| Instant::now());
         let mut st = self.lock();
         self.unadmit(&mut st, p);
@@ -409,21 +499,20 @@ impl Shared {
                 in_flight,
                 dropped,
             };
-            let before = st.limit;
-            st.limit = st.algorithm.update(sample).max(1);
+            let before = c.limit.load(Relaxed);
+            let limit = st.algorithm.update(sample).max(1);
             st.samples += 1;
             st.drops += u64::from(dropped);
-            let c = &self.counters;
             c.samples.store(st.samples, Relaxed);
             if dropped {
                 c.drops.store(st.drops, Relaxed);
             }
-            if st.limit != before {
-                c.limit.store(st.limit, Relaxed);
-                log_change(before, st.limit, st.in_flight, st.queued);
+            if limit != before {
+                c.limit.store(limit, SeqCst);
+                log_change(before, limit, c.in_flight.load(Relaxed), self.queued());
             }
         }
-        if st.queued > 0 {
+        if self.queued() > 0 {
             let now = *now.get_or_insert_with(Instant::now);
             self.drain(&mut st, now);
         }
@@ -437,8 +526,7 @@ impl Shared {
             return false;
         };
         q.remove(pos);
-        st.queued -= 1;
-        if st.queued == 0 {
+        if self.counters.queued.fetch_sub(1, SeqCst) == 1 {
             st.last_empty = Instant::now();
         }
         self.publish_queue(&st);
