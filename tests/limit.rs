@@ -318,6 +318,138 @@ mod grpc {
         }
         wait_until("every permit is released", || handle.in_flight() == 0).await;
     }
+    /// A tonic server with the HTTP face: an open `watch` stream holds its
+    /// permit until the stream ends; the call refused meanwhile reaches the
+    /// client as `UNAVAILABLE` with a pushback, not `UNKNOWN`.
+    #[tokio::test]
+    async fn tonic_server_refuses_with_unavailable_while_a_stream_holds_the_permit() {
+        let layer = AdaptiveLimitLayer::new(Fixed::new(1).unwrap())
+            .max_queue(0)
+            .http();
+        let handle = layer.handle();
+        let incoming = TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = incoming.local_addr().unwrap();
+        let (_reporter, health) = tonic_health::server::health_reporter();
+        tokio::spawn(async move {
+            Server::builder()
+                .layer(layer)
+                .add_service(health)
+                .serve_with_incoming(incoming)
+                .await
+                .unwrap();
+        });
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = HealthClient::new(channel);
+
+        let mut stream = client
+            .watch(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(stream.message().await.unwrap().is_some());
+        assert_eq!(handle.in_flight(), 1, "the stream holds the permit");
+
+        let refused = client
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::Unavailable);
+        assert!(refused.metadata().get("grpc-retry-pushback-ms").is_some());
+
+        drop(stream);
+        wait_until("the stream's permit is released", || {
+            handle.in_flight() == 0
+        })
+        .await;
+        client
+            .check(HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap();
+    }
+}
+
+/// A hyper client behind the limit: the remote's 429s shrink it, and so
+/// does a slowdown past the latency target; it grows back when the remote
+/// is fast and willing again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hyper_client_shrinks_on_429_and_on_slowdown_and_grows_back() {
+    // 0: fast and willing, 1: quota exceeded (429), 2: slow (60 ms).
+    let mode = Arc::new(AtomicUsize::new(0));
+    let m = mode.clone();
+    let app = Router::new().route(
+        "/",
+        get(move || {
+            let mode = m.load(Ordering::SeqCst);
+            async move {
+                match mode {
+                    1 => StatusCode::TOO_MANY_REQUESTS,
+                    2 => {
+                        tokio::time::sleep(Duration::from_millis(60)).await;
+                        StatusCode::OK
+                    }
+                    _ => {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                        StatusCode::OK
+                    }
+                }
+            }
+        }),
+    );
+    let addr = serve(app).await;
+    let aimd = Aimd::builder()
+        .min_limit(2)
+        .initial_limit(20)
+        .latency_target(tower_spillway::limit::LatencyTarget::fixed(
+            Duration::from_millis(30),
+        ))
+        .build()
+        .unwrap();
+    let layer = AdaptiveLimitLayer::new(aimd)
+        .outcomes(HttpOutcomes::new())
+        .max_queue(64)
+        .queue_timeout(Duration::from_secs(5))
+        .without_standing_queue();
+    let handle = layer.handle();
+    let svc = ServiceBuilder::new().layer(layer).service(http_client());
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..30 {
+        let (svc, stop) = (svc.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(res) = svc.clone().oneshot(get_req(addr, "/")).await {
+                    let _ = res.into_body().collect().await;
+                }
+            }
+        }));
+    }
+
+    wait_until("growth while the remote is fast", || handle.limit() >= 28).await;
+    mode.store(1, Ordering::SeqCst);
+    wait_until("429s shrink the limit", || handle.limit() <= 5).await;
+    mode.store(0, Ordering::SeqCst);
+    wait_until("recovery after the 429s", || handle.limit() >= 28).await;
+    mode.store(2, Ordering::SeqCst);
+    wait_until("a slowdown shrinks the limit", || handle.limit() <= 5).await;
+    mode.store(0, Ordering::SeqCst);
+    wait_until("recovery after the slowdown", || handle.limit() >= 28).await;
+
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert_eq!(handle.in_flight(), 0);
 }
 
 // ---------------------------------------------------------------------------
