@@ -155,6 +155,9 @@ impl<R, C, K> AdaptiveLimitLayer<R, C, K> {
     /// The HTTP face: refusals are `503` responses with `Retry-After` (or
     /// trailers-only gRPC `UNAVAILABLE`), outcomes are classified by
     /// [`HttpOutcomes`], and each permit lasts until its response body ends.
+    ///
+    /// This sets the classification to `HttpOutcomes::new()`; to tune it,
+    /// call [`outcomes`](Self::outcomes) afterwards.
     #[must_use]
     pub fn http(self) -> AdaptiveLimitLayer<AsResponse<ProblemDetails>, HttpOutcomes, K> {
         self.rejection(ProblemDetails::default())

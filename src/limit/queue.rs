@@ -157,6 +157,11 @@ struct State {
     next_id: u64,
     /// When the queue was last empty, for the standing-queue rule.
     last_empty: Instant,
+    #[cfg(feature = "tracing")]
+    last_log: Instant,
+    /// The limit's range since the last debug line.
+    #[cfg(feature = "tracing")]
+    log_range: Option<(usize, usize)>,
 }
 
 /// The counts admission races on, and figures mirrored out of the lock for
@@ -240,6 +245,10 @@ impl Shared {
                 drops: 0,
                 next_id: 0,
                 last_empty: now,
+                #[cfg(feature = "tracing")]
+                last_log: now,
+                #[cfg(feature = "tracing")]
+                log_range: None,
             }),
             counters,
             config,
@@ -509,7 +518,7 @@ impl Shared {
             }
             if limit != before {
                 c.limit.store(limit, SeqCst);
-                log_change(before, limit, c.in_flight.load(Relaxed), self.queued());
+                log_change(&mut st, now, before, limit, c, self.queued());
             }
         }
         if self.queued() > 0 {
@@ -534,29 +543,40 @@ impl Shared {
     }
 }
 
+/// Every change at `trace`; at `debug`, at most one line a second with the
+/// limit's range since the last one, so that an oscillating limit under
+/// overload does not turn logging into load.
 #[cfg(feature = "tracing")]
-fn log_change(before: usize, limit: usize, inflight: usize, queued: usize) {
-    if limit < before {
-        tracing::debug!(
-            limit,
-            before,
-            inflight,
-            queued,
-            "concurrency limit decreased"
-        );
-    } else {
-        tracing::trace!(
-            limit,
-            before,
-            inflight,
-            queued,
-            "concurrency limit increased"
-        );
+fn log_change(
+    st: &mut State,
+    now: Instant,
+    before: usize,
+    limit: usize,
+    c: &Counters,
+    queued: usize,
+) {
+    let inflight = c.in_flight.load(Relaxed);
+    tracing::trace!(limit, before, inflight, queued, "concurrency limit changed");
+    let (lo, hi) = st.log_range.get_or_insert((limit, limit));
+    *lo = (*lo).min(limit);
+    *hi = (*hi).max(limit);
+    if now.saturating_duration_since(st.last_log) >= Duration::from_secs(1) {
+        let (lo, hi) = st.log_range.take().unwrap_or((limit, limit));
+        st.last_log = now;
+        tracing::debug!(limit, lo, hi, inflight, queued, "concurrency limit moved");
     }
 }
 
 #[cfg(not(feature = "tracing"))]
-fn log_change(_before: usize, _limit: usize, _inflight: usize, _queued: usize) {}
+fn log_change(
+    _st: &mut State,
+    _now: Instant,
+    _before: usize,
+    _limit: usize,
+    _c: &Counters,
+    _queued: usize,
+) {
+}
 
 /// A request's right to run, held from admission until its outcome is known
 /// (for HTTP: until the response body ends or is dropped).
