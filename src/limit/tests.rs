@@ -426,3 +426,57 @@ fn configuring_a_shared_layer_panics() {
     let _clone = layer.clone();
     let _ = layer.max_queue(3);
 }
+
+#[cfg(feature = "http")]
+#[tokio::test(start_paused = true)]
+async fn http_face_answers_a_queue_timeout_with_503() {
+    use http::{Request, Response};
+
+    let layer = fixed(1)
+        .queue_timeout(Duration::from_millis(100))
+        .without_standing_queue()
+        .http();
+    let handle = layer.handle();
+    let (hold, held) = oneshot::channel::<()>();
+    let held = Arc::new(Mutex::new(Some(held)));
+    let svc = tower::Layer::layer(
+        &layer,
+        tower::service_fn(move |_req: Request<()>| {
+            let held = held.lock().unwrap().take();
+            async move {
+                if let Some(held) = held {
+                    let _ = held.await;
+                }
+                Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Empty::<
+                    bytes::Bytes,
+                >::new()))
+            }
+        }),
+    );
+    let first = tokio::spawn(svc.clone().oneshot(Request::new(())));
+    settle().await;
+    let mut req = Request::new(());
+    req.extensions_mut().insert(Priority::High);
+    let res = svc.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), 503);
+    assert!(res.headers().contains_key(http::header::RETRY_AFTER));
+    let o = res.extensions().get::<crate::Overloaded>().unwrap();
+    assert_eq!(
+        (o.reason(), o.priority()),
+        (Reason::QueueTimeout, Some(Priority::High))
+    );
+    assert!(res.body().is_rejected());
+    drop(hold);
+    first.await.unwrap().unwrap();
+    assert_eq!(handle.in_flight(), 0);
+}
+
+#[cfg(feature = "serde")]
+#[test]
+fn snapshot_serialises() {
+    let handle = fixed(7).handle();
+    let json = serde_json::to_value(handle.snapshot()).unwrap();
+    assert_eq!(json["limit"], 7);
+    assert_eq!(json["queued_by_priority"]["critical"], 0);
+    assert_eq!(json["oldest_wait_ms"], serde_json::Value::Null);
+}
