@@ -45,17 +45,17 @@ impl LimitHandle {
 
     /// The current concurrency limit.
     pub fn limit(&self) -> usize {
-        self.shared.counters.limit.load(Relaxed)
+        self.shared.counters.steady.limit.load(Relaxed)
     }
 
     /// Requests holding a permit now.
     pub fn in_flight(&self) -> usize {
-        self.shared.counters.in_flight.load(Relaxed)
+        self.shared.counters.hot.in_flight.load(Relaxed)
     }
 
     /// Requests waiting in the queue.
     pub fn queued(&self) -> usize {
-        self.shared.counters.queued.load(Relaxed)
+        self.shared.counters.steady.queued.load(Relaxed)
     }
 
     /// Requests of `priority` waiting in the queue.
@@ -93,8 +93,8 @@ impl LimitHandle {
                 low: q(Priority::Low),
             },
             oldest_wait: self.oldest_wait(),
-            admitted: c.admitted.load(Relaxed),
-            released: c.released.load(Relaxed),
+            admitted: c.hot.admitted.load(Relaxed),
+            released: c.hot.released.load(Relaxed),
             samples: c.samples.load(Relaxed),
             drops: c.drops.load(Relaxed),
             rejected_queue_full: c.queue_full.load(Relaxed),

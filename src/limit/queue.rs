@@ -168,22 +168,36 @@ struct State {
 /// handles and load signals.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    /// The limit; written under the lock, read anywhere.
-    pub(crate) limit: AtomicUsize,
-    /// Requests holding a permit; the authoritative count.
-    pub(crate) in_flight: AtomicUsize,
-    /// Waiters; the authoritative count, changed under the lock only.
-    pub(crate) queued: AtomicUsize,
+    /// What every admission and release writes, on its own cache lines.
+    pub(crate) hot: Hot,
+    /// What every admission reads and little writes, on other lines.
+    pub(crate) steady: Steady,
     pub(crate) queued_by: [AtomicUsize; 4],
     /// Nanoseconds from `Shared::base` to the oldest waiter's arrival, plus
     /// one; zero when nobody waits.
     pub(crate) oldest: AtomicU64,
-    pub(crate) admitted: AtomicU64,
-    pub(crate) released: AtomicU64,
     pub(crate) samples: AtomicU64,
     pub(crate) drops: AtomicU64,
     pub(crate) queue_full: AtomicU64,
     pub(crate) queue_timeout: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct Hot {
+    /// Requests holding a permit; the authoritative count.
+    pub(crate) in_flight: AtomicUsize,
+    pub(crate) admitted: AtomicU64,
+    pub(crate) released: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct Steady {
+    /// The limit; written under the lock, read anywhere.
+    pub(crate) limit: AtomicUsize,
+    /// Waiters; the authoritative count, changed under the lock only.
+    pub(crate) queued: AtomicUsize,
 }
 
 /// The state every clone of a layer and its services shares.
@@ -233,7 +247,7 @@ impl Shared {
         let limit = algorithm.limit().max(1);
         let sampling = algorithm.needs_samples();
         let counters = Counters::default();
-        counters.limit.store(limit, Relaxed);
+        counters.steady.limit.store(limit, Relaxed);
         Self {
             sampling,
             fast: config.reserved == Reserved::new(),
@@ -268,23 +282,24 @@ impl Shared {
     }
 
     fn queued(&self) -> usize {
-        self.counters.queued.load(SeqCst)
+        self.counters.steady.queued.load(SeqCst)
     }
 
     /// Takes a slot if the limit allows; returns the in-flight count with it.
     fn try_take(&self) -> Option<usize> {
         let c = &self.counters;
-        let mut cur = c.in_flight.load(Relaxed);
+        let mut cur = c.hot.in_flight.load(Relaxed);
         loop {
-            if cur >= c.limit.load(Relaxed) {
+            if cur >= c.steady.limit.load(Relaxed) {
                 return None;
             }
             match c
+                .hot
                 .in_flight
                 .compare_exchange_weak(cur, cur + 1, SeqCst, Relaxed)
             {
                 Ok(_) => {
-                    c.admitted.fetch_add(1, Relaxed);
+                    c.hot.admitted.fetch_add(1, Relaxed);
                     return Some(cur + 1);
                 }
                 Err(actual) => cur = actual,
@@ -295,10 +310,10 @@ impl Shared {
     /// Whether a request of priority `p` could be admitted now (lock held).
     fn admissible(&self, st: &State, p: Priority) -> bool {
         let c = &self.counters;
-        c.in_flight.load(SeqCst) < c.limit.load(Relaxed)
+        c.hot.in_flight.load(SeqCst) < c.steady.limit.load(Relaxed)
             || (!self.fast
                 && st.in_flight_by[p.index()]
-                    < self.config.reserved.slots(p, c.limit.load(Relaxed)))
+                    < self.config.reserved.slots(p, c.steady.limit.load(Relaxed)))
     }
 
     /// Admits a request of priority `p` if the limit or its reserve allows
@@ -312,13 +327,14 @@ impl Shared {
         }
         let c = &self.counters;
         if !self.fast
-            && st.in_flight_by[p.index()] < self.config.reserved.slots(p, c.limit.load(Relaxed))
+            && st.in_flight_by[p.index()]
+                < self.config.reserved.slots(p, c.steady.limit.load(Relaxed))
         {
             // Within the priority's reserve: beyond the global limit. Every
             // admission takes the lock in this mode, so this is atomic too.
             st.in_flight_by[p.index()] += 1;
-            c.admitted.fetch_add(1, Relaxed);
-            return Some(c.in_flight.fetch_add(1, SeqCst) + 1);
+            c.hot.admitted.fetch_add(1, Relaxed);
+            return Some(c.hot.in_flight.fetch_add(1, SeqCst) + 1);
         }
         None
     }
@@ -366,7 +382,7 @@ impl Shared {
                 return Admission::Rejected(Reason::QueueFull);
             };
             if let Some(evicted) = st.queues[lowest].pop_back() {
-                self.counters.queued.fetch_sub(1, SeqCst);
+                self.counters.steady.queued.fetch_sub(1, SeqCst);
                 let _ = evicted.tx.send(Err(Reason::QueueFull));
                 self.counters.queue_full.fetch_add(1, Relaxed);
             }
@@ -383,7 +399,7 @@ impl Shared {
             enqueued: now,
             tx,
         });
-        self.counters.queued.fetch_add(1, SeqCst);
+        self.counters.steady.queued.fetch_add(1, SeqCst);
         // A slot freed by a lock-free release since we looked is found here
         // (see the type's docs); the grant waits in the channel.
         self.drain(&mut st, now);
@@ -425,7 +441,7 @@ impl Shared {
                 break;
             };
             if now.saturating_duration_since(waiter.enqueued) > timeout {
-                self.counters.queued.fetch_sub(1, SeqCst);
+                self.counters.steady.queued.fetch_sub(1, SeqCst);
                 let _ = waiter.tx.send(Err(Reason::QueueTimeout));
                 self.counters.queue_timeout.fetch_add(1, Relaxed);
                 continue;
@@ -436,7 +452,7 @@ impl Shared {
                 st.queues[i].push_front(waiter);
                 break;
             };
-            self.counters.queued.fetch_sub(1, SeqCst);
+            self.counters.steady.queued.fetch_sub(1, SeqCst);
             let grant = Grant {
                 start: self.sampling.then_some(now),
                 in_flight,
@@ -457,8 +473,8 @@ impl Shared {
         if !self.fast {
             st.in_flight_by[p.index()] -= 1;
         }
-        self.counters.in_flight.fetch_sub(1, SeqCst);
-        self.counters.released.fetch_add(1, Relaxed);
+        self.counters.hot.in_flight.fetch_sub(1, SeqCst);
+        self.counters.hot.released.fetch_add(1, Relaxed);
     }
 
     fn publish_queue(&self, st: &State) {
@@ -487,8 +503,8 @@ impl Shared {
         };
         if sample_start.is_none() && self.fast {
             // Nothing to learn: a decrement, and the lock only for waiters.
-            c.in_flight.fetch_sub(1, SeqCst);
-            c.released.fetch_add(1, Relaxed);
+            c.hot.in_flight.fetch_sub(1, SeqCst);
+            c.hot.released.fetch_add(1, Relaxed);
             if self.queued() > 0 {
                 let mut st = self.lock();
                 self.drain(&mut st, Instant::now());
@@ -508,7 +524,7 @@ impl Shared {
                 in_flight,
                 dropped,
             };
-            let before = c.limit.load(Relaxed);
+            let before = c.steady.limit.load(Relaxed);
             let limit = st.algorithm.update(sample).max(1);
             st.samples += 1;
             st.drops += u64::from(dropped);
@@ -517,7 +533,7 @@ impl Shared {
                 c.drops.store(st.drops, Relaxed);
             }
             if limit != before {
-                c.limit.store(limit, SeqCst);
+                c.steady.limit.store(limit, SeqCst);
                 log_change(&mut st, now, before, limit, c, self.queued());
             }
         }
@@ -535,7 +551,7 @@ impl Shared {
             return false;
         };
         q.remove(pos);
-        if self.counters.queued.fetch_sub(1, SeqCst) == 1 {
+        if self.counters.steady.queued.fetch_sub(1, SeqCst) == 1 {
             st.last_empty = Instant::now();
         }
         self.publish_queue(&st);
@@ -555,7 +571,7 @@ fn log_change(
     c: &Counters,
     queued: usize,
 ) {
-    let inflight = c.in_flight.load(Relaxed);
+    let inflight = c.hot.in_flight.load(Relaxed);
     tracing::trace!(limit, before, inflight, queued, "concurrency limit changed");
     let (lo, hi) = st.log_range.get_or_insert((limit, limit));
     *lo = (*lo).min(limit);
