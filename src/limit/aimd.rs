@@ -9,7 +9,11 @@ use std::{fmt, time::Duration};
 use crate::ConfigError;
 
 /// One finished request, as a limit algorithm sees it.
+///
+/// Built with [`Sample::success`] or [`Sample::dropped`]; it may grow fields
+/// that other algorithms need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Sample {
     /// When the request was admitted, as an offset from an origin fixed for
     /// the limiter's life (the limiter's creation). Algorithms compare it

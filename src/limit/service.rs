@@ -19,7 +19,10 @@ use crate::{AsError, Overloaded, Reject, priority::Classify, priority::FromExten
 /// admit the request (and call the inner service at once), queue it, or
 /// refuse it. A queued request takes the inner service that was polled ready
 /// with it and leaves a fresh clone behind, so no clone is ever called
-/// without having been polled ready.
+/// without having been polled ready. A queued request therefore holds
+/// whatever its inner service's readiness reserves (for a tonic `Channel`, a
+/// slot in its buffer) while it waits; keep
+/// [`max_queue`](super::AdaptiveLimitLayer::max_queue) below such a buffer.
 #[derive(Debug)]
 pub struct AdaptiveLimit<S, R = AsError, C = super::ByResult, K = FromExtensions> {
     inner: S,
