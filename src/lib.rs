@@ -14,6 +14,7 @@
 //! | module | what it does |
 //! |---|---|
 //! | [`priority`] | classify requests as `Critical > High > Default > Low` and stamp the answer into the request |
+//! | [`limit`] | adaptive concurrency limit (AIMD) with a bounded, priority-ordered wait queue and outcome classification |
 //! | [`retry_after`] | answer overload with 503/429 and an honest, jittered `Retry-After` (gRPC: trailers-only status with `grpc-retry-pushback-ms`) |
 //! | [`http`], [`grpc`] | the refusal responses and body plumbing every HTTP face shares |
 //!
@@ -86,6 +87,7 @@ mod error;
 mod overloaded;
 mod signal;
 
+pub mod limit;
 pub mod priority;
 pub mod reject;
 

@@ -1,0 +1,172 @@
+//! A cheap, cloneable view of a limiter for stats endpoints and shedders.
+
+use std::{
+    fmt,
+    sync::{Arc, atomic::Ordering::Relaxed},
+    time::Duration,
+};
+
+use tokio::time::Instant;
+
+use super::queue::Shared;
+use crate::{LoadSignal, Priority};
+
+/// A view of an [`AdaptiveLimitLayer`](super::AdaptiveLimitLayer)'s state:
+/// the limit, what runs, what waits and for how long.
+///
+/// Every read is an atomic load; the handle never takes the limiter's lock.
+/// It is also a [`LoadSignal`] (load = in flight + queued, queue delay = the
+/// oldest waiter's age), so a priority shedder in front of the limiter can
+/// shed from what the limiter sees:
+///
+/// ```
+/// use tower_spillway::{LoadSignal, limit::{AdaptiveLimitLayer, Aimd}};
+///
+/// let layer = AdaptiveLimitLayer::new(Aimd::default());
+/// let handle = layer.handle();
+/// assert_eq!(handle.limit(), 20);
+/// assert_eq!(handle.load(), 0);
+/// ```
+#[derive(Clone)]
+pub struct LimitHandle {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for LimitHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.snapshot(), f)
+    }
+}
+
+impl LimitHandle {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    /// The current concurrency limit.
+    pub fn limit(&self) -> usize {
+        self.shared.counters.steady.limit.load(Relaxed)
+    }
+
+    /// Requests holding a permit now.
+    pub fn in_flight(&self) -> usize {
+        self.shared.counters.hot.in_flight.load(Relaxed)
+    }
+
+    /// Requests waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.shared.counters.steady.queued.load(Relaxed)
+    }
+
+    /// Requests of `priority` waiting in the queue.
+    pub fn queued_by(&self, priority: Priority) -> usize {
+        self.shared.counters.queued_by[priority.index()].load(Relaxed)
+    }
+
+    /// How long the oldest waiter has waited; `None` when nobody waits.
+    pub fn oldest_wait(&self) -> Option<Duration> {
+        let nanos = self.shared.counters.oldest.load(Relaxed);
+        if nanos == 0 {
+            return None;
+        }
+        let since = self.shared.base + Duration::from_nanos(nanos - 1);
+        Some(Instant::now().saturating_duration_since(since))
+    }
+
+    /// Samples that reported a drop, since the limiter was built.
+    pub fn drops(&self) -> u64 {
+        self.shared.counters.drops.load(Relaxed)
+    }
+
+    /// Every figure at once.
+    pub fn snapshot(&self) -> LimitSnapshot {
+        let c = &self.shared.counters;
+        let q = |p: Priority| c.queued_by[p.index()].load(Relaxed);
+        LimitSnapshot {
+            limit: self.limit(),
+            in_flight: self.in_flight(),
+            queued: self.queued(),
+            queued_by_priority: QueuedByPriority {
+                critical: q(Priority::Critical),
+                high: q(Priority::High),
+                default: q(Priority::Default),
+                low: q(Priority::Low),
+            },
+            oldest_wait: self.oldest_wait(),
+            admitted: c.hot.admitted.load(Relaxed),
+            released: c.hot.released.load(Relaxed),
+            samples: c.samples.load(Relaxed),
+            drops: c.drops.load(Relaxed),
+            rejected_queue_full: c.queue_full.load(Relaxed),
+            rejected_queue_timeout: c.queue_timeout.load(Relaxed),
+        }
+    }
+}
+
+impl LoadSignal for LimitHandle {
+    fn load(&self) -> usize {
+        self.in_flight() + self.queued()
+    }
+
+    fn queue_delay(&self) -> Option<Duration> {
+        Some(self.oldest_wait().unwrap_or(Duration::ZERO))
+    }
+}
+
+/// The figures of a [`LimitHandle`] at one moment (serialisable with the
+/// `serde` feature, durations in milliseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct LimitSnapshot {
+    /// The concurrency limit.
+    pub limit: usize,
+    /// Requests holding a permit.
+    pub in_flight: usize,
+    /// Requests waiting.
+    pub queued: usize,
+    /// Requests waiting, by priority.
+    pub queued_by_priority: QueuedByPriority,
+    /// The oldest waiter's age.
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "oldest_wait_ms", serialize_with = "ser_ms")
+    )]
+    pub oldest_wait: Option<Duration>,
+    /// Requests admitted (at once or from the queue).
+    pub admitted: u64,
+    /// Permits released; equal to `admitted` once every admitted request
+    /// has ended.
+    pub released: u64,
+    /// Samples fed to the algorithm.
+    pub samples: u64,
+    /// Samples that were drops.
+    pub drops: u64,
+    /// Requests refused because the queue was full (or to make room for a
+    /// higher priority).
+    pub rejected_queue_full: u64,
+    /// Requests refused because they waited too long.
+    pub rejected_queue_timeout: u64,
+}
+
+/// Waiting requests by priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct QueuedByPriority {
+    /// [`Priority::Critical`] waiters.
+    pub critical: usize,
+    /// [`Priority::High`] waiters.
+    pub high: usize,
+    /// [`Priority::Default`] waiters.
+    pub default: usize,
+    /// [`Priority::Low`] waiters.
+    pub low: usize,
+}
+
+#[cfg(feature = "serde")]
+fn ser_ms<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&(d.as_millis() as u64)),
+        None => s.serialize_none(),
+    }
+}

@@ -1,0 +1,286 @@
+//! Outcome classification: which results tell the algorithm about capacity.
+//!
+//! A 503 is not a success. Limiters that count every response as a success
+//! never learn that the service behind them is refusing work; limiters that
+//! count every error as overload shrink when a client sends garbage. A
+//! [`ClassifyOutcome`] decides, and also decides *when* the permit ends: for
+//! HTTP, when the response body ends or is dropped, not when its head arrives.
+
+use super::{Outcome, Permit};
+
+/// Decides a request's [`Outcome`] from its result, and when its [`Permit`]
+/// is released.
+///
+/// [`on_response`](Self::on_response) receives the inner service's response
+/// together with the request's permit: it may finish the permit at once (see
+/// [`ByResult`]) or move it into the response so it ends with the body (see
+/// [`HttpOutcomes`]). [`on_error`](Self::on_error) classifies the inner
+/// service's errors; the permit is then released with that outcome.
+///
+/// A permit that is dropped without being finished (the caller went away, the
+/// inner service panicked, the body was dropped) is released as
+/// [`Outcome::Ignored`].
+///
+/// ```
+/// use tower_spillway::limit::{ClassifyOutcome, Outcome, Permit};
+///
+/// /// A client of a key-value store: `Err("busy")` means overloaded,
+/// /// other errors say nothing about capacity.
+/// #[derive(Clone)]
+/// struct KvOutcomes;
+///
+/// impl<T> ClassifyOutcome<T, &'static str> for KvOutcomes {
+///     type Response = T;
+///     fn on_response(&self, res: T, permit: Permit) -> T {
+///         permit.finish(Outcome::Success);
+///         res
+///     }
+///     fn on_error(&self, err: &&'static str) -> Outcome {
+///         if *err == "busy" { Outcome::Dropped } else { Outcome::Ignored }
+///     }
+/// }
+/// ```
+pub trait ClassifyOutcome<Res, E> {
+    /// The response handed on: `Res` itself, or `Res` carrying the permit.
+    type Response;
+
+    /// Classifies a response and finishes (or keeps) its permit.
+    fn on_response(&self, res: Res, permit: Permit) -> Self::Response;
+
+    /// The outcome of an inner error.
+    fn on_error(&self, err: &E) -> Outcome;
+}
+
+/// The generic classification: every response is a success, released when it
+/// arrives; every inner error is a drop (configurable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByResult {
+    errors: Outcome,
+}
+
+impl Default for ByResult {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ByResult {
+    /// Responses succeed, errors are drops.
+    pub const fn new() -> Self {
+        Self {
+            errors: Outcome::Dropped,
+        }
+    }
+
+    /// The outcome of inner errors (default [`Outcome::Dropped`]).
+    #[must_use]
+    pub const fn errors(mut self, outcome: Outcome) -> Self {
+        self.errors = outcome;
+        self
+    }
+}
+
+impl<Res, E> ClassifyOutcome<Res, E> for ByResult {
+    type Response = Res;
+
+    #[inline]
+    fn on_response(&self, res: Res, permit: Permit) -> Res {
+        permit.finish(Outcome::Success);
+        res
+    }
+
+    #[inline]
+    fn on_error(&self, _err: &E) -> Outcome {
+        self.errors
+    }
+}
+
+#[cfg(feature = "http")]
+pub use self::http_outcomes::{BodyPermit, HttpOutcomes};
+
+#[cfg(feature = "http")]
+mod http_outcomes {
+    use http::{HeaderMap, StatusCode};
+    use http_body::Body;
+
+    use super::{ClassifyOutcome, Outcome, Permit};
+    use crate::{
+        grpc::grpc_status,
+        http::{BodyEnd, Guarded, OnBodyEnd},
+    };
+
+    /// The HTTP classification, for servers and for clients.
+    ///
+    /// | result | outcome |
+    /// |---|---|
+    /// | `429`, `503`, `504` | dropped |
+    /// | other `5xx` | [`server_errors`](Self::server_errors), ignored by default |
+    /// | `4xx` | ignored |
+    /// | gRPC `grpc-status` 4, 8, 14 (trailers-only headers, or trailers at the end of the body) | dropped |
+    /// | gRPC 2, 13, 15 (unknown, internal, data loss) | as other `5xx` |
+    /// | other non-zero gRPC statuses, such as a client's cancellation | ignored |
+    /// | body dropped before its end (the client went away) | ignored |
+    /// | body or inner error | [`errors`](Self::errors), dropped by default |
+    /// | anything else | success |
+    ///
+    /// The permit moves into the response body ([`Guarded`]) and is released,
+    /// with the rtt measured, when the body ends or is dropped, so a slow
+    /// stream holds its slot for as long as it runs.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct HttpOutcomes {
+        server_errors: Outcome,
+        errors: Outcome,
+    }
+
+    impl Default for HttpOutcomes {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
+    impl HttpOutcomes {
+        /// The defaults in the table above.
+        pub const fn new() -> Self {
+            Self {
+                server_errors: Outcome::Ignored,
+                errors: Outcome::Dropped,
+            }
+        }
+
+        /// The outcome of `5xx` statuses other than 503 and 504 (and of the
+        /// gRPC statuses that mean a server fault). Ignored by default: a
+        /// bug's quick `500` says nothing about capacity.
+        #[must_use]
+        pub const fn server_errors(mut self, outcome: Outcome) -> Self {
+            self.server_errors = outcome;
+            self
+        }
+
+        /// The outcome of inner errors and body errors (default dropped).
+        #[must_use]
+        pub const fn errors(mut self, outcome: Outcome) -> Self {
+            self.errors = outcome;
+            self
+        }
+
+        /// The outcome a response head tells: its status, and for a
+        /// trailers-only gRPC response, its `grpc-status`.
+        pub fn classify_head(&self, status: StatusCode, headers: &HeaderMap) -> Outcome {
+            match status.as_u16() {
+                429 | 503 | 504 => return Outcome::Dropped,
+                500..=599 => return self.server_errors,
+                400..=499 => return Outcome::Ignored,
+                _ => {}
+            }
+            match grpc_status(headers) {
+                Some(code) => self.classify_grpc(code),
+                None => Outcome::Success,
+            }
+        }
+
+        /// The outcome of a gRPC status code.
+        pub fn classify_grpc(&self, code: i32) -> Outcome {
+            match code {
+                0 => Outcome::Success,
+                4 | 8 | 14 => Outcome::Dropped,
+                2 | 13 | 15 => self.server_errors,
+                _ => Outcome::Ignored,
+            }
+        }
+    }
+
+    impl<B, E> ClassifyOutcome<http::Response<B>, E> for HttpOutcomes
+    where
+        B: Body,
+    {
+        type Response = http::Response<Guarded<B, BodyPermit>>;
+
+        fn on_response(&self, res: http::Response<B>, permit: Permit) -> Self::Response {
+            let head = self.classify_head(res.status(), res.headers());
+            let guard = BodyPermit {
+                permit,
+                head,
+                outcomes: *self,
+            };
+            res.map(|body| Guarded::new(body, guard))
+        }
+
+        fn on_error(&self, _err: &E) -> Outcome {
+            self.errors
+        }
+    }
+
+    /// The permit of an HTTP response, released when its body ends.
+    #[derive(Debug)]
+    pub struct BodyPermit {
+        permit: Permit,
+        head: Outcome,
+        outcomes: HttpOutcomes,
+    }
+
+    impl OnBodyEnd for BodyPermit {
+        fn on_body_end(self, end: BodyEnd<'_>) {
+            let outcome = match end {
+                BodyEnd::Complete { trailers } => {
+                    match (self.head, trailers.and_then(grpc_status)) {
+                        (Outcome::Success, Some(code)) => self.outcomes.classify_grpc(code),
+                        (head, _) => head,
+                    }
+                }
+                BodyEnd::Error => self.outcomes.errors,
+                BodyEnd::Dropped => Outcome::Ignored,
+            };
+            self.permit.finish(outcome);
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn statuses() {
+            let h = HttpOutcomes::new();
+            let empty = HeaderMap::new();
+            for (code, want) in [
+                (200, Outcome::Success),
+                (204, Outcome::Success),
+                (302, Outcome::Success),
+                (400, Outcome::Ignored),
+                (404, Outcome::Ignored),
+                (429, Outcome::Dropped),
+                (500, Outcome::Ignored),
+                (502, Outcome::Ignored),
+                (503, Outcome::Dropped),
+                (504, Outcome::Dropped),
+            ] {
+                let s = StatusCode::from_u16(code).unwrap();
+                assert_eq!(h.classify_head(s, &empty), want, "{code}");
+            }
+            let strict = h.server_errors(Outcome::Dropped);
+            assert_eq!(
+                strict.classify_head(StatusCode::BAD_GATEWAY, &empty),
+                Outcome::Dropped
+            );
+        }
+
+        #[test]
+        fn grpc_codes_in_trailers_only_headers() {
+            let h = HttpOutcomes::new();
+            for (code, want) in [
+                ("0", Outcome::Success),
+                ("1", Outcome::Ignored),
+                ("3", Outcome::Ignored),
+                ("4", Outcome::Dropped),
+                ("8", Outcome::Dropped),
+                ("13", Outcome::Ignored),
+                ("14", Outcome::Dropped),
+                ("garbage", Outcome::Success),
+            ] {
+                let mut headers = HeaderMap::new();
+                headers.insert("grpc-status", code.parse().unwrap());
+                assert_eq!(h.classify_head(StatusCode::OK, &headers), want, "{code}");
+            }
+        }
+    }
+}
