@@ -81,7 +81,9 @@ impl RetryAfterPolicy {
     pub fn delay(&self, hint: Option<Duration>) -> Duration {
         let base = hint.unwrap_or(self.default).min(self.cap);
         let factor = 1.0 + self.jitter * fastrand::f64();
-        base.mul_f64(factor).min(self.cap)
+        // `mul_f64` goes through floating point and can lose a nanosecond;
+        // jitter only ever lengthens the hint.
+        base.mul_f64(factor).max(base).min(self.cap)
     }
 }
 
@@ -129,7 +131,10 @@ mod tests {
             .cap(Duration::from_secs(5))
             .unwrap()
             .default_delay(Duration::from_secs(3));
-        assert_eq!(p.delay(Some(Duration::from_secs(3600))), Duration::from_secs(5));
+        assert_eq!(
+            p.delay(Some(Duration::from_secs(3600))),
+            Duration::from_secs(5)
+        );
         assert_eq!(p.delay(None), Duration::from_secs(3));
     }
 
@@ -138,6 +143,10 @@ mod tests {
         assert!(RetryAfterPolicy::new().jitter(-0.1).is_err());
         assert!(RetryAfterPolicy::new().jitter(f64::NAN).is_err());
         assert!(RetryAfterPolicy::new().jitter(1.5).is_err());
-        assert!(RetryAfterPolicy::new().cap(Duration::from_millis(999)).is_err());
+        assert!(
+            RetryAfterPolicy::new()
+                .cap(Duration::from_millis(999))
+                .is_err()
+        );
     }
 }

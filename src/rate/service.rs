@@ -1,0 +1,206 @@
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+    time::Duration,
+};
+
+use http::HeaderValue;
+use pin_project_lite::pin_project;
+use tower_service::Service;
+
+use super::{
+    KeyExtractor, KeyType, Quota,
+    gcra::{Decision, Limiter},
+};
+use crate::{
+    AsError, Overloaded, Reason, http::AsResponse, reject::Reject, retry_after::ceil_secs,
+};
+
+/// The service [`RateLimitLayer`](super::RateLimitLayer) makes.
+pub struct RateLimit<S, X: KeyType, R> {
+    inner: S,
+    extractor: Arc<X>,
+    limiter: Arc<Limiter<X::Key>>,
+    reject: R,
+}
+
+impl<S, X: KeyType, R> RateLimit<S, X, R> {
+    pub(crate) fn new(
+        inner: S,
+        extractor: Arc<X>,
+        limiter: Arc<Limiter<X::Key>>,
+        reject: R,
+    ) -> Self {
+        Self {
+            inner,
+            extractor,
+            limiter,
+            reject,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+}
+
+impl<S: Clone, X: KeyType, R: Clone> Clone for RateLimit<S, X, R> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            extractor: Arc::clone(&self.extractor),
+            limiter: Arc::clone(&self.limiter),
+            reject: self.reject.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, X: KeyType + fmt::Debug, R: fmt::Debug> fmt::Debug for RateLimit<S, X, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RateLimit")
+            .field("inner", &self.inner)
+            .field("extractor", &self.extractor)
+            .field("reject", &self.reject)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Adds a rate limit's fields to a refusal: the IETF `RateLimit-Policy` and
+/// `RateLimit` fields on the HTTP face, nothing on the generic face.
+pub trait RateLimitFields<Res> {
+    /// Adds the fields for a refusal under `quota` whose next call conforms
+    /// after `wait`.
+    fn add_fields(&self, res: &mut Res, quota: &Quota, wait: Duration);
+}
+
+impl<Res> RateLimitFields<Res> for AsError {
+    #[inline]
+    fn add_fields(&self, _res: &mut Res, _quota: &Quota, _wait: Duration) {}
+}
+
+impl<M, B> RateLimitFields<http::Response<B>> for AsResponse<M> {
+    fn add_fields(&self, res: &mut http::Response<B>, quota: &Quota, wait: Duration) {
+        let (policy, current) = fields(quota, wait);
+        let headers = res.headers_mut();
+        headers.insert(RATELIMIT_POLICY, policy);
+        headers.insert(RATELIMIT, current);
+    }
+}
+
+/// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers).
+pub const RATELIMIT_POLICY: http::HeaderName = http::HeaderName::from_static("ratelimit-policy");
+/// `RateLimit` (draft-ietf-httpapi-ratelimit-headers).
+pub const RATELIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
+
+/// The two fields as structured-field lists of one item named `"default"`:
+/// `RateLimit-Policy: "default";q=200;w=1` and `RateLimit: "default";r=0;t=1`.
+/// `t` is the wait until the next call conforms, rounded up, at least 1.
+pub(crate) fn fields(quota: &Quota, wait: Duration) -> (HeaderValue, HeaderValue) {
+    let (q, w) = quota.policy();
+    let t = ceil_secs(wait).max(1);
+    let policy = format!("\"default\";q={q};w={w}");
+    let current = format!("\"default\";r=0;t={t}");
+    (
+        HeaderValue::try_from(policy).unwrap_or(HeaderValue::from_static("\"default\"")),
+        HeaderValue::try_from(current).unwrap_or(HeaderValue::from_static("\"default\";r=0")),
+    )
+}
+
+impl<S, X, R, Req> Service<Req> for RateLimit<S, X, R>
+where
+    S: Service<Req>,
+    X: KeyExtractor<Req>,
+    R: Reject<Req, S::Response, S::Error> + RateLimitFields<R::Response>,
+{
+    type Response = R::Response;
+    type Error = R::Error;
+    type Future = ResponseFuture<S::Future, R::Response, R::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(R::map_error)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let key = self.extractor.key(&req);
+        match self.limiter.check(&key) {
+            Decision::Allow { .. } => ResponseFuture::inner(self.inner.call(req), |out| {
+                out.map(R::map_response).map_err(R::map_error)
+            }),
+            Decision::Deny { wait } => {
+                let info = self.reject.info(&req);
+                let overloaded = Overloaded::new(Reason::RateLimited).with_retry_after(wait);
+                let mut answer = self.reject.reject(info, overloaded);
+                if let Ok(res) = &mut answer {
+                    self.reject.add_fields(res, &self.limiter.quota(), wait);
+                }
+                ResponseFuture::rejected(answer)
+            }
+        }
+    }
+}
+
+pin_project! {
+    /// The response future of [`RateLimit`]: the inner call, or a refusal
+    /// ready at once.
+    pub struct ResponseFuture<F: Future, T, E> {
+        #[pin]
+        kind: Kind<F, T, E>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<F: Future, T, E> {
+        Inner {
+            #[pin]
+            future: F,
+            map: fn(F::Output) -> Result<T, E>,
+        },
+        Rejected { answer: Option<Result<T, E>> },
+    }
+}
+
+impl<F: Future, T, E> ResponseFuture<F, T, E> {
+    pub(crate) fn inner(future: F, map: fn(F::Output) -> Result<T, E>) -> Self {
+        Self {
+            kind: Kind::Inner { future, map },
+        }
+    }
+
+    pub(crate) fn rejected(answer: Result<T, E>) -> Self {
+        Self {
+            kind: Kind::Rejected {
+                answer: Some(answer),
+            },
+        }
+    }
+}
+
+impl<F: Future, T, E> fmt::Debug for ResponseFuture<F, T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &self.kind {
+            Kind::Inner { .. } => "inner",
+            Kind::Rejected { .. } => "rejected",
+        };
+        f.debug_tuple("ResponseFuture").field(&state).finish()
+    }
+}
+
+impl<F: Future, T, E> Future for ResponseFuture<F, T, E> {
+    type Output = Result<T, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Inner { future, map } => Poll::Ready(map(ready!(future.poll(cx)))),
+            KindProj::Rejected { answer } => match answer.take() {
+                Some(answer) => Poll::Ready(answer),
+                // Polled after completion: stay pending rather than panic.
+                None => Poll::Pending,
+            },
+        }
+    }
+}
