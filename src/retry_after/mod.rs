@@ -36,9 +36,16 @@
 //! down to `retry-after: 0`, which invites an immediate retry; here the hint is
 //! rounded up and never below one second.
 
+mod client;
 mod parse;
 mod policy;
 mod server;
+
+pub use client::{
+    DEFAULT_COOLDOWN_CAP, HonorFuture, HonorRetryAfter, HonorRetryAfterHandle,
+    HonorRetryAfterLayer, HonorSnapshot, MAX_ATTEMPTS, RETRY_ATTEMPT, ReplayBody, Retries,
+    RetryBudget,
+};
 
 pub use parse::{MAX_HINT, parse_pushback_ms, parse_retry_after};
 pub use policy::RetryAfterPolicy;
