@@ -14,7 +14,7 @@
 //! | module | what it does |
 //! |---|---|
 //! | [`priority`] | classify requests as `Critical > High > Default > Low` and stamp the answer into the request |
-//! | [`retry_after`] | answer overload with 503/429 and an honest, jittered `Retry-After` (gRPC: trailers-only status with `grpc-retry-pushback-ms`) |
+//! | [`retry_after`] | answer overload with 503/429 and an honest, jittered `Retry-After` (gRPC: trailers-only status with `grpc-retry-pushback-ms`); on clients, honour them with a shared cooldown and budgeted retries |
 //! | [`rate`] | GCRA rate limits: refuse callers over quota (429 with the exact wait, bounded keyed state), pace a client under a known quota |
 //! | [`http`], [`grpc`] | the refusal responses and body plumbing every HTTP face shares |
 //!

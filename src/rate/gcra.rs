@@ -101,7 +101,10 @@ impl Quota {
             .map(|q| Self {
                 inner: q.allow_burst(n),
             })
-            .ok_or(ConfigError::new("period", "must be positive"))
+            .ok_or(ConfigError::new(
+                "period",
+                "must be positive and at least one nanosecond per call",
+            ))
     }
 
     /// The most calls allowed back to back (at least 1). The long-run rate is

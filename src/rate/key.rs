@@ -119,6 +119,9 @@ impl<Req> KeyExtractor<Req> for Global {
 /// # let _ = peer;
 /// ```
 ///
+/// For tonic servers the lookup is
+/// `ext.get::<tonic::transport::server::TcpConnectInfo>().and_then(|i| i.remote_addr()).map(|a| a.ip())`.
+///
 /// `X-Forwarded-For` is read only when the direct peer is one of the proxies
 /// named with [`trust_forwarded_for`](Self::trust_forwarded_for): a client
 /// cannot pick its own key by sending the header.
