@@ -26,6 +26,7 @@ use governor::{
     nanos::Nanos,
     state::StateStore,
 };
+use http::HeaderValue;
 use tokio::time::Instant;
 
 use crate::ConfigError;
@@ -329,19 +330,48 @@ impl<K: Hash + Eq + Clone> StateStore for View<K> {
 type Governor<K> = RateLimiter<K, View<K>, TokioClock, StateInformationMiddleware>;
 
 /// The outcome of one check.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Decision {
     /// Allowed; this many more calls could pass right now.
     Allow { remaining: u32 },
     /// Refused; the next call conforms after exactly this wait.
-    Deny { wait: Duration },
+    Deny {
+        wait: Duration,
+        /// The `RateLimit-Policy` field of the quota in force.
+        policy: HeaderValue,
+    },
+}
+
+#[derive(Debug)]
+struct Current<K: Hash + Eq + Clone> {
+    quota: Quota,
+    governor: Governor<K>,
+    policy: HeaderValue,
+}
+
+impl<K: Hash + Eq + Clone> Current<K> {
+    fn new(store: &Arc<Store<K>>, quota: Quota) -> Self {
+        Self {
+            quota,
+            governor: build(store, quota),
+            policy: policy_field(&quota),
+        }
+    }
+}
+
+/// `RateLimit-Policy: "default";q=200;w=1`: a structured-field list of one
+/// item (draft-ietf-httpapi-ratelimit-headers).
+pub(crate) fn policy_field(quota: &Quota) -> HeaderValue {
+    let (q, w) = quota.policy();
+    HeaderValue::try_from(format!("\"default\";q={q};w={w}"))
+        .unwrap_or(HeaderValue::from_static("\"default\""))
 }
 
 /// A GCRA limiter whose quota can change at runtime without losing state.
 #[derive(Debug)]
 pub(crate) struct Limiter<K: Hash + Eq + Clone> {
     store: Arc<Store<K>>,
-    current: RwLock<(Quota, Governor<K>)>,
+    current: RwLock<Current<K>>,
     allowed: AtomicU64,
     limited: AtomicU64,
 }
@@ -349,10 +379,10 @@ pub(crate) struct Limiter<K: Hash + Eq + Clone> {
 impl<K: Hash + Eq + Clone> Limiter<K> {
     pub(crate) fn new(quota: Quota, store: Store<K>) -> Self {
         let store = Arc::new(store);
-        let governor = build(&store, quota);
+        let current = Current::new(&store, quota);
         Self {
             store,
-            current: RwLock::new((quota, governor)),
+            current: RwLock::new(current),
             allowed: AtomicU64::new(0),
             limited: AtomicU64::new(0),
         }
@@ -361,7 +391,7 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
     /// Takes one call's worth of quota for `key`, or says how long until it can.
     pub(crate) fn check(&self, key: &K) -> Decision {
         let current = self.current.read().unwrap_or_else(|e| e.into_inner());
-        match current.1.check_key(key) {
+        match current.governor.check_key(key) {
             Ok(snapshot) => {
                 self.allowed.fetch_add(1, Ordering::Relaxed);
                 Decision::Allow {
@@ -372,6 +402,7 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
                 self.limited.fetch_add(1, Ordering::Relaxed);
                 Decision::Deny {
                     wait: wait_of(&not_until),
+                    policy: current.policy.clone(),
                 }
             }
         }
@@ -379,13 +410,13 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
 
     /// The quota in force.
     pub(crate) fn quota(&self) -> Quota {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).0
+        self.current.read().unwrap_or_else(|e| e.into_inner()).quota
     }
 
     /// Replaces the quota; each key's history carries over.
     pub(crate) fn set_quota(&self, quota: Quota) {
-        let governor = build(&self.store, quota);
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = (quota, governor);
+        let current = Current::new(&self.store, quota);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = current;
     }
 
     /// Requests allowed and refused so far.

@@ -124,7 +124,7 @@ where
             }
             match self.limiter.check(&()) {
                 Decision::Allow { .. } => self.permit = true,
-                Decision::Deny { wait } => {
+                Decision::Deny { wait, .. } => {
                     self.sleep = Some(Box::pin(tokio::time::sleep_until(Instant::now() + wait)));
                 }
             }

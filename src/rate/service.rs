@@ -12,7 +12,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::{
-    KeyExtractor, KeyType, Quota,
+    KeyExtractor, KeyType,
     gcra::{Decision, Limiter},
 };
 use crate::{
@@ -72,22 +72,21 @@ impl<S: fmt::Debug, X: KeyType + fmt::Debug, R: fmt::Debug> fmt::Debug for RateL
 /// Adds a rate limit's fields to a refusal: the IETF `RateLimit-Policy` and
 /// `RateLimit` fields on the HTTP face, nothing on the generic face.
 pub trait RateLimitFields<Res> {
-    /// Adds the fields for a refusal under `quota` whose next call conforms
-    /// after `wait`.
-    fn add_fields(&self, res: &mut Res, quota: &Quota, wait: Duration);
+    /// Adds the fields for a refusal under the quota described by `policy`
+    /// (a `RateLimit-Policy` value) whose next call conforms after `wait`.
+    fn add_fields(&self, res: &mut Res, policy: &HeaderValue, wait: Duration);
 }
 
 impl<Res> RateLimitFields<Res> for AsError {
     #[inline]
-    fn add_fields(&self, _res: &mut Res, _quota: &Quota, _wait: Duration) {}
+    fn add_fields(&self, _res: &mut Res, _policy: &HeaderValue, _wait: Duration) {}
 }
 
 impl<M, B> RateLimitFields<http::Response<B>> for AsResponse<M> {
-    fn add_fields(&self, res: &mut http::Response<B>, quota: &Quota, wait: Duration) {
-        let (policy, current) = fields(quota, wait);
+    fn add_fields(&self, res: &mut http::Response<B>, policy: &HeaderValue, wait: Duration) {
         let headers = res.headers_mut();
-        headers.insert(RATELIMIT_POLICY, policy);
-        headers.insert(RATELIMIT, current);
+        headers.insert(RATELIMIT_POLICY, policy.clone());
+        headers.insert(RATELIMIT, current_field(wait));
     }
 }
 
@@ -96,18 +95,13 @@ pub const RATELIMIT_POLICY: http::HeaderName = http::HeaderName::from_static("ra
 /// `RateLimit` (draft-ietf-httpapi-ratelimit-headers).
 pub const RATELIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
 
-/// The two fields as structured-field lists of one item named `"default"`:
-/// `RateLimit-Policy: "default";q=200;w=1` and `RateLimit: "default";r=0;t=1`.
-/// `t` is the wait until the next call conforms, rounded up, at least 1.
-pub(crate) fn fields(quota: &Quota, wait: Duration) -> (HeaderValue, HeaderValue) {
-    let (q, w) = quota.policy();
+/// `RateLimit: "default";r=0;t=1`, a structured-field list of one item
+/// matching the policy: nothing remains, and `t` is the wait until the next
+/// call conforms, rounded up, at least 1.
+fn current_field(wait: Duration) -> HeaderValue {
     let t = ceil_secs(wait).max(1);
-    let policy = format!("\"default\";q={q};w={w}");
-    let current = format!("\"default\";r=0;t={t}");
-    (
-        HeaderValue::try_from(policy).unwrap_or(HeaderValue::from_static("\"default\"")),
-        HeaderValue::try_from(current).unwrap_or(HeaderValue::from_static("\"default\";r=0")),
-    )
+    HeaderValue::try_from(format!("\"default\";r=0;t={t}"))
+        .unwrap_or(HeaderValue::from_static("\"default\";r=0"))
 }
 
 impl<S, X, R, Req> Service<Req> for RateLimit<S, X, R>
@@ -130,12 +124,12 @@ where
             Decision::Allow { .. } => ResponseFuture::inner(self.inner.call(req), |out| {
                 out.map(R::map_response).map_err(R::map_error)
             }),
-            Decision::Deny { wait } => {
+            Decision::Deny { wait, policy } => {
                 let info = self.reject.info(&req);
                 let overloaded = Overloaded::new(Reason::RateLimited).with_retry_after(wait);
                 let mut answer = self.reject.reject(info, overloaded);
                 if let Ok(res) = &mut answer {
-                    self.reject.add_fields(res, &self.limiter.quota(), wait);
+                    self.reject.add_fields(res, &policy, wait);
                 }
                 ResponseFuture::rejected(answer)
             }
