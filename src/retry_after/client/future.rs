@@ -143,6 +143,10 @@ where
                     let res = ready!(future.poll(cx))?;
                     match decide(&res, this.shared, this.retry.as_deref_mut()) {
                         None => return Poll::Ready(Ok(res)),
+                        Some(at) if at <= Instant::now() => {
+                            drop(res);
+                            this.state.set(State::Ready);
+                        }
                         Some(at) => {
                             drop(res);
                             this.state.set(State::Waiting {
@@ -204,6 +208,7 @@ where
             shared.stats.over_cap.fetch_add(1, Relaxed);
             return None;
         }
+        Verdict::Hint(wait) if wait.is_zero() => Instant::now(),
         Verdict::Hint(wait) => shared.cooldown.open(wait),
         Verdict::NoHint => {
             let retry = retry.as_ref()?;

@@ -292,6 +292,63 @@ async fn the_budget_stops_a_retry_storm() {
     assert!(layer.handle().snapshot().budget_exhausted > 0);
 }
 
+#[tokio::test(start_paused = true)]
+async fn hostile_hints_are_capped_or_ignored() {
+    // Huge: reported as a day by the parser, over the cap, handed back.
+    let (svc, seen) = server(|_| refuse(429, Some("99999999999999999999")));
+    let layer = HonorRetryAfterLayer::new().retries(Retries::new());
+    let res = layer.layer(svc).oneshot(get()).await.unwrap();
+    assert_eq!(res.status(), 429);
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    assert_eq!(layer.handle().cooldown_until(), None);
+
+    // A date in the past: retry now, no waiting.
+    let (svc, seen) = server(|n| {
+        if n == 0 {
+            refuse(503, Some("Sun, 06 Nov 1994 08:49:37 GMT"))
+        } else {
+            Response::new("ok".into())
+        }
+    });
+    let start = Instant::now();
+    let res = HonorRetryAfterLayer::new()
+        .retries(Retries::new())
+        .layer(svc)
+        .oneshot(get())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(seen.lock().unwrap().len(), 2);
+
+    // Garbage and negatives: no hint, so the client's own bounded backoff.
+    for bad in ["-5", "soon", "1.5", "1e9"] {
+        let (svc, seen) = server(move |_| refuse(503, Some(bad)));
+        let layer = HonorRetryAfterLayer::new().retries(
+            Retries::new()
+                .backoff(Duration::from_millis(10), Duration::from_millis(10))
+                .unwrap(),
+        );
+        let start = Instant::now();
+        layer.layer(svc).oneshot(get()).await.unwrap();
+        assert!(start.elapsed() <= Duration::from_millis(20), "{bad}");
+        assert_eq!(seen.lock().unwrap().len(), 3, "{bad}");
+        assert_eq!(layer.handle().cooldown_until(), None, "{bad}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shorter_cap_is_respected() {
+    let (svc, seen) = server(|_| refuse(503, Some("10")));
+    let layer = HonorRetryAfterLayer::new()
+        .cap(Duration::from_secs(5))
+        .retries(Retries::new());
+    let res = layer.layer(svc).oneshot(get()).await.unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    assert_eq!(layer.handle().snapshot().over_cap, 1);
+}
+
 #[test]
 fn verdicts() {
     use super::future::{Verdict, verdict};
