@@ -332,8 +332,12 @@ type Governor<K> = RateLimiter<K, View<K>, TokioClock, StateInformationMiddlewar
 /// The outcome of one check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Decision {
-    /// Allowed; this many more calls could pass right now.
-    Allow { remaining: u32 },
+    /// Allowed; this many more calls could pass right now, and with
+    /// `want_fields` the fields describing it.
+    Allow {
+        remaining: u32,
+        fields: Option<(HeaderValue, HeaderValue)>,
+    },
     /// Refused; the next call conforms after exactly this wait.
     Deny {
         wait: Duration,
@@ -367,6 +371,17 @@ pub(crate) fn policy_field(quota: &Quota) -> HeaderValue {
         .unwrap_or(HeaderValue::from_static("\"default\""))
 }
 
+/// `RateLimit: "default";r=0;t=1`, a structured-field list of one item
+/// matching the policy: `r` calls remain now, and `t` seconds (rounded up)
+/// pass until the quota is whole again — on a refusal, until the next call
+/// conforms (at least 1).
+pub(crate) fn current_field(remaining: u32, reset: Duration) -> HeaderValue {
+    let t = crate::retry_after::ceil_secs(reset);
+    let t = if remaining == 0 { t.max(1) } else { t };
+    HeaderValue::try_from(format!("\"default\";r={remaining};t={t}"))
+        .unwrap_or(HeaderValue::from_static("\"default\""))
+}
+
 /// A GCRA limiter whose quota can change at runtime without losing state.
 #[derive(Debug)]
 pub(crate) struct Limiter<K: Hash + Eq + Clone> {
@@ -389,14 +404,20 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
     }
 
     /// Takes one call's worth of quota for `key`, or says how long until it can.
-    pub(crate) fn check(&self, key: &K) -> Decision {
+    pub(crate) fn check(&self, key: &K, want_fields: bool) -> Decision {
         let current = self.current.read().unwrap_or_else(|e| e.into_inner());
         match current.governor.check_key(key) {
             Ok(snapshot) => {
                 self.allowed.fetch_add(1, Ordering::Relaxed);
-                Decision::Allow {
-                    remaining: snapshot.remaining_burst_capacity(),
-                }
+                let remaining = snapshot.remaining_burst_capacity();
+                let fields = want_fields.then(|| {
+                    // Until the whole burst is back: one interval per spent
+                    // call, an upper bound (never announces too early).
+                    let spent = current.quota.burst_size().saturating_sub(remaining);
+                    let reset = current.quota.replenish_interval() * spent;
+                    (current.policy.clone(), current_field(remaining, reset))
+                });
+                Decision::Allow { remaining, fields }
             }
             Err(not_until) => {
                 self.limited.fetch_add(1, Ordering::Relaxed);

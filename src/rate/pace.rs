@@ -122,7 +122,7 @@ where
                 ready!(sleep.as_mut().poll(cx));
                 self.sleep = None;
             }
-            match self.limiter.check(&()) {
+            match self.limiter.check(&(), false) {
                 Decision::Allow { .. } => self.permit = true,
                 Decision::Deny { wait, .. } => {
                     self.sleep = Some(Box::pin(tokio::time::sleep_until(Instant::now() + wait)));

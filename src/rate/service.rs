@@ -13,11 +13,9 @@ use tower_service::Service;
 
 use super::{
     KeyExtractor, KeyType,
-    gcra::{Decision, Limiter},
+    gcra::{Decision, Limiter, current_field},
 };
-use crate::{
-    AsError, Overloaded, Reason, http::AsResponse, reject::Reject, retry_after::ceil_secs,
-};
+use crate::{AsError, Overloaded, Reason, http::AsResponse, reject::Reject};
 
 /// The service [`RateLimitLayer`](super::RateLimitLayer) makes.
 pub struct RateLimit<S, X: KeyType, R> {
@@ -25,6 +23,7 @@ pub struct RateLimit<S, X: KeyType, R> {
     extractor: Arc<X>,
     limiter: Arc<Limiter<X::Key>>,
     reject: R,
+    fields_on_success: bool,
 }
 
 impl<S, X: KeyType, R> RateLimit<S, X, R> {
@@ -33,12 +32,14 @@ impl<S, X: KeyType, R> RateLimit<S, X, R> {
         extractor: Arc<X>,
         limiter: Arc<Limiter<X::Key>>,
         reject: R,
+        fields_on_success: bool,
     ) -> Self {
         Self {
             inner,
             extractor,
             limiter,
             reject,
+            fields_on_success,
         }
     }
 
@@ -55,6 +56,7 @@ impl<S: Clone, X: KeyType, R: Clone> Clone for RateLimit<S, X, R> {
             extractor: Arc::clone(&self.extractor),
             limiter: Arc::clone(&self.limiter),
             reject: self.reject.clone(),
+            fields_on_success: self.fields_on_success,
         }
     }
 }
@@ -75,18 +77,32 @@ pub trait RateLimitFields<Res> {
     /// Adds the fields for a refusal under the quota described by `policy`
     /// (a `RateLimit-Policy` value) whose next call conforms after `wait`.
     fn add_fields(&self, res: &mut Res, policy: &HeaderValue, wait: Duration);
+
+    /// Adds the `RateLimit-Policy` and `RateLimit` values to an admitted
+    /// request's response (see
+    /// [`fields_on_success`](super::RateLimitLayer::fields_on_success)).
+    fn add_success_fields(res: &mut Res, policy: HeaderValue, current: HeaderValue);
 }
 
 impl<Res> RateLimitFields<Res> for AsError {
     #[inline]
     fn add_fields(&self, _res: &mut Res, _policy: &HeaderValue, _wait: Duration) {}
+
+    #[inline]
+    fn add_success_fields(_res: &mut Res, _policy: HeaderValue, _current: HeaderValue) {}
 }
 
 impl<M, B> RateLimitFields<http::Response<B>> for AsResponse<M> {
     fn add_fields(&self, res: &mut http::Response<B>, policy: &HeaderValue, wait: Duration) {
         let headers = res.headers_mut();
         headers.insert(RATELIMIT_POLICY, policy.clone());
-        headers.insert(RATELIMIT, current_field(wait));
+        headers.insert(RATELIMIT, current_field(0, wait));
+    }
+
+    fn add_success_fields(res: &mut http::Response<B>, policy: HeaderValue, current: HeaderValue) {
+        let headers = res.headers_mut();
+        headers.insert(RATELIMIT_POLICY, policy);
+        headers.insert(RATELIMIT, current);
     }
 }
 
@@ -94,15 +110,6 @@ impl<M, B> RateLimitFields<http::Response<B>> for AsResponse<M> {
 pub const RATELIMIT_POLICY: http::HeaderName = http::HeaderName::from_static("ratelimit-policy");
 /// `RateLimit` (draft-ietf-httpapi-ratelimit-headers).
 pub const RATELIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
-
-/// `RateLimit: "default";r=0;t=1`, a structured-field list of one item
-/// matching the policy: nothing remains, and `t` is the wait until the next
-/// call conforms, rounded up, at least 1.
-fn current_field(wait: Duration) -> HeaderValue {
-    let t = ceil_secs(wait).max(1);
-    HeaderValue::try_from(format!("\"default\";r=0;t={t}"))
-        .unwrap_or(HeaderValue::from_static("\"default\";r=0"))
-}
 
 impl<S, X, R, Req> Service<Req> for RateLimit<S, X, R>
 where
@@ -120,10 +127,16 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let key = self.extractor.key(&req);
-        match self.limiter.check(&key) {
-            Decision::Allow { .. } => ResponseFuture::inner(self.inner.call(req), |out| {
-                out.map(R::map_response).map_err(R::map_error)
-            }),
+        match self.limiter.check(&key, self.fields_on_success) {
+            Decision::Allow { fields, .. } => ResponseFuture::inner(
+                self.inner.call(req),
+                |out| out.map(R::map_response).map_err(R::map_error),
+                fields.map(|(policy, current)| Fields {
+                    policy,
+                    current,
+                    add: R::add_success_fields,
+                }),
+            ),
             Decision::Deny { wait, policy } => {
                 let info = self.reject.info(&req);
                 let overloaded = Overloaded::new(Reason::RateLimited).with_retry_after(wait);
@@ -153,19 +166,32 @@ pin_project! {
             #[pin]
             future: F,
             map: fn(F::Output) -> Result<T, E>,
+            fields: Option<Fields<T>>,
         },
         Rejected { answer: Option<Result<T, E>> },
     }
 }
 
+/// The `RateLimit-Policy` and `RateLimit` values for an admitted request's
+/// response, and how to add them.
+struct Fields<T> {
+    policy: HeaderValue,
+    current: HeaderValue,
+    add: fn(&mut T, HeaderValue, HeaderValue),
+}
+
 impl<F: Future, T, E> ResponseFuture<F, T, E> {
-    pub(crate) fn inner(future: F, map: fn(F::Output) -> Result<T, E>) -> Self {
+    fn inner(future: F, map: fn(F::Output) -> Result<T, E>, fields: Option<Fields<T>>) -> Self {
         Self {
-            kind: Kind::Inner { future, map },
+            kind: Kind::Inner {
+                future,
+                map,
+                fields,
+            },
         }
     }
 
-    pub(crate) fn rejected(answer: Result<T, E>) -> Self {
+    fn rejected(answer: Result<T, E>) -> Self {
         Self {
             kind: Kind::Rejected {
                 answer: Some(answer),
@@ -189,7 +215,17 @@ impl<F: Future, T, E> Future for ResponseFuture<F, T, E> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Inner { future, map } => Poll::Ready(map(ready!(future.poll(cx)))),
+            KindProj::Inner {
+                future,
+                map,
+                fields,
+            } => {
+                let mut out = map(ready!(future.poll(cx)));
+                if let (Ok(res), Some(f)) = (&mut out, fields.take()) {
+                    (f.add)(res, f.policy, f.current);
+                }
+                Poll::Ready(out)
+            }
             KindProj::Rejected { answer } => match answer.take() {
                 Some(answer) => Poll::Ready(answer),
                 // Polled after completion: stay pending rather than panic.

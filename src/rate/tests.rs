@@ -81,6 +81,37 @@ async fn http_face_is_429_with_retry_after_and_ratelimit_fields() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn fields_on_success_count_down_the_burst() {
+    let quota = Quota::per_second(10).unwrap().burst(3).unwrap();
+    let svc = RateLimitLayer::new(quota)
+        .http()
+        .fields_on_success(true)
+        .layer(ok_service());
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let res = svc.clone().oneshot(Request::new(())).await.unwrap();
+        assert_eq!(res.headers()[RATELIMIT_POLICY], "\"default\";q=10;w=1");
+        seen.push((
+            res.status().as_u16(),
+            res.headers()[RATELIMIT].to_str().unwrap().to_owned(),
+        ));
+    }
+    assert_eq!(
+        seen,
+        [
+            (200, "\"default\";r=2;t=1".to_owned()),
+            (200, "\"default\";r=1;t=1".to_owned()),
+            (200, "\"default\";r=0;t=1".to_owned()),
+            (429, "\"default\";r=0;t=1".to_owned()),
+        ]
+    );
+    // Off by default.
+    let plain = RateLimitLayer::new(quota).http().layer(ok_service());
+    let res = plain.oneshot(Request::new(())).await.unwrap();
+    assert!(!res.headers().contains_key(RATELIMIT));
+}
+
+#[tokio::test(start_paused = true)]
 async fn long_waits_are_exact_not_capped_or_jittered() {
     let layer = RateLimitLayer::new(Quota::new(1, Duration::from_secs(3600)).unwrap()).http();
     let svc = layer.layer(ok_service());
