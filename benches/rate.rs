@@ -1,7 +1,13 @@
 //! The per-request cost of rate limiting: the admit path of `RateLimit`
-//! (global and keyed by peer address) against tower's `RateLimit`, and the
-//! HTTP 429 refusal with exact `Retry-After` and `RateLimit` fields, in the
-//! same run.
+//! (global and keyed by peer address) against tower's `RateLimit` and
+//! tower_governor, and the HTTP 429 refusal with exact `Retry-After` and
+//! `RateLimit` fields against tower_governor's 429, in the same run.
+//!
+//! Benches build with the dev-dependencies' features, so tokio's `test-util`
+//! is on and `tokio::time::Instant::now()` consults the (pausable) test clock:
+//! the spillway layers and tower's `RateLimit` pay that on every call, while
+//! tower_governor reads `quanta`'s clock. In a release build of an
+//! application, tokio's clock is `std::time::Instant::now()`.
 
 use std::{
     future::{Ready, ready},
@@ -34,6 +40,40 @@ impl Service<Request<Body>> for Ok200 {
     fn call(&mut self, _: Request<Body>) -> Self::Future {
         ready(Ok(Response::new(Body::default())))
     }
+}
+
+/// Answers at once with an empty 200 in axum's body type, which
+/// tower_governor's refusals need.
+#[derive(Clone, Copy)]
+struct AxumOk200;
+
+impl Service<Request<Body>> for AxumOk200 {
+    type Response = Response<axum::body::Body>;
+    type Error = BoxError;
+    type Future = Ready<Result<Response<axum::body::Body>, BoxError>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, _: Request<Body>) -> Self::Future {
+        ready(Ok(Response::new(axum::body::Body::empty())))
+    }
+}
+
+fn governor_layer(
+    per_nanos: u64,
+    burst: u32,
+) -> tower_governor::GovernorLayer<
+    tower_governor::key_extractor::GlobalKeyExtractor,
+    governor::middleware::NoOpMiddleware<governor::clock::QuantaInstant>,
+    axum::body::Body,
+> {
+    let config = tower_governor::governor::GovernorConfigBuilder::default()
+        .key_extractor(tower_governor::key_extractor::GlobalKeyExtractor)
+        .per_nanosecond(per_nanos)
+        .burst_size(burst)
+        .finish()
+        .unwrap();
+    tower_governor::GovernorLayer::new(config)
 }
 
 fn request() -> Request<Body> {
@@ -76,6 +116,10 @@ fn bench(c: &mut Criterion) {
     g.bench_function("tower RateLimit", |b| {
         b.iter(|| once(&mut tower, request()))
     });
+    let mut governor = governor_layer(1, u32::MAX).layer(AxumOk200);
+    g.bench_function("tower_governor global", |b| {
+        b.iter(|| once(&mut governor, request()))
+    });
     let mut global = RateLimitLayer::new(plenty).layer(Ok200);
     g.bench_function("spillway RateLimit global", |b| {
         b.iter(|| once(&mut global, request()))
@@ -107,6 +151,15 @@ fn bench(c: &mut Criterion) {
             })
         },
     );
+    let mut governor = governor_layer(60_000_000_000, 1).layer(AxumOk200);
+    once(&mut governor, request());
+    g.bench_function("tower_governor 429", |b| {
+        b.iter(|| {
+            let res = once(&mut governor, request());
+            assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+            res
+        })
+    });
     let mut grpc = RateLimitLayer::new(Quota::per_minute(1).unwrap())
         .http()
         .layer(Ok200);
