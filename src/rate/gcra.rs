@@ -40,7 +40,13 @@ impl Add<Nanos> for TokioInstant {
     type Output = Self;
 
     fn add(self, rhs: Nanos) -> Self {
-        Self(self.0 + Duration::from(rhs))
+        // Quotas are bounded (see `MAX_REFILL`), so this never saturates in
+        // practice; it must not panic either way.
+        Self(
+            self.0
+                .checked_add(Duration::from(rhs))
+                .unwrap_or(self.0 + MAX_REFILL),
+        )
     }
 }
 
@@ -64,6 +70,19 @@ impl Clock for TokioClock {
     fn now(&self) -> TokioInstant {
         TokioInstant(Instant::now())
     }
+}
+
+/// The longest time a quota may take to refill a whole burst: ten years.
+pub(crate) const MAX_REFILL: Duration = Duration::from_secs(10 * 365 * 24 * 60 * 60);
+
+fn check_refill(interval: Duration, burst: u32) -> Result<(), ConfigError> {
+    if interval.as_nanos() * u128::from(burst) > MAX_REFILL.as_nanos() {
+        return Err(ConfigError::new(
+            "quota",
+            "a whole burst must refill within ten years",
+        ));
+    }
+    Ok(())
 }
 
 /// A rate: how many calls per period, and how many may arrive back to back.
@@ -94,10 +113,12 @@ impl Quota {
     }
 
     /// `n` calls every `period`, in bursts of up to `n`; one call's worth of
-    /// quota comes back every `period / n`. Both must be positive.
+    /// quota comes back every `period / n`. Both must be positive, and the
+    /// period at most ten years.
     pub fn new(n: u32, period: Duration) -> Result<Self, ConfigError> {
         let n =
             NonZeroU32::new(n).ok_or(ConfigError::new("quota", "must allow at least one call"))?;
+        check_refill(period / n.get(), n.get())?;
         GovernorQuota::with_period(period / n.get())
             .map(|q| Self {
                 inner: q.allow_burst(n),
@@ -108,11 +129,12 @@ impl Quota {
             ))
     }
 
-    /// The most calls allowed back to back (at least 1). The long-run rate is
-    /// unchanged.
+    /// The most calls allowed back to back (at least 1; a whole burst must
+    /// refill within ten years). The long-run rate is unchanged.
     pub fn burst(self, max_burst: u32) -> Result<Self, ConfigError> {
         let n =
             NonZeroU32::new(max_burst).ok_or(ConfigError::new("burst", "must be at least 1"))?;
+        check_refill(self.replenish_interval(), max_burst)?;
         Ok(Self {
             inner: self.inner.allow_burst(n),
         })
@@ -128,8 +150,9 @@ impl Quota {
         self.inner.burst_size().get()
     }
 
-    /// The announced policy: `(q, w)`, at most `q` calls in any window of `w`
-    /// whole seconds (the `RateLimit-Policy` field's parameters).
+    /// The announced policy, the `RateLimit-Policy` field's parameters: the
+    /// long-run rate as `q` calls per window of `w` whole seconds, the window
+    /// being long enough to refill a whole burst.
     pub fn policy(&self) -> (u64, u64) {
         let interval = self.replenish_interval().as_nanos().max(1);
         let window = crate::retry_after::ceil_secs(self.inner.burst_size_replenished_in()).max(1);

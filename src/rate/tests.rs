@@ -236,6 +236,19 @@ fn quota_validation_and_policy() {
     assert!(Quota::per_second(0).is_err());
     assert!(Quota::new(1, Duration::ZERO).is_err());
     assert!(Quota::per_second(5).unwrap().burst(0).is_err());
+    assert!(Quota::new(1, Duration::MAX).is_err());
+    assert!(
+        Quota::new(1, Duration::from_secs(3600))
+            .unwrap()
+            .burst(u32::MAX)
+            .is_err()
+    );
+    assert!(
+        Quota::per_second(1_000_000_000)
+            .unwrap()
+            .burst(u32::MAX)
+            .is_ok()
+    );
     assert_eq!(
         Quota::per_second(200).unwrap().burst(20).unwrap().policy(),
         (200, 1)
