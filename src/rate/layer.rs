@@ -100,7 +100,8 @@ impl<X: KeyType, R> RateLimitLayer<X, R> {
     /// burst, so under a flood of new keys a few honest keys may get a fresh
     /// burst early; pair per-key limits with a global one.
     ///
-    /// Replaces the buckets: call it while building the layer.
+    /// Replaces the buckets: call it while building the layer, before taking
+    /// a [`handle`](Self::handle).
     pub fn max_keys(mut self, max_keys: usize) -> Result<Self, ConfigError> {
         let quota = self.limiter.quota();
         self.limiter = Arc::new(Limiter::new(quota, Store::keyed(max_keys)?));

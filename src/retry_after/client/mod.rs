@@ -48,12 +48,12 @@ pub const RETRY_ATTEMPT: http::HeaderName = http::HeaderName::from_static("x-ret
 /// # let _ = retries;
 /// # Ok::<(), tower_spillway::ConfigError>(())
 /// ```
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Retries {
     attempts: u32,
     base: Duration,
     max_backoff: Duration,
-    budget: RetryBudget,
+    budget: Arc<RetryBudget>,
     max_body_bytes: usize,
     non_idempotent: bool,
 }
@@ -64,7 +64,7 @@ impl Default for Retries {
             attempts: 3,
             base: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
-            budget: RetryBudget::default(),
+            budget: Arc::new(RetryBudget::default()),
             max_body_bytes: 64 * 1024,
             non_idempotent: false,
         }
@@ -105,7 +105,7 @@ impl Retries {
     /// The retry budget shared by every clone of the client.
     #[must_use]
     pub fn budget(mut self, budget: RetryBudget) -> Self {
-        self.budget = budget;
+        self.budget = Arc::new(budget);
         self
     }
 
@@ -134,11 +134,14 @@ impl Retries {
     }
 }
 
+/// The layer's configuration and, behind their own `Arc`s, the state every
+/// clone shares (so a handle taken while building stays valid).
+#[derive(Clone)]
 pub(crate) struct Shared {
     cap: Duration,
-    cooldown: Cooldown,
+    cooldown: Arc<Cooldown>,
     retries: Option<Retries>,
-    stats: Stats,
+    stats: Arc<Stats>,
 }
 
 #[derive(Default)]
@@ -218,18 +221,15 @@ impl HonorRetryAfterLayer {
         Self {
             shared: Arc::new(Shared {
                 cap: DEFAULT_COOLDOWN_CAP,
-                cooldown: Cooldown::new(),
+                cooldown: Arc::new(Cooldown::new()),
                 retries: None,
-                stats: Stats::default(),
+                stats: Arc::default(),
             }),
         }
     }
 
     fn edit(self, f: impl FnOnce(&mut Shared)) -> Self {
-        let mut shared = match Arc::try_unwrap(self.shared) {
-            Ok(shared) => shared,
-            Err(_) => unreachable!("a layer under construction is not shared"),
-        };
+        let mut shared = Arc::unwrap_or_clone(self.shared);
         f(&mut shared);
         Self {
             shared: Arc::new(shared),

@@ -340,13 +340,15 @@ async fn hostile_hints_are_capped_or_ignored() {
 #[tokio::test(start_paused = true)]
 async fn a_shorter_cap_is_respected() {
     let (svc, seen) = server(|_| refuse(503, Some("10")));
-    let layer = HonorRetryAfterLayer::new()
-        .cap(Duration::from_secs(5))
-        .retries(Retries::new());
+    let layer = HonorRetryAfterLayer::new();
+    // A handle taken while building follows the finished layer.
+    let early = layer.handle();
+    let layer = layer.cap(Duration::from_secs(5)).retries(Retries::new());
     let res = layer.layer(svc).oneshot(get()).await.unwrap();
     assert_eq!(res.status(), 503);
     assert_eq!(seen.lock().unwrap().len(), 1);
     assert_eq!(layer.handle().snapshot().over_cap, 1);
+    assert_eq!(early.snapshot().over_cap, 1);
 }
 
 #[test]
