@@ -20,7 +20,7 @@ use std::{
 };
 
 use governor::{
-    NotUntil, Quota as GovernorQuota, RateLimiter,
+    Quota as GovernorQuota, RateLimiter,
     clock::{Clock, Reference},
     middleware::StateInformationMiddleware,
     nanos::Nanos,
@@ -412,6 +412,10 @@ pub(crate) struct Limiter<K: Hash + Eq + Clone> {
     current: RwLock<Current<K>>,
     allowed: AtomicU64,
     limited: AtomicU64,
+    /// When the last summary of refusals was logged (nanoseconds since the
+    /// store's origin) and the refusal count then.
+    #[cfg(feature = "tracing")]
+    logged: (AtomicU64, AtomicU64),
 }
 
 impl<K: Hash + Eq + Clone> Limiter<K> {
@@ -423,7 +427,37 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
             current: RwLock::new(current),
             allowed: AtomicU64::new(0),
             limited: AtomicU64::new(0),
+            #[cfg(feature = "tracing")]
+            logged: (AtomicU64::new(0), AtomicU64::new(0)),
         }
+    }
+
+    /// Under sustained refusals, one summary line per 10 s rather than one
+    /// per request: logging must not become load.
+    #[cfg(feature = "tracing")]
+    fn summarise(&self, now: Instant, quota: &Quota) {
+        const EVERY: u64 = 10_000_000_000;
+        let at = u64::try_from(now.saturating_duration_since(self.store.origin).as_nanos())
+            .unwrap_or(u64::MAX)
+            .saturating_add(EVERY);
+        let last = self.logged.0.load(Ordering::Relaxed);
+        if (last != 0 && at < last.saturating_add(EVERY))
+            || self
+                .logged
+                .0
+                .compare_exchange(last, at, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let limited = self.limited.load(Ordering::Relaxed);
+        let before = self.logged.1.swap(limited, Ordering::Relaxed);
+        tracing::info!(
+            refused = limited - before,
+            rate_per_sec = 1.0 / quota.replenish_interval().as_secs_f64(),
+            burst = quota.burst_size(),
+            "rate limit refusing requests (count since the last summary)"
+        );
     }
 
     /// Takes one call's worth of quota for `key`, or says how long until it can.
@@ -444,8 +478,11 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
             }
             Err(not_until) => {
                 self.limited.fetch_add(1, Ordering::Relaxed);
+                let now = Instant::now();
+                #[cfg(feature = "tracing")]
+                self.summarise(now, &current.quota);
                 Decision::Deny {
-                    wait: wait_of(&not_until),
+                    wait: not_until.wait_time_from(TokioInstant(now)),
                     policy: current.policy.clone(),
                 }
             }
@@ -487,8 +524,4 @@ fn build<K: Hash + Eq + Clone>(store: &Arc<Store<K>>, quota: Quota) -> Governor<
         offset,
     };
     RateLimiter::new(quota.inner, view, TokioClock)
-}
-
-fn wait_of(not_until: &NotUntil<TokioInstant>) -> Duration {
-    not_until.wait_time_from(TokioClock.now())
 }
