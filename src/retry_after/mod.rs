@@ -67,8 +67,8 @@ mod server;
 
 pub use client::{
     DEFAULT_COOLDOWN_CAP, HonorFuture, HonorRetryAfter, HonorRetryAfterHandle,
-    HonorRetryAfterLayer, HonorSnapshot, MAX_ATTEMPTS, RETRY_ATTEMPT, ReplayBody, Retries,
-    RetryBudget,
+    HonorRetryAfterLayer, HonorRetryAfterSnapshot, MAX_ATTEMPTS, RETRY_ATTEMPT, ReplayBody,
+    Retries, RetryBudget,
 };
 
 pub use parse::{MAX_HINT, parse_pushback_ms, parse_retry_after};

@@ -287,7 +287,7 @@ impl fmt::Debug for HonorRetryAfterHandle {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
-pub struct HonorSnapshot {
+pub struct HonorRetryAfterSnapshot {
     /// Calls made by callers (retries not counted).
     pub calls: u64,
     /// Retries sent.
@@ -311,10 +311,10 @@ impl HonorRetryAfterHandle {
     }
 
     /// The figures now.
-    pub fn snapshot(&self) -> HonorSnapshot {
+    pub fn snapshot(&self) -> HonorRetryAfterSnapshot {
         use std::sync::atomic::Ordering::Relaxed;
         let s = &self.shared.stats;
-        HonorSnapshot {
+        HonorRetryAfterSnapshot {
             calls: s.calls.load(Relaxed),
             retries: s.retries.load(Relaxed),
             budget_exhausted: s.budget_exhausted.load(Relaxed),
