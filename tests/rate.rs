@@ -112,6 +112,32 @@ async fn hyper_client_honours_the_limit_and_gets_through() {
     assert_eq!(snap.max_cooldown_ms, 1000);
 }
 
+#[tokio::test]
+async fn refused_post_bodies_are_replayed_intact() {
+    let limit = RateLimitLayer::new(Quota::per_second(2).unwrap().burst(1).unwrap()).http();
+    let app = Router::new()
+        .route(
+            "/echo",
+            axum::routing::post(|body: Bytes| async move { body }),
+        )
+        .layer(limit);
+    let addr = serve_axum(app).await;
+    let honour = HonorRetryAfterLayer::new().retries(Retries::new().allow_non_idempotent(true));
+    let handle = honour.handle();
+    let svc = ServiceBuilder::new().layer(honour).service(client());
+    for i in 0..2 {
+        let payload = format!("payload number {i}, long enough to matter");
+        let req = Request::post(format!("http://{addr}/echo"))
+            .body(Full::new(Bytes::from(payload.clone())))
+            .unwrap();
+        let res = svc.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, payload.as_bytes());
+    }
+    assert_eq!(handle.snapshot().retries, 1);
+}
+
 mod grpc {
     use tonic::transport::{Channel, Endpoint, Server, server::TcpIncoming};
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};

@@ -205,15 +205,31 @@ where
     }
 
     fn size_hint(&self) -> SizeHint {
-        match (&self.state, &self.body) {
-            (None, Some(body)) => body.size_hint(),
-            (Some(state), None) => {
-                let shared = lock(state);
-                let left: usize = shared.chunks.iter().skip(self.next).map(Bytes::len).sum();
-                SizeHint::with_exact(left as u64)
+        let Some(state) = &self.state else {
+            return self
+                .body
+                .as_ref()
+                .map_or(SizeHint::with_exact(0), Body::size_hint);
+        };
+        // What is left to replay, plus what the caller's body still holds.
+        let shared = lock(state);
+        let replay: u64 = shared
+            .chunks
+            .iter()
+            .skip(self.next)
+            .map(|c| c.len() as u64)
+            .sum();
+        match &self.body {
+            None => SizeHint::with_exact(replay),
+            Some(body) => {
+                let rest = body.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower().saturating_add(replay));
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper.saturating_add(replay));
+                }
+                hint
             }
-            (Some(_), Some(body)) if self.next == 0 => body.size_hint(),
-            _ => SizeHint::default(),
         }
     }
 }
@@ -267,6 +283,8 @@ mod tests {
         assert!(ReplayBody::retry(&state).is_none());
         drop(first);
         let again = ReplayBody::retry(&state).unwrap();
+        // The recorded prefix counts in the size hint.
+        assert_eq!(again.size_hint().lower(), 2);
         assert_eq!(again.collect().await.unwrap().to_bytes(), "abcdef");
         let third = ReplayBody::retry(&state).unwrap();
         assert_eq!(third.collect().await.unwrap().to_bytes(), "abcdef");
