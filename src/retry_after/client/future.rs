@@ -46,7 +46,8 @@ pin_project! {
 struct Retry<S, B> {
     inner: S,
     parts: Parts,
-    replay: Arc<Mutex<body::Shared<B>>>,
+    /// The recorded body, when the call may be retried.
+    replay: Option<Arc<Mutex<body::Shared<B>>>>,
     next_body: Option<ReplayBody<B>>,
     /// Attempts sent so far.
     attempts: u32,
@@ -75,6 +76,30 @@ where
         }
     }
 
+    /// A first attempt that waits for the open cooldown before going out.
+    pub(crate) fn delayed(
+        until: Instant,
+        inner: S,
+        parts: Parts,
+        body: ReplayBody<B>,
+        replay: Option<Arc<Mutex<body::Shared<B>>>>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Self {
+            state: State::Waiting {
+                sleep: tokio::time::sleep_until(until),
+            },
+            retry: Some(Box::new(Retry {
+                inner,
+                parts,
+                replay,
+                next_body: Some(body),
+                attempts: 0,
+            })),
+            shared,
+        }
+    }
+
     pub(crate) fn retrying(
         future: S::Future,
         inner: S,
@@ -87,7 +112,7 @@ where
             retry: Some(Box::new(Retry {
                 inner,
                 parts,
-                replay,
+                replay: Some(replay),
                 next_body: None,
                 attempts: 1,
             })),
@@ -169,21 +194,23 @@ where
                         continue;
                     }
                     let Some(retry) = this.retry.as_deref_mut() else {
-                        unreachable!("only retrying futures wait");
+                        unreachable!("only futures holding their service wait");
                     };
                     ready!(retry.inner.poll_ready(cx))?;
                     let Some(body) = retry.next_body.take() else {
-                        unreachable!("a retry is decided with its body");
+                        unreachable!("an attempt is decided with its body");
                     };
                     let mut parts = retry.parts.clone();
-                    let previous = HeaderValue::from(retry.attempts);
-                    if grpc::is_grpc_request(&parts.headers) {
-                        parts.headers.insert(GRPC_PREVIOUS_ATTEMPTS, previous);
-                    } else {
-                        parts.headers.insert(RETRY_ATTEMPT, previous);
+                    if retry.attempts > 0 {
+                        let previous = HeaderValue::from(retry.attempts);
+                        if grpc::is_grpc_request(&parts.headers) {
+                            parts.headers.insert(GRPC_PREVIOUS_ATTEMPTS, previous);
+                        } else {
+                            parts.headers.insert(RETRY_ATTEMPT, previous);
+                        }
+                        this.shared.stats.retries.fetch_add(1, Relaxed);
                     }
                     retry.attempts += 1;
-                    this.shared.stats.retries.fetch_add(1, Relaxed);
                     let future = retry.inner.call(Request::from_parts(parts, body));
                     this.state.set(State::Calling { future });
                 }
@@ -221,7 +248,7 @@ where
     if retry.attempts >= policy.attempts {
         return None;
     }
-    let body = ReplayBody::retry(&retry.replay)?;
+    let body = ReplayBody::retry(retry.replay.as_ref()?)?;
     if !policy.budget.withdraw() {
         shared.stats.budget_exhausted.fetch_add(1, Relaxed);
         // The caller's body goes back for nobody: dropping it is enough.

@@ -158,7 +158,8 @@ struct Stats {
 /// `RESOURCE_EXHAUSTED`/`UNAVAILABLE` with `grpc-retry-pushback-ms`, a
 /// *cooldown* opens, shared by every clone of the client: until the instant
 /// the server named, every call waits (its `poll_ready` stays pending on a
-/// timer) instead of hammering the server. Never earlier than asked; never
+/// timer; a call readied before the cooldown opened waits in its future)
+/// instead of hammering the server. Never earlier than asked; never
 /// longer than the [`cap`](Self::cap) (default 5 minutes) — a longer hint is
 /// not waited and the response goes back to the caller. A negative or
 /// unparseable pushback means "do not retry" (gRFC A6).
@@ -397,17 +398,28 @@ where
             .retries
             .as_ref()
             .filter(|r| r.attempts > 1 && (r.non_idempotent || idempotent(req.method())));
-        match retries {
-            None => {
-                let future = inner.call(req.map(ReplayBody::once));
-                HonorFuture::once(future, Arc::clone(&self.shared))
+        // Readied before a cooldown opened: the call waits for it too.
+        let cooldown = self.shared.cooldown.until();
+        let shared = Arc::clone(&self.shared);
+        match (retries, cooldown) {
+            (None, None) => HonorFuture::once(inner.call(req.map(ReplayBody::once)), shared),
+            (None, Some(until)) => {
+                let (parts, body) = req.into_parts();
+                HonorFuture::delayed(until, inner, parts, ReplayBody::once(body), None, shared)
             }
-            Some(r) => {
+            (Some(r), cooldown) => {
                 r.budget.deposit();
                 let (parts, body) = req.into_parts();
                 let (body, replay) = ReplayBody::first(body, r.max_body_bytes);
-                let future = inner.call(Request::from_parts(parts.clone(), body));
-                HonorFuture::retrying(future, inner, parts, replay, Arc::clone(&self.shared))
+                match cooldown {
+                    None => {
+                        let future = inner.call(Request::from_parts(parts.clone(), body));
+                        HonorFuture::retrying(future, inner, parts, replay, shared)
+                    }
+                    Some(until) => {
+                        HonorFuture::delayed(until, inner, parts, body, Some(replay), shared)
+                    }
+                }
             }
         }
     }

@@ -123,6 +123,49 @@ async fn cooldown_is_shared_across_clones_and_never_ends_early() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_call_readied_before_the_cooldown_opened_waits_in_call() {
+    for retries in [false, true] {
+        let (svc, seen) = server(|n| {
+            if n == 0 {
+                refuse(503, Some("3"))
+            } else {
+                Response::new("ok".into())
+            }
+        });
+        let layer = if retries {
+            HonorRetryAfterLayer::new().retries(Retries::new())
+        } else {
+            HonorRetryAfterLayer::new()
+        };
+        let client = layer.layer(svc);
+        let mut readied = client.clone();
+        readied.ready().await.unwrap();
+        let start = Instant::now();
+        if !retries {
+            // The refusal that opens the cooldown.
+            let res = client.clone().oneshot(get()).await.unwrap();
+            assert_eq!(res.status(), 503);
+        } else {
+            // Another call's refusal (with retries, it waits and retries).
+            tokio::spawn(client.clone().oneshot(get()));
+            tokio::task::yield_now().await;
+        }
+        let until = layer.handle().cooldown_until().expect("cooldown open");
+        assert!(until >= start + Duration::from_secs(3));
+        let res = readied.call(get()).await.unwrap();
+        assert_eq!(res.status(), 200);
+        let at = seen.lock().unwrap().last().unwrap().0;
+        assert!(
+            at >= until,
+            "went out at {:?} before {:?}",
+            at - start,
+            until - start
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_hint_over_the_cap_is_handed_back_not_waited() {
     let (svc, seen) = server(|_| refuse(503, Some("301")));
     let layer = HonorRetryAfterLayer::new().retries(Retries::new());
