@@ -1,7 +1,8 @@
 //! The per-request cost of rate limiting: the admit path of `RateLimit`
 //! (global and keyed by peer address) against tower's `RateLimit` and
 //! tower_governor, and the HTTP 429 refusal with exact `Retry-After` and
-//! `RateLimit` fields against tower_governor's 429, in the same run.
+//! `RateLimit` fields against tower_governor's 429, in the same run; and the
+//! pass-through cost of the client's `HonorRetryAfter`.
 //!
 //! Benches build with the dev-dependencies' features, so tokio's `test-util`
 //! is on and `tokio::time::Instant::now()` consults the (pausable) test clock:
@@ -22,7 +23,10 @@ use futures_util::FutureExt;
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use tower::{BoxError, Layer, Service, limit::RateLimitLayer as TowerRateLimitLayer};
-use tower_spillway::rate::{PeerIp, Quota, RateLimitLayer};
+use tower_spillway::{
+    rate::{PeerIp, Quota, RateLimitLayer},
+    retry_after::{HonorRetryAfterLayer, ReplayBody, Retries},
+};
 
 type Body = Full<Bytes>;
 
@@ -74,6 +78,22 @@ fn governor_layer(
         .finish()
         .unwrap();
     tower_governor::GovernorLayer::new(config)
+}
+
+/// Answers at once with an empty 200, reading nothing of the replayable body.
+#[derive(Clone, Copy)]
+struct ClientOk200;
+
+impl Service<Request<ReplayBody<Body>>> for ClientOk200 {
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = Ready<Result<Response<Body>, BoxError>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, _: Request<ReplayBody<Body>>) -> Self::Future {
+        ready(Ok(Response::new(Body::default())))
+    }
 }
 
 fn request() -> Request<Body> {
@@ -177,5 +197,27 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench);
+fn client(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let mut g = c.benchmark_group("honour_pass_through");
+    let mut bare = Ok200;
+    g.bench_function("no layer", |b| b.iter(|| once(&mut bare, request())));
+    let mut honour = HonorRetryAfterLayer::new().layer(ClientOk200);
+    g.bench_function("HonorRetryAfter, cooldown only", |b| {
+        b.iter(|| once(&mut honour, request()))
+    });
+    let mut retrying = HonorRetryAfterLayer::new()
+        .retries(Retries::new())
+        .layer(ClientOk200);
+    g.bench_function("HonorRetryAfter, retries (body recorded)", |b| {
+        b.iter(|| once(&mut retrying, request()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, client);
 criterion_main!(benches);
