@@ -15,7 +15,8 @@
 //! |---|---|
 //! | [`priority`] | classify requests as `Critical > High > Default > Low` and stamp the answer into the request |
 //! | [`limit`] | adaptive concurrency limit (AIMD) with a bounded, priority-ordered wait queue and outcome classification |
-//! | [`retry_after`] | answer overload with 503/429 and an honest, jittered `Retry-After` (gRPC: trailers-only status with `grpc-retry-pushback-ms`) |
+//! | [`retry_after`] | answer overload with 503/429 and an honest, jittered `Retry-After` (gRPC: trailers-only status with `grpc-retry-pushback-ms`); on clients, honour them with a shared cooldown and budgeted retries |
+//! | [`rate`] | GCRA rate limits: refuse callers over quota (429 with the exact wait, bounded keyed state), pace a client under a known quota |
 //! | [`http`], [`grpc`] | the refusal responses and body plumbing every HTTP face shares |
 //!
 //! # The overload contract
@@ -97,6 +98,9 @@ pub mod grpc;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod rate;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod retry_after;

@@ -11,7 +11,26 @@
 //! - [`RetryAfterPolicy`] computes the hint: the refusing layer's observation,
 //!   jittered upwards so refused callers spread out, and capped;
 //! - [`parse_retry_after`] and [`parse_pushback_ms`] read hints back, totally
-//!   and with a cap, whatever a server sends.
+//!   and with a cap, whatever a server sends;
+//! - [`HonorRetryAfterLayer`] is the client half: it makes a hyper client or a
+//!   tonic `Channel` wait out the cooldown a server asks for (shared by every
+//!   clone, capped), and optionally retry refused calls with a
+//!   [`RetryBudget`], full-jitter backoff and a replayable body
+//!   ([`ReplayBody`]).
+//!
+//! ```
+//! use tower::ServiceBuilder;
+//! use tower_spillway::retry_after::{HonorRetryAfterLayer, ReplayBody, Retries};
+//!
+//! // Around a tonic `Channel` (here any service of `http` requests): wait out
+//! // cooldowns, retry refused calls within the default budget.
+//! let client = ServiceBuilder::new()
+//!     .layer(HonorRetryAfterLayer::new().retries(Retries::new().allow_non_idempotent(true)))
+//!     .service_fn(|req: http::Request<ReplayBody<String>>| async move {
+//!         Ok::<_, std::convert::Infallible>(http::Response::new(()))
+//!     });
+//! # let _ = client;
+//! ```
 //!
 //! ```
 //! use axum::{Router, routing::get};
@@ -35,10 +54,22 @@
 //! `HandleErrorLayer`. tower_governor answers `429` but rounds sub-second waits
 //! down to `retry-after: 0`, which invites an immediate retry; here the hint is
 //! rounded up and never below one second.
+//!
+//! On the client side, tower's `Retry` cannot clone an `http::Request`, reads
+//! no hint, and retries each call on its own; [`HonorRetryAfterLayer`] backs
+//! the whole client off at once, replays bodies from a bounded copy, and
+//! bounds retries by count and by budget.
 
+mod client;
 mod parse;
 mod policy;
 mod server;
+
+pub use client::{
+    DEFAULT_COOLDOWN_CAP, HonorFuture, HonorRetryAfter, HonorRetryAfterHandle,
+    HonorRetryAfterLayer, HonorRetryAfterSnapshot, MAX_ATTEMPTS, RETRY_ATTEMPT, ReplayBody,
+    Retries, RetryBudget,
+};
 
 pub use parse::{MAX_HINT, parse_pushback_ms, parse_retry_after};
 pub use policy::RetryAfterPolicy;

@@ -81,7 +81,9 @@ impl RetryAfterPolicy {
     pub fn delay(&self, hint: Option<Duration>) -> Duration {
         let base = hint.unwrap_or(self.default).min(self.cap);
         let factor = 1.0 + self.jitter * fastrand::f64();
-        base.mul_f64(factor).min(self.cap)
+        // `mul_f64` goes through floating point and can lose a nanosecond;
+        // jitter only ever lengthens the hint.
+        base.mul_f64(factor).max(base).min(self.cap)
     }
 }
 

@@ -1,0 +1,223 @@
+//! The per-request cost of rate limiting: the admit path of `RateLimit`
+//! (global and keyed by peer address) against tower's `RateLimit` and
+//! tower_governor, and the HTTP 429 refusal with exact `Retry-After` and
+//! `RateLimit` fields against tower_governor's 429, in the same run; and the
+//! pass-through cost of the client's `HonorRetryAfter`.
+//!
+//! Benches build with the dev-dependencies' features, so tokio's `test-util`
+//! is on and `tokio::time::Instant::now()` consults the (pausable) test clock:
+//! the spillway layers and tower's `RateLimit` pay that on every call, while
+//! tower_governor reads `quanta`'s clock. In a release build of an
+//! application, tokio's clock is `std::time::Instant::now()`.
+
+use std::{
+    future::{Ready, ready},
+    net::SocketAddr,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use criterion::{Criterion, criterion_group, criterion_main};
+use futures_util::FutureExt;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use tower::{BoxError, Layer, Service, limit::RateLimitLayer as TowerRateLimitLayer};
+use tower_spillway::{
+    rate::{PeerIp, Quota, RateLimitLayer},
+    retry_after::{HonorRetryAfterLayer, ReplayBody, Retries},
+};
+
+type Body = Full<Bytes>;
+
+/// Answers at once with an empty 200.
+#[derive(Clone, Copy)]
+struct Ok200;
+
+impl Service<Request<Body>> for Ok200 {
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = Ready<Result<Response<Body>, BoxError>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, _: Request<Body>) -> Self::Future {
+        ready(Ok(Response::new(Body::default())))
+    }
+}
+
+/// Answers at once with an empty 200 in axum's body type, which
+/// tower_governor's refusals need.
+#[derive(Clone, Copy)]
+struct AxumOk200;
+
+impl Service<Request<Body>> for AxumOk200 {
+    type Response = Response<axum::body::Body>;
+    type Error = BoxError;
+    type Future = Ready<Result<Response<axum::body::Body>, BoxError>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, _: Request<Body>) -> Self::Future {
+        ready(Ok(Response::new(axum::body::Body::empty())))
+    }
+}
+
+fn governor_layer(
+    per_nanos: u64,
+    burst: u32,
+) -> tower_governor::GovernorLayer<
+    tower_governor::key_extractor::GlobalKeyExtractor,
+    governor::middleware::NoOpMiddleware<governor::clock::QuantaInstant>,
+    axum::body::Body,
+> {
+    let config = tower_governor::governor::GovernorConfigBuilder::default()
+        .key_extractor(tower_governor::key_extractor::GlobalKeyExtractor)
+        .per_nanosecond(per_nanos)
+        .burst_size(burst)
+        .finish()
+        .unwrap();
+    tower_governor::GovernorLayer::new(config)
+}
+
+/// Answers at once with an empty 200, reading nothing of the replayable body.
+#[derive(Clone, Copy)]
+struct ClientOk200;
+
+impl Service<Request<ReplayBody<Body>>> for ClientOk200 {
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = Ready<Result<Response<Body>, BoxError>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, _: Request<ReplayBody<Body>>) -> Self::Future {
+        ready(Ok(Response::new(Body::default())))
+    }
+}
+
+fn request() -> Request<Body> {
+    let mut req = Request::new(Body::default());
+    req.extensions_mut()
+        .insert(SocketAddr::from(([10, 1, 2, 3], 40000)));
+    req
+}
+
+fn once<S>(svc: &mut S, req: Request<Body>) -> S::Response
+where
+    S: Service<Request<Body>>,
+    S::Error: std::fmt::Debug,
+{
+    let waker = futures_util::task::noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    match svc.poll_ready(&mut cx) {
+        Poll::Ready(Ok(())) => {}
+        other => panic!("not ready: {other:?}"),
+    }
+    svc.call(req)
+        .now_or_never()
+        .expect("ready at once")
+        .expect("answered")
+}
+
+fn bench(c: &mut Criterion) {
+    // tower's `RateLimit` creates a tokio `Sleep`; give it a runtime.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let plenty = Quota::per_second(1_000_000_000).unwrap();
+
+    let mut g = c.benchmark_group("rate_admit");
+    let mut bare = Ok200;
+    g.bench_function("no layer", |b| b.iter(|| once(&mut bare, request())));
+    let mut tower = TowerRateLimitLayer::new(u64::MAX, Duration::from_secs(1)).layer(Ok200);
+    g.bench_function("tower RateLimit", |b| {
+        b.iter(|| once(&mut tower, request()))
+    });
+    let mut governor = governor_layer(1, u32::MAX).layer(AxumOk200);
+    g.bench_function("tower_governor global", |b| {
+        b.iter(|| once(&mut governor, request()))
+    });
+    let mut global = RateLimitLayer::new(plenty).layer(Ok200);
+    g.bench_function("spillway RateLimit global", |b| {
+        b.iter(|| once(&mut global, request()))
+    });
+    let mut global_http = RateLimitLayer::new(plenty).http().layer(Ok200);
+    g.bench_function("spillway RateLimit global, HTTP face", |b| {
+        b.iter(|| once(&mut global_http, request()))
+    });
+    let mut keyed = RateLimitLayer::keyed(plenty, PeerIp::new())
+        .http()
+        .layer(Ok200);
+    g.bench_function("spillway RateLimit keyed by peer IP, HTTP face", |b| {
+        b.iter(|| once(&mut keyed, request()))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("rate_reject");
+    let mut refusing = RateLimitLayer::new(Quota::per_minute(1).unwrap())
+        .http()
+        .layer(Ok200);
+    once(&mut refusing, request());
+    g.bench_function(
+        "spillway 429 + Retry-After + RateLimit fields + problem+json",
+        |b| {
+            b.iter(|| {
+                let res = once(&mut refusing, request());
+                assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+                res
+            })
+        },
+    );
+    let mut governor = governor_layer(60_000_000_000, 1).layer(AxumOk200);
+    once(&mut governor, request());
+    g.bench_function("tower_governor 429", |b| {
+        b.iter(|| {
+            let res = once(&mut governor, request());
+            assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+            res
+        })
+    });
+    let mut grpc = RateLimitLayer::new(Quota::per_minute(1).unwrap())
+        .http()
+        .layer(Ok200);
+    once(&mut grpc, request());
+    g.bench_function("spillway gRPC RESOURCE_EXHAUSTED trailers-only", |b| {
+        b.iter(|| {
+            let mut req = request();
+            req.headers_mut().insert(
+                "content-type",
+                http::HeaderValue::from_static("application/grpc"),
+            );
+            once(&mut grpc, req)
+        })
+    });
+    g.finish();
+}
+
+fn client(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let mut g = c.benchmark_group("honour_pass_through");
+    let mut bare = Ok200;
+    g.bench_function("no layer", |b| b.iter(|| once(&mut bare, request())));
+    let mut honour = HonorRetryAfterLayer::new().layer(ClientOk200);
+    g.bench_function("HonorRetryAfter, cooldown only", |b| {
+        b.iter(|| once(&mut honour, request()))
+    });
+    let mut retrying = HonorRetryAfterLayer::new()
+        .retries(Retries::new())
+        .layer(ClientOk200);
+    g.bench_function("HonorRetryAfter, retries (body recorded)", |b| {
+        b.iter(|| once(&mut retrying, request()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, client);
+criterion_main!(benches);

@@ -1,0 +1,323 @@
+//! Which bucket a request draws from.
+
+use std::{
+    fmt,
+    hash::Hash,
+    marker::PhantomData,
+    net::{IpAddr, SocketAddr},
+};
+
+use http::{HeaderName, HeaderValue, header};
+
+/// The key type of a [`KeyExtractor`], whatever the request type.
+pub trait KeyType {
+    /// The key; kept in memory for every recently seen caller.
+    type Key: Hash + Eq + Clone + Send + Sync + 'static;
+}
+
+/// Picks the rate-limit key of a request: one bucket per key.
+///
+/// Any closure `Fn(&Req) -> K` becomes a key extractor with [`key_fn`], so
+/// any request type can be keyed:
+///
+/// ```
+/// use tower_spillway::rate::{Quota, RateLimitLayer, key_fn};
+///
+/// let by_tenant = key_fn(|req: &http::Request<()>| req.headers().get("x-tenant").cloned());
+/// let layer = RateLimitLayer::keyed(Quota::per_second(10)?, by_tenant);
+/// # let _ = layer;
+/// # Ok::<(), tower_spillway::ConfigError>(())
+/// ```
+///
+/// A missing key is a key too (`None`): requests without one share a bucket,
+/// so leaving a header out never escapes the limit.
+pub trait KeyExtractor<Req>: KeyType {
+    /// The key of `req`.
+    fn key(&self, req: &Req) -> Self::Key;
+}
+
+/// A closure as a [`KeyExtractor`]; see [`key_fn`].
+pub struct KeyFn<F, K> {
+    f: F,
+    _key: PhantomData<fn() -> K>,
+}
+
+impl<F: Clone, K> Clone for KeyFn<F, K> {
+    fn clone(&self) -> Self {
+        Self {
+            f: self.f.clone(),
+            _key: PhantomData,
+        }
+    }
+}
+
+impl<F, K> fmt::Debug for KeyFn<F, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyFn").finish_non_exhaustive()
+    }
+}
+
+/// Keys requests with a closure.
+pub fn key_fn<Req, K, F>(f: F) -> KeyFn<F, K>
+where
+    F: Fn(&Req) -> K,
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+{
+    KeyFn {
+        f,
+        _key: PhantomData,
+    }
+}
+
+impl<F, K> KeyType for KeyFn<F, K>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+{
+    type Key = K;
+}
+
+impl<Req, F, K> KeyExtractor<Req> for KeyFn<F, K>
+where
+    F: Fn(&Req) -> K,
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+{
+    fn key(&self, req: &Req) -> K {
+        (self.f)(req)
+    }
+}
+
+/// One bucket for every request: a global limit.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Global;
+
+impl KeyType for Global {
+    type Key = ();
+}
+
+impl<Req> KeyExtractor<Req> for Global {
+    #[inline]
+    fn key(&self, _req: &Req) {}
+}
+
+/// The peer's IP address, from the connection info in the request's
+/// extensions.
+///
+/// By default it reads a [`SocketAddr`] extension (what a hyper server loop
+/// inserts with a one-line `map_request`). Servers that store the peer
+/// elsewhere name the extension with [`from_extension`](Self::from_extension),
+/// e.g. axum's `ConnectInfo<SocketAddr>` from
+/// `into_make_service_with_connect_info`:
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use axum::extract::ConnectInfo;
+/// use tower_spillway::rate::PeerIp;
+///
+/// let peer = PeerIp::from_extension(|ext| {
+///     ext.get::<ConnectInfo<SocketAddr>>().map(|ConnectInfo(addr)| addr.ip())
+/// });
+/// # let _ = peer;
+/// ```
+///
+/// For tonic servers the lookup is
+/// `ext.get::<tonic::transport::server::TcpConnectInfo>().and_then(|i| i.remote_addr()).map(|a| a.ip())`.
+///
+/// `X-Forwarded-For` is read only when the direct peer is one of the proxies
+/// named with [`trust_forwarded_for`](Self::trust_forwarded_for): a client
+/// cannot pick its own key by sending the header.
+#[derive(Debug, Clone)]
+pub struct PeerIp<F = fn(&http::Extensions) -> Option<IpAddr>> {
+    lookup: F,
+    trusted: Vec<IpAddr>,
+}
+
+fn socket_addr(ext: &http::Extensions) -> Option<IpAddr> {
+    ext.get::<SocketAddr>().map(SocketAddr::ip)
+}
+
+impl PeerIp {
+    /// Reads the peer from a [`SocketAddr`] extension.
+    pub fn new() -> Self {
+        Self {
+            lookup: socket_addr,
+            trusted: Vec::new(),
+        }
+    }
+}
+
+impl Default for PeerIp {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<F> PeerIp<F>
+where
+    F: Fn(&http::Extensions) -> Option<IpAddr>,
+{
+    /// Reads the peer with `lookup`.
+    pub fn from_extension(lookup: F) -> Self {
+        Self {
+            lookup,
+            trusted: Vec::new(),
+        }
+    }
+
+    /// Trusts `X-Forwarded-For` when the direct peer is one of `proxies`: the
+    /// key is then the rightmost address in the header that is not itself a
+    /// trusted proxy.
+    #[must_use]
+    pub fn trust_forwarded_for(mut self, proxies: impl IntoIterator<Item = IpAddr>) -> Self {
+        self.trusted.extend(proxies);
+        self
+    }
+
+    fn resolve(&self, ext: &http::Extensions, headers: &http::HeaderMap) -> Option<IpAddr> {
+        let peer = (self.lookup)(ext)?;
+        if !self.trusted.contains(&peer) {
+            return Some(peer);
+        }
+        let mut hops = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect::<Vec<_>>();
+        hops.reverse();
+        for hop in hops {
+            match hop.parse::<IpAddr>() {
+                Ok(ip) if self.trusted.contains(&ip) => continue,
+                Ok(ip) => return Some(ip),
+                // A garbled hop: stop trusting the rest of the chain.
+                Err(_) => return Some(peer),
+            }
+        }
+        Some(peer)
+    }
+}
+
+impl<F> KeyType for PeerIp<F> {
+    type Key = Option<IpAddr>;
+}
+
+impl<B, F> KeyExtractor<http::Request<B>> for PeerIp<F>
+where
+    F: Fn(&http::Extensions) -> Option<IpAddr>,
+{
+    fn key(&self, req: &http::Request<B>) -> Option<IpAddr> {
+        self.resolve(req.extensions(), req.headers())
+    }
+}
+
+/// The value of a request header (`None` when absent).
+#[derive(Debug, Clone)]
+pub struct HeaderKey {
+    name: HeaderName,
+}
+
+impl HeaderKey {
+    /// Keys requests by the header `name`.
+    pub fn new(name: HeaderName) -> Self {
+        Self { name }
+    }
+}
+
+impl KeyType for HeaderKey {
+    type Key = Option<HeaderValue>;
+}
+
+impl<B> KeyExtractor<http::Request<B>> for HeaderKey {
+    fn key(&self, req: &http::Request<B>) -> Option<HeaderValue> {
+        req.headers().get(&self.name).cloned()
+    }
+}
+
+/// The caller's API key: `x-api-key`, or else the token of
+/// `Authorization: Bearer <token>` (`None` when neither is sent).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiKey;
+
+impl KeyType for ApiKey {
+    type Key = Option<HeaderValue>;
+}
+
+impl<B> KeyExtractor<http::Request<B>> for ApiKey {
+    fn key(&self, req: &http::Request<B>) -> Option<HeaderValue> {
+        let headers = req.headers();
+        if let Some(v) = headers.get("x-api-key") {
+            return Some(v.clone());
+        }
+        let auth = headers.get(header::AUTHORIZATION)?.as_bytes();
+        let token = auth
+            .strip_prefix(b"Bearer ")
+            .or_else(|| auth.strip_prefix(b"bearer "))?
+            .trim_ascii();
+        HeaderValue::from_bytes(token).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(peer: &str, xff: Option<&str>) -> http::Request<()> {
+        let mut r = http::Request::new(());
+        r.extensions_mut()
+            .insert(SocketAddr::new(peer.parse().unwrap(), 1234));
+        if let Some(x) = xff {
+            r.headers_mut()
+                .insert("x-forwarded-for", HeaderValue::from_str(x).unwrap());
+        }
+        r
+    }
+
+    #[test]
+    fn peer_ip_ignores_forwarded_for_unless_trusted() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let plain = PeerIp::new();
+        assert_eq!(plain.key(&req("10.0.0.9", Some("1.2.3.4"))), ip("10.0.0.9"));
+        assert_eq!(plain.key(&http::Request::new(())), None);
+
+        let proxied = PeerIp::new().trust_forwarded_for(["10.0.0.1".parse().unwrap()]);
+        // From the trusted proxy: the rightmost untrusted hop.
+        assert_eq!(
+            proxied.key(&req("10.0.0.1", Some("6.6.6.6, 1.2.3.4"))),
+            ip("1.2.3.4")
+        );
+        assert_eq!(
+            proxied.key(&req("10.0.0.1", Some("1.2.3.4, 10.0.0.1"))),
+            ip("1.2.3.4")
+        );
+        // From anyone else: the header is ignored.
+        assert_eq!(proxied.key(&req("5.5.5.5", Some("1.2.3.4"))), ip("5.5.5.5"));
+        // Garbage stops the walk at the proxy itself.
+        assert_eq!(
+            proxied.key(&req("10.0.0.1", Some("nonsense"))),
+            ip("10.0.0.1")
+        );
+        assert_eq!(proxied.key(&req("10.0.0.1", None)), ip("10.0.0.1"));
+    }
+
+    #[test]
+    fn api_key_and_header() {
+        let mut r = http::Request::new(());
+        assert_eq!(ApiKey.key(&r), None);
+        r.headers_mut().insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc "),
+        );
+        assert_eq!(ApiKey.key(&r).unwrap(), "abc");
+        r.headers_mut()
+            .insert("x-api-key", HeaderValue::from_static("k1"));
+        assert_eq!(ApiKey.key(&r).unwrap(), "k1");
+        assert_eq!(
+            HeaderKey::new(HeaderName::from_static("x-api-key"))
+                .key(&r)
+                .unwrap(),
+            "k1"
+        );
+        let closure = key_fn(|r: &http::Request<()>| r.uri().path().to_owned());
+        assert_eq!(closure.key(&r), "/");
+    }
+}

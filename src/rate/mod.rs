@@ -1,0 +1,59 @@
+//! Rate limits with GCRA: refuse callers over their quota (server), and pace
+//! calls to stay under a known quota (client).
+//!
+//! - [`RateLimitLayer`] refuses requests over a [`Quota`], globally or per key
+//!   ([`PeerIp`], [`HeaderKey`], [`ApiKey`], any closure with [`key_fn`]).
+//!   Refusals are [`Overloaded`](crate::Overloaded) with reason `RateLimited`
+//!   and the exact wait until the next call conforms; the HTTP face answers
+//!   `429` with `Retry-After` and the IETF `RateLimit-Policy` / `RateLimit`
+//!   fields, and gRPC calls `RESOURCE_EXHAUSTED` with
+//!   `grpc-retry-pushback-ms`.
+//! - [`PaceLayer`] holds calls back (readiness pending, no busy loop) until
+//!   the quota allows them, so a client never exceeds a quota it knows.
+//!
+//! The algorithm is `governor`'s GCRA, driven by `tokio::time` (tests with a
+//! paused clock control it) over a store whose keyed state is bounded.
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use tower_spillway::rate::{Quota, RateLimitLayer};
+//!
+//! let limit = RateLimitLayer::new(Quota::per_second(200)?).http();
+//! let handle = limit.handle();
+//! let app: Router = Router::new()
+//!     .route("/", get(|| async { "ok" }))
+//!     .route("/other", get(|| async { "ok" }))
+//!     .layer(limit); // one limit for every route
+//! // Later, from an admin endpoint:
+//! handle.set_quota(Quota::per_second(100)?);
+//! # Ok::<(), tower_spillway::ConfigError>(())
+//! ```
+//!
+//! # Differences from tower's `RateLimit` and tower_governor
+//!
+//! - tower's `RateLimit` counts fixed windows and waits in `poll_ready`, per
+//!   service instance: behind axum (one clone per request) or tonic (one per
+//!   connection) it limits nothing overall and cannot refuse. Here the
+//!   buckets live in the layer and refusals are immediate answers.
+//! - tower_governor sends sub-second waits as `retry-after: 0` and its keyed
+//!   state grows until the application runs a cleanup task. Here the wait is
+//!   rounded up (never 0), exact (no jitter: a rate limit knows when the next
+//!   call conforms), and the keyed state is bounded by
+//!   [`max_keys`](RateLimitLayer::max_keys) with no task to run.
+//! - Quotas change at runtime through [`RateLimitHandle::set_quota`], keeping
+//!   every key's history.
+
+mod gcra;
+mod key;
+mod layer;
+mod pace;
+mod service;
+
+pub use gcra::Quota;
+pub use key::{ApiKey, Global, HeaderKey, KeyExtractor, KeyFn, KeyType, PeerIp, key_fn};
+pub use layer::{DEFAULT_MAX_KEYS, RateLimitHandle, RateLimitLayer, RateLimitSnapshot};
+pub use pace::{Pace, PaceLayer};
+pub use service::{RATELIMIT, RATELIMIT_POLICY, RateLimit, RateLimitFields, ResponseFuture};
+
+#[cfg(test)]
+mod tests;

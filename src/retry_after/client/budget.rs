@@ -1,0 +1,217 @@
+//! The retry budget and the shared cooldown.
+
+use std::{
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::time::Instant;
+
+use crate::ConfigError;
+
+/// How many retries a client may send: a share of its requests plus a floor,
+/// over a sliding window (Finagle's and linkerd's retry budget).
+///
+/// A retry is allowed while, over the last `ttl`,
+/// `retries < ratio × requests + min_per_sec × ttl`. The default — 20 % of
+/// requests plus 10 per second over 10 s — lets a healthy client retry its
+/// occasional failure, and caps a client whose every call fails at about
+/// 1.2× its own traffic (plus the floor) instead of multiplying it by the
+/// attempt count.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_spillway::retry_after::RetryBudget;
+///
+/// let budget = RetryBudget::new(0.1, 5, Duration::from_secs(30))?;
+/// # let _ = budget;
+/// # Ok::<(), tower_spillway::ConfigError>(())
+/// ```
+#[derive(Debug)]
+pub struct RetryBudget {
+    ratio: f64,
+    min_per_sec: u32,
+    ttl: Duration,
+    slot: Duration,
+    ring: Mutex<[Slot; SLOTS]>,
+    origin: Instant,
+}
+
+const SLOTS: usize = 10;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Slot {
+    epoch: u64,
+    deposits: u64,
+    withdrawals: u64,
+}
+
+impl Default for RetryBudget {
+    fn default() -> Self {
+        Self::new(0.2, 10, Duration::from_secs(10)).unwrap_or_else(|_| unreachable!())
+    }
+}
+
+impl RetryBudget {
+    /// Retries up to `ratio` (within `0.0..=1000.0`) of requests plus
+    /// `min_per_sec` per second, over a window of `ttl` (1 s to 60 s).
+    pub fn new(ratio: f64, min_per_sec: u32, ttl: Duration) -> Result<Self, ConfigError> {
+        if !(0.0..=1000.0).contains(&ratio) {
+            return Err(ConfigError::new("ratio", "must be within 0.0..=1000.0"));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&ttl) {
+            return Err(ConfigError::new("ttl", "must be within 1 s..=60 s"));
+        }
+        Ok(Self {
+            ratio,
+            min_per_sec,
+            ttl,
+            slot: ttl / SLOTS as u32,
+            ring: Mutex::new([Slot::default(); SLOTS]),
+            origin: Instant::now(),
+        })
+    }
+
+    fn with_slot<T>(&self, f: impl FnOnce(&mut [Slot; SLOTS], u64) -> T) -> T {
+        let epoch = (self.origin.elapsed().as_nanos() / self.slot.as_nanos().max(1)) as u64 + 1;
+        let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        let slot = &mut ring[(epoch % SLOTS as u64) as usize];
+        if slot.epoch != epoch {
+            *slot = Slot {
+                epoch,
+                ..Slot::default()
+            };
+        }
+        f(&mut ring, epoch)
+    }
+
+    /// Records an original request.
+    pub fn deposit(&self) {
+        self.with_slot(|ring, epoch| ring[(epoch % SLOTS as u64) as usize].deposits += 1);
+    }
+
+    /// Takes one retry from the budget, if it has one.
+    pub fn withdraw(&self) -> bool {
+        self.with_slot(|ring, epoch| {
+            let live = ring.iter().filter(|s| s.epoch + (SLOTS as u64) > epoch);
+            let (deposits, withdrawals) = live.fold((0u64, 0u64), |(d, w), s| {
+                (d + s.deposits, w + s.withdrawals)
+            });
+            let floor = f64::from(self.min_per_sec) * self.ttl.as_secs_f64();
+            let allowed = floor + self.ratio * deposits as f64;
+            if (withdrawals as f64) + 1.0 <= allowed {
+                ring[(epoch % SLOTS as u64) as usize].withdrawals += 1;
+                true
+            } else {
+                false
+            }
+        })
+    }
+}
+
+/// The instant until which a remote asked every caller to wait, shared by
+/// every clone of a client (nanoseconds since `origin`; 0 when closed).
+#[derive(Debug)]
+pub(crate) struct Cooldown {
+    origin: Instant,
+    until: AtomicU64,
+    opened: AtomicU64,
+    longest_ms: AtomicU64,
+}
+
+impl Cooldown {
+    pub(crate) fn new() -> Self {
+        Self {
+            origin: Instant::now(),
+            until: AtomicU64::new(0),
+            opened: AtomicU64::new(0),
+            longest_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Opens (or extends, never shortens) the cooldown for `wait` from now.
+    pub(crate) fn open(&self, wait: Duration) -> Instant {
+        let until = Instant::now() + wait;
+        let nanos = self.nanos(until);
+        let prev = self.until.fetch_max(nanos, Ordering::AcqRel);
+        if nanos > prev {
+            self.opened.fetch_add(1, Ordering::Relaxed);
+            let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+            self.longest_ms.fetch_max(ms, Ordering::Relaxed);
+            #[cfg(feature = "tracing")]
+            tracing::debug!(
+                retry_after_ms = ms,
+                "remote asked to back off: cooldown open"
+            );
+        }
+        self.origin + Duration::from_nanos(nanos.max(prev))
+    }
+
+    /// The instant the cooldown ends, if it is still open.
+    pub(crate) fn until(&self) -> Option<Instant> {
+        let nanos = self.until.load(Ordering::Acquire);
+        if nanos == 0 {
+            return None;
+        }
+        let until = self.origin + Duration::from_nanos(nanos);
+        (until > Instant::now()).then_some(until)
+    }
+
+    pub(crate) fn opened(&self) -> u64 {
+        self.opened.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn longest_ms(&self) -> u64 {
+        self.longest_ms.load(Ordering::Relaxed)
+    }
+
+    fn nanos(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.origin).as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn budget_allows_ratio_plus_floor() {
+        let b = RetryBudget::new(0.2, 1, Duration::from_secs(10)).unwrap();
+        for _ in 0..100 {
+            b.deposit();
+        }
+        let granted = (0..100).filter(|_| b.withdraw()).count();
+        // 20 % of 100 plus 1/s over 10 s.
+        assert_eq!(granted, 30);
+        // The window slides: after it, old deposits and withdrawals are gone.
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let granted = (0..100).filter(|_| b.withdraw()).count();
+        assert_eq!(granted, 10);
+    }
+
+    #[test]
+    fn budget_config_is_validated() {
+        assert!(RetryBudget::new(-0.1, 1, Duration::from_secs(10)).is_err());
+        assert!(RetryBudget::new(f64::NAN, 1, Duration::from_secs(10)).is_err());
+        assert!(RetryBudget::new(0.2, 1, Duration::from_millis(10)).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cooldown_only_extends() {
+        let c = Cooldown::new();
+        assert_eq!(c.until(), None);
+        let start = Instant::now();
+        c.open(Duration::from_secs(5));
+        c.open(Duration::from_secs(1));
+        assert_eq!(c.until(), Some(start + Duration::from_secs(5)));
+        assert_eq!(c.opened(), 1);
+        assert_eq!(c.longest_ms(), 5000);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(c.until(), None);
+    }
+}
