@@ -3,7 +3,7 @@
 //! The server (tonic's health service) is limited to `--quota` calls per
 //! second (default 200) by `RateLimitLayer`. The client calls it as fast as it
 //! can from `--tasks` tasks (default 32) for `--secs` seconds (default 10),
-//! through a stack that paces its calls, honours the server's
+//! through a stack that paces its calls, adapts its concurrency (AIMD), honours the server's
 //! `grpc-retry-pushback-ms` with a shared cooldown, and retries refused calls
 //! within a budget.
 //!
@@ -31,6 +31,7 @@ use tonic::transport::{Endpoint, Server, server::TcpIncoming};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use tower::ServiceBuilder;
 use tower_spillway::{
+    limit::{AdaptiveLimitLayer, Aimd, HttpOutcomes},
     rate::{PaceLayer, Quota, RateLimitLayer},
     retry_after::{HonorRetryAfterLayer, ReplayBody, Retries},
 };
@@ -104,7 +105,22 @@ async fn main() {
     let pace = (args.pace > 0).then(|| PaceLayer::new(Quota::per_second(args.pace).unwrap()));
     let stack = ServiceBuilder::new()
         .layer(honour)
-        // An adaptive concurrency limit goes here, as one more `.layer(...)`.
+        // Fewer calls in flight when the server pushes back or slows down.
+        .layer(
+            AdaptiveLimitLayer::new(
+                Aimd::builder()
+                    .min_limit(1)
+                    .initial_limit(args.tasks)
+                    .max_limit(args.tasks.max(1) * 4)
+                    .build()
+                    .expect("a valid AIMD configuration"),
+            )
+            .outcomes(HttpOutcomes::new())
+            // Every task may wait: a closed-loop client has nothing better to do.
+            .max_queue(args.tasks)
+            .queue_timeout(Duration::from_secs(30))
+            .without_standing_queue(),
+        )
         .option_layer(pace)
         .map_request(|req: http::Request<ReplayBody<tonic::body::Body>>| {
             req.map(tonic::body::Body::new)
@@ -130,6 +146,10 @@ async fn main() {
                 match client.check(req).await {
                     Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
                     Err(s) if s.code() == tonic::Code::ResourceExhausted => {
+                        rejected.fetch_add(1, Ordering::Relaxed)
+                    }
+                    // Refused by the client's own limiter: counted as rejected too.
+                    Err(s) if tower_spillway::is_overloaded(&s) => {
                         rejected.fetch_add(1, Ordering::Relaxed)
                     }
                     Err(s) => panic!("unexpected status {s:?}"),
