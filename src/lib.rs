@@ -14,6 +14,7 @@
 //! | module | what it does |
 //! |---|---|
 //! | [`priority`] | classify requests as `Critical > High > Default > Low` and stamp the answer into the request |
+//! | [`shed`] | shed the least valuable work first under overload: per-priority thresholds or an adaptive admission level, with an observed `Retry-After` |
 //! | [`retry_after`] | answer overload with 503/429 and an honest, jittered `Retry-After` (gRPC: trailers-only status with `grpc-retry-pushback-ms`) |
 //! | [`http`], [`grpc`] | the refusal responses and body plumbing every HTTP face shares |
 //!
@@ -88,6 +89,7 @@ mod signal;
 
 pub mod priority;
 pub mod reject;
+pub mod shed;
 
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
@@ -95,8 +97,6 @@ pub mod grpc;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
-#[cfg(feature = "http")]
-#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod retry_after;
 
 pub use error::{BoxError, ConfigError};

@@ -64,6 +64,7 @@ impl<B> CallerKey<http::Request<B>> for HeaderKey {
 
 /// FNV-1a: a fast, allocation-free digest of a caller's key bytes. Its weakness
 /// to chosen collisions does not matter here: the cohort is a keyed mix of it.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)

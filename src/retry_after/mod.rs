@@ -36,11 +36,18 @@
 //! down to `retry-after: 0`, which invites an immediate retry; here the hint is
 //! rounded up and never below one second.
 
+#[cfg(feature = "http")]
 mod parse;
 mod policy;
+#[cfg(feature = "http")]
 mod server;
 
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use parse::{MAX_HINT, parse_pushback_ms, parse_retry_after};
 pub use policy::RetryAfterPolicy;
+#[cfg(feature = "http")]
 pub(crate) use policy::{ceil_millis, ceil_secs};
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use server::{ResponseFuture, RetryAfter, RetryAfterLayer};

@@ -86,11 +86,13 @@ impl RetryAfterPolicy {
 }
 
 /// Whole seconds, rounded up.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 pub(crate) fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 /// Whole milliseconds, rounded up (saturating).
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 pub(crate) fn ceil_millis(d: Duration) -> u64 {
     let ms = d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 > 0);
     u64::try_from(ms).unwrap_or(u64::MAX)
@@ -129,7 +131,10 @@ mod tests {
             .cap(Duration::from_secs(5))
             .unwrap()
             .default_delay(Duration::from_secs(3));
-        assert_eq!(p.delay(Some(Duration::from_secs(3600))), Duration::from_secs(5));
+        assert_eq!(
+            p.delay(Some(Duration::from_secs(3600))),
+            Duration::from_secs(5)
+        );
         assert_eq!(p.delay(None), Duration::from_secs(3));
     }
 
@@ -138,6 +143,10 @@ mod tests {
         assert!(RetryAfterPolicy::new().jitter(-0.1).is_err());
         assert!(RetryAfterPolicy::new().jitter(f64::NAN).is_err());
         assert!(RetryAfterPolicy::new().jitter(1.5).is_err());
-        assert!(RetryAfterPolicy::new().cap(Duration::from_millis(999)).is_err());
+        assert!(
+            RetryAfterPolicy::new()
+                .cap(Duration::from_millis(999))
+                .is_err()
+        );
     }
 }

@@ -1,0 +1,430 @@
+//! The shared, lock-free state behind every clone of one layer, and the
+//! permit an admitted request holds.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::time::Instant;
+
+use super::core::{
+    Adaptive, Controller, Movement, RateMeter, SLOTS, Thresholds, Window, admits_at, drain_time,
+};
+use crate::{
+    LoadSignal, Overloaded, Priority, Reason, priority::Cohort, retry_after::RetryAfterPolicy,
+};
+
+/// A load signal shared by the layer's clones.
+pub(crate) type DynSignal = Arc<dyn LoadSignal + Send + Sync>;
+
+// One per layer: its size does not matter, an indirection on the hot path
+// would.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(crate) enum Mode {
+    Static(Thresholds),
+    Adaptive(AdaptiveState),
+}
+
+#[derive(Debug)]
+pub(crate) struct AdaptiveState {
+    pub(crate) config: Adaptive,
+    pub(crate) level: AtomicU32,
+    epoch: Instant,
+    /// End of the current window, in nanoseconds since `epoch`.
+    deadline_ns: AtomicU64,
+    /// Latency samples in the current window.
+    count: AtomicU32,
+    /// Fastest sample of the current window, in nanoseconds (`u64::MAX`: none).
+    min_ns: AtomicU64,
+    pub(crate) controller: Mutex<Controller>,
+}
+
+impl AdaptiveState {
+    fn new(config: Adaptive) -> Self {
+        let epoch = Instant::now();
+        Self {
+            config,
+            level: AtomicU32::new(SLOTS),
+            epoch,
+            deadline_ns: AtomicU64::new(nanos(config.window_time())),
+            count: AtomicU32::new(0),
+            min_ns: AtomicU64::new(u64::MAX),
+            controller: Mutex::new(Controller::new(config)),
+        }
+    }
+
+    fn since_epoch(&self, now: Instant) -> u64 {
+        nanos(now.saturating_duration_since(self.epoch))
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Counters and decisions shared by every clone of one layer.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) mode: Mode,
+    /// Requests admitted by this layer and not yet finished.
+    pub(crate) in_flight: AtomicUsize,
+    /// Admissions against an external signal that the signal may not show yet
+    /// (between the decision and the inner service's `call`).
+    claims: AtomicUsize,
+    pub(crate) admitted: [AtomicU64; 4],
+    pub(crate) shed: [AtomicU64; 4],
+    pub(crate) bypassed: AtomicU64,
+    rate: Mutex<RateMeter>,
+    /// The last measured completion rate, as `f64` bits (`NaN`: none yet).
+    rate_bits: AtomicU64,
+    pub(crate) last_hint_ms: AtomicU64,
+    #[cfg(feature = "tracing")]
+    pub(crate) log: super::log::Log,
+}
+
+impl State {
+    pub(crate) fn new_static(thresholds: Thresholds) -> Self {
+        Self::new(Mode::Static(thresholds))
+    }
+
+    pub(crate) fn new_adaptive(config: Adaptive) -> Self {
+        Self::new(Mode::Adaptive(AdaptiveState::new(config)))
+    }
+
+    fn new(mode: Mode) -> Self {
+        Self {
+            mode,
+            in_flight: AtomicUsize::new(0),
+            claims: AtomicUsize::new(0),
+            admitted: Default::default(),
+            shed: Default::default(),
+            bypassed: AtomicU64::new(0),
+            rate: Mutex::new(RateMeter::new()),
+            rate_bits: AtomicU64::new(f64::NAN.to_bits()),
+            last_hint_ms: AtomicU64::new(0),
+            #[cfg(feature = "tracing")]
+            log: super::log::Log::new(),
+        }
+    }
+
+    /// Requests admitted so far that have finished.
+    pub(crate) fn completions(&self) -> u64 {
+        let admitted: u64 = self
+            .admitted
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .sum();
+        admitted.saturating_sub(self.in_flight.load(Ordering::Relaxed) as u64)
+    }
+
+    /// The measured completion rate, per second.
+    pub(crate) fn rate(&self) -> Option<f64> {
+        let r = f64::from_bits(self.rate_bits.load(Ordering::Relaxed));
+        (!r.is_nan()).then_some(r)
+    }
+
+    /// The load the layer sheds on: the external signal, or its own count.
+    pub(crate) fn load(&self, signal: Option<&DynSignal>) -> usize {
+        match signal {
+            Some(s) => s.load(),
+            None => self.in_flight.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Admits a request of `priority` or refuses it with an [`Overloaded`].
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        priority: Priority,
+        cohort: Option<Cohort>,
+        signal: Option<&DynSignal>,
+        policy: &RetryAfterPolicy,
+    ) -> Result<Permit, Overloaded> {
+        let (claimed, start) = match &self.mode {
+            Mode::Static(thresholds) => match self.claim_static(thresholds.raw(priority), signal) {
+                Ok(claimed) => (claimed, None),
+                Err(load) => return Err(self.refuse(priority, load, signal, policy, None)),
+            },
+            Mode::Adaptive(adaptive) => {
+                let now = Instant::now();
+                let level = self.maybe_close_window(adaptive, now, signal);
+                if !admits_level(level, priority, cohort) {
+                    return Err(self.refuse(priority, usize::MAX, signal, policy, Some(now)));
+                }
+                self.in_flight.fetch_add(1, Ordering::AcqRel);
+                (false, Some(now))
+            }
+        };
+        self.admitted[priority.index()].fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "tracing")]
+        self.log.on_admit(self, priority, signal);
+        Ok(Permit {
+            state: Some(Arc::clone(self)),
+            claimed,
+            start,
+        })
+    }
+
+    /// The atomic half of a static decision. With the layer's own count, a
+    /// compare-and-swap on it, so two requests can never both take the last
+    /// place under a threshold. With an external signal, the same on the
+    /// count of admissions the signal may not show yet. `Ok(true)` when a
+    /// claim was taken (to settle once the inner service has the request);
+    /// `Err(load)` when refused.
+    #[inline]
+    fn claim_static(&self, limit: usize, signal: Option<&DynSignal>) -> Result<bool, usize> {
+        if limit == usize::MAX {
+            self.in_flight.fetch_add(1, Ordering::AcqRel);
+            return Ok(false);
+        }
+        match signal {
+            None => {
+                let mut current = self.in_flight.load(Ordering::Acquire);
+                loop {
+                    if current >= limit {
+                        return Err(current);
+                    }
+                    match self.in_flight.compare_exchange_weak(
+                        current,
+                        current + 1,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    ) {
+                        Ok(_) => return Ok(false),
+                        Err(now) => current = now,
+                    }
+                }
+            }
+            Some(signal) => {
+                let mut claims = self.claims.load(Ordering::Acquire);
+                loop {
+                    let load = signal.load().saturating_add(claims);
+                    if load >= limit {
+                        return Err(load);
+                    }
+                    match self.claims.compare_exchange_weak(
+                        claims,
+                        claims + 1,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    ) {
+                        Ok(_) => break,
+                        Err(now) => claims = now,
+                    }
+                }
+                self.in_flight.fetch_add(1, Ordering::AcqRel);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Counts a refusal and computes its retry hint: how long the backlog
+    /// takes to drain at the measured completion rate, in `[1 s, cap]`,
+    /// jittered upwards by `policy`.
+    #[cold]
+    fn refuse(
+        &self,
+        priority: Priority,
+        load: usize,
+        signal: Option<&DynSignal>,
+        policy: &RetryAfterPolicy,
+        now: Option<Instant>,
+    ) -> Overloaded {
+        self.shed[priority.index()].fetch_add(1, Ordering::Relaxed);
+        let now = now.unwrap_or_else(Instant::now);
+        let backlog = if load == usize::MAX {
+            self.load(signal)
+        } else {
+            load
+        };
+        let rate = match self.rate.try_lock() {
+            Ok(mut meter) => {
+                let rate = meter.observe(now, self.completions());
+                if let Some(r) = rate {
+                    self.rate_bits.store(r.to_bits(), Ordering::Relaxed);
+                }
+                rate
+            }
+            Err(_) => self.rate(),
+        };
+        let hint = drain_time(backlog, rate, policy.max_delay());
+        let delay = policy.delay(Some(hint)).max(Duration::from_secs(1));
+        self.last_hint_ms
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
+        #[cfg(feature = "tracing")]
+        self.log.on_shed(self, priority, backlog, delay, now);
+        Overloaded::new(Reason::Shed)
+            .with_priority(priority)
+            .with_retry_after(delay)
+    }
+
+    /// Closes the adaptive window if it is due (by time or by count) and
+    /// returns the admission level to decide with.
+    #[inline]
+    fn maybe_close_window(
+        &self,
+        adaptive: &AdaptiveState,
+        now: Instant,
+        signal: Option<&DynSignal>,
+    ) -> u32 {
+        let at = adaptive.since_epoch(now);
+        let due = at >= adaptive.deadline_ns.load(Ordering::Relaxed)
+            || adaptive.count.load(Ordering::Relaxed) >= adaptive.config.window_requests();
+        if due {
+            self.close_window(adaptive, now, at, signal);
+        }
+        adaptive.level.load(Ordering::Relaxed)
+    }
+
+    #[cold]
+    fn close_window(
+        &self,
+        adaptive: &AdaptiveState,
+        now: Instant,
+        at: u64,
+        signal: Option<&DynSignal>,
+    ) {
+        // One closer at a time; the others decide with the current level.
+        let Ok(mut controller) = adaptive.controller.try_lock() else {
+            return;
+        };
+        let deadline = adaptive.deadline_ns.load(Ordering::Relaxed);
+        if at < deadline
+            && adaptive.count.load(Ordering::Relaxed) < adaptive.config.window_requests()
+        {
+            return; // another thread closed it meanwhile
+        }
+        let window_ns = nanos(adaptive.config.window_time()).max(1);
+        adaptive.count.store(0, Ordering::Relaxed);
+        let min_ns = adaptive.min_ns.swap(u64::MAX, Ordering::Relaxed);
+        let window = Window {
+            min_latency: (min_ns != u64::MAX).then(|| Duration::from_nanos(min_ns)),
+            queue_delay: signal.and_then(|s| s.queue_delay()),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+        };
+        // An idle service that nobody asked anything for several windows
+        // recovers as many windows' worth.
+        let idle_windows = if window.min_latency.is_none()
+            && window.queue_delay.is_none()
+            && window.in_flight == 0
+        {
+            (at.saturating_sub(deadline) / window_ns)
+                .saturating_add(1)
+                .min(u64::from(SLOTS))
+        } else {
+            1
+        };
+        let mut movement = Movement::Held;
+        for _ in 0..idle_windows {
+            let m = controller.on_window(&window, now);
+            movement = match (movement, m) {
+                (Movement::Up { from, .. }, Movement::Up { to, .. }) => Movement::Up { from, to },
+                (_, m) => m,
+            };
+        }
+        adaptive.level.store(controller.level(), Ordering::Relaxed);
+        adaptive
+            .deadline_ns
+            .store(at.saturating_add(window_ns), Ordering::Relaxed);
+        #[cfg(feature = "tracing")]
+        self.log
+            .on_window(self, movement, controller.last_delay(), now);
+        let _ = movement;
+    }
+
+    /// Records a completed request's latency in the adaptive window.
+    fn sample(&self, start: Instant) {
+        if let Mode::Adaptive(adaptive) = &self.mode {
+            let latency = nanos(Instant::now().saturating_duration_since(start));
+            adaptive.min_ns.fetch_min(latency, Ordering::Relaxed);
+            adaptive.count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Whether the adaptive `level` admits `(priority, cohort)`. Without a
+/// cohort, a tier the level cuts through gets one at random, so it is shed in
+/// proportion.
+#[inline]
+fn admits_level(level: u32, priority: Priority, cohort: Option<Cohort>) -> bool {
+    let (Some(bottom), Some(top)) = (Cohort::new(0), Cohort::new(127)) else {
+        return true;
+    };
+    if admits_at(level, priority, bottom) {
+        return true;
+    }
+    if !admits_at(level, priority, top) {
+        return false;
+    }
+    let cohort = cohort
+        .or_else(|| Cohort::new(fastrand::u8(..Cohort::COUNT as u8)))
+        .unwrap_or(top);
+    admits_at(level, priority, cohort)
+}
+
+/// The place an admitted request holds until it finishes: released exactly
+/// once, when its response (on the HTTP face, its response body) ends, fails
+/// or is dropped, or when the caller gives up.
+pub struct Permit {
+    /// `None` for a bypassed request, which holds nothing.
+    state: Option<Arc<State>>,
+    claimed: bool,
+    start: Option<Instant>,
+}
+
+impl std::fmt::Debug for Permit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Permit").finish_non_exhaustive()
+    }
+}
+
+impl Permit {
+    /// The permit of a bypassed request: it holds nothing.
+    pub(crate) const fn none() -> Self {
+        Self {
+            state: None,
+            claimed: false,
+            start: None,
+        }
+    }
+
+    /// The inner service has the request: an external signal counts it now.
+    pub(crate) fn settle(&mut self) {
+        if std::mem::take(&mut self.claimed) {
+            if let Some(state) = &self.state {
+                state.claims.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// The request finished normally: in adaptive mode its latency is a
+    /// sample. (A permit merely dropped gives none: a cancelled or failed
+    /// request says nothing about queueing.)
+    pub(crate) fn complete(mut self) {
+        if let (Some(start), Some(state)) = (self.start.take(), &self.state) {
+            state.sample(start);
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.settle();
+        if let Some(state) = &self.state {
+            state.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+#[cfg(feature = "http")]
+impl crate::http::OnBodyEnd for Permit {
+    fn on_body_end(self, end: crate::http::BodyEnd<'_>) {
+        if let crate::http::BodyEnd::Complete { .. } = end {
+            self.complete();
+        }
+    }
+}
