@@ -137,6 +137,7 @@ impl State {
     }
 
     /// Admits a request of `priority` or refuses it with an [`Overloaded`].
+    #[inline]
     pub(crate) fn admit(
         self: &Arc<Self>,
         priority: Priority,
@@ -146,7 +147,7 @@ impl State {
     ) -> Result<Permit, Overloaded> {
         let (claimed, start) = match &self.mode {
             Mode::Static(thresholds) => match self.claim_static(thresholds.raw(priority), signal) {
-                Ok(claimed) => (claimed, None),
+                Ok(claimed) => (claimed, 0),
                 Err(load) => return Err(self.refuse(priority, load, signal, policy, None)),
             },
             Mode::Adaptive(adaptive) => {
@@ -156,7 +157,7 @@ impl State {
                     return Err(self.refuse(priority, usize::MAX, signal, policy, Some(now)));
                 }
                 self.in_flight.fetch_add(1, Ordering::AcqRel);
-                (false, Some(now))
+                (false, adaptive.since_epoch(now).saturating_add(1))
             }
         };
         self.admitted[priority.index()].fetch_add(1, Ordering::Relaxed);
@@ -337,9 +338,12 @@ impl State {
     }
 
     /// Records a completed request's latency in the adaptive window.
-    fn sample(&self, start: Instant) {
+    /// `start` is the admission time in nanoseconds since the window
+    /// epoch, plus one.
+    fn sample(&self, start: u64) {
         if let Mode::Adaptive(adaptive) = &self.mode {
-            let latency = nanos(Instant::now().saturating_duration_since(start));
+            let end = adaptive.since_epoch(Instant::now());
+            let latency = end.saturating_sub(start - 1);
             adaptive.min_ns.fetch_min(latency, Ordering::Relaxed);
             adaptive.count.fetch_add(1, Ordering::Relaxed);
         }
@@ -373,7 +377,9 @@ pub struct Permit {
     /// `None` for a bypassed request, which holds nothing.
     state: Option<Arc<State>>,
     claimed: bool,
-    start: Option<Instant>,
+    /// Admission time for a latency sample, in nanoseconds since the
+    /// adaptive window epoch plus one; 0 when no sample is wanted.
+    start: u64,
 }
 
 impl std::fmt::Debug for Permit {
@@ -388,11 +394,12 @@ impl Permit {
         Self {
             state: None,
             claimed: false,
-            start: None,
+            start: 0,
         }
     }
 
     /// The inner service has the request: an external signal counts it now.
+    #[inline]
     pub(crate) fn settle(&mut self) {
         if std::mem::take(&mut self.claimed) {
             if let Some(state) = &self.state {
@@ -404,14 +411,17 @@ impl Permit {
     /// The request finished normally: in adaptive mode its latency is a
     /// sample. (A permit merely dropped gives none: a cancelled or failed
     /// request says nothing about queueing.)
+    #[inline]
     pub(crate) fn complete(mut self) {
-        if let (Some(start), Some(state)) = (self.start.take(), &self.state) {
+        let start = std::mem::take(&mut self.start);
+        if let (true, Some(state)) = (start != 0, &self.state) {
             state.sample(start);
         }
     }
 }
 
 impl Drop for Permit {
+    #[inline]
     fn drop(&mut self) {
         self.settle();
         if let Some(state) = &self.state {
