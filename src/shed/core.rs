@@ -40,7 +40,6 @@ const TIER: u32 = Cohort::COUNT as u32;
 /// # Ok::<(), tower_spillway::ConfigError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Thresholds {
     /// Indexed by `Priority::index()`; `None` never sheds.
     limits: [Option<usize>; 4],
@@ -93,6 +92,19 @@ impl Thresholds {
             Some(limit) => limit,
             None => usize::MAX,
         }
+    }
+}
+
+/// `{"low": 5, "default": 20, "high": 100, "critical": null}`.
+#[cfg(feature = "serde")]
+impl serde::Serialize for Thresholds {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct("Thresholds", 4)?;
+        for p in Priority::ALL {
+            s.serialize_field(p.as_str(), &self.limit(p))?;
+        }
+        s.end()
     }
 }
 

@@ -557,3 +557,31 @@ mod logs {
         assert_eq!(events[0].1, "shedding stopped");
     }
 }
+
+#[cfg(feature = "serde")]
+#[tokio::test]
+async fn snapshot_serialises_to_json() {
+    let layer = PriorityShedLayer::new(Thresholds::ladder(100))
+        .classify(by_name)
+        .signal(|| 50usize);
+    let handle = layer.handle();
+    let svc = layer.layer(ok_service());
+    assert!(svc.clone().oneshot("low").await.is_err());
+    svc.oneshot("high").await.unwrap();
+    let json = serde_json::to_value(handle.snapshot()).unwrap();
+    assert_eq!(json["mode"]["kind"], "static");
+    assert_eq!(json["mode"]["thresholds"]["low"], 5);
+    assert_eq!(
+        json["mode"]["thresholds"]["critical"],
+        serde_json::Value::Null
+    );
+    assert_eq!(json["load"], 50);
+    assert_eq!(json["shed"]["low"], 1);
+    assert_eq!(json["admitted"]["high"], 1);
+
+    let adaptive = PriorityShedLayer::adaptive(Adaptive::default()).handle();
+    let json = serde_json::to_value(adaptive.snapshot()).unwrap();
+    assert_eq!(json["mode"]["kind"], "adaptive");
+    assert_eq!(json["mode"]["level"], 512);
+    assert_eq!(json["mode"]["target_ms"], 20);
+}
