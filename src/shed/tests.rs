@@ -585,3 +585,56 @@ async fn snapshot_serialises_to_json() {
     assert_eq!(json["mode"]["level"], 512);
     assert_eq!(json["mode"]["target_ms"], 20);
 }
+
+#[cfg(feature = "http")]
+#[tokio::test(start_paused = true)]
+async fn stamped_cohorts_are_shed_consistently() {
+    use crate::priority::Cohort;
+
+    // A signal with a queue 100 ms deep: over the 20 ms target.
+    struct Deep;
+    impl LoadSignal for Deep {
+        fn load(&self) -> usize {
+            0
+        }
+        fn queue_delay(&self) -> Option<Duration> {
+            Some(Duration::from_millis(100))
+        }
+    }
+    let layer = PriorityShedLayer::adaptive(Adaptive::default()).signal(Deep);
+    let handle = layer.handle();
+    let svc = layer.layer(service_fn(|_req: http::Request<()>| async {
+        Ok::<_, Infallible>(())
+    }));
+    let request = |p: Priority, cohort: u8| {
+        let mut req = http::Request::new(());
+        req.extensions_mut().insert(p);
+        req.extensions_mut().insert(Cohort::new(cohort).unwrap());
+        req
+    };
+    // One window over target: the level falls from 512 to 416, so Low
+    // cohorts 96..=127 stay admitted and 0..=95 are shed.
+    svc.clone()
+        .oneshot(request(Priority::Low, 0))
+        .await
+        .unwrap();
+    tokio::time::advance(Duration::from_millis(101)).await;
+    let _ = svc.clone().oneshot(request(Priority::High, 0)).await;
+    assert_eq!(handle.level(), Some(416));
+    for _ in 0..20 {
+        assert!(
+            svc.clone()
+                .oneshot(request(Priority::Low, 95))
+                .await
+                .is_err()
+        );
+        svc.clone()
+            .oneshot(request(Priority::Low, 96))
+            .await
+            .unwrap();
+        svc.clone()
+            .oneshot(request(Priority::Default, 0))
+            .await
+            .unwrap();
+    }
+}
