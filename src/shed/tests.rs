@@ -638,3 +638,44 @@ async fn stamped_cohorts_are_shed_consistently() {
             .unwrap();
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_is_the_backlog_over_the_completion_rate() {
+    let load = Arc::new(AtomicU64::new(5_000));
+    let signal = {
+        let load = Arc::clone(&load);
+        move || load.load(Ordering::Relaxed) as usize
+    };
+    let svc = PriorityShedLayer::new(Thresholds::ladder(100))
+        .classify(by_name)
+        .signal(signal)
+        .layer(ok_service());
+    let hint = |err: BoxError| overloaded(&err).retry_after().unwrap();
+
+    // Before any rate is measured: the 1 s floor (jittered up to 20 %).
+    let first = hint(svc.clone().oneshot("low").await.unwrap_err());
+    assert!(first >= Duration::from_secs(1) && first <= Duration::from_millis(1200));
+
+    // 500 completions in half a second: 1 000/s. A backlog of 5 000 drains
+    // in 5 s.
+    for _ in 0..500 {
+        svc.clone().oneshot("critical").await.unwrap();
+    }
+    tokio::time::advance(Duration::from_millis(500)).await;
+    let h = hint(svc.clone().oneshot("low").await.unwrap_err());
+    assert!(
+        h >= Duration::from_secs(5) && h <= Duration::from_secs(6),
+        "{h:?}"
+    );
+
+    // A deeper backlog, a longer hint; and never past the 30 s cap.
+    load.store(20_000, Ordering::Relaxed);
+    let h = hint(svc.clone().oneshot("default").await.unwrap_err());
+    assert!(
+        h >= Duration::from_secs(20) && h <= Duration::from_secs(24),
+        "{h:?}"
+    );
+    load.store(10_000_000, Ordering::Relaxed);
+    let h = hint(svc.clone().oneshot("high").await.unwrap_err());
+    assert_eq!(h, Duration::from_secs(30));
+}
