@@ -330,25 +330,29 @@ impl State {
             queue_delay: signal.and_then(|s| s.queue_delay()),
             in_flight: self.in_flight.load(Ordering::Relaxed),
         };
-        // An idle service that nobody asked anything for several windows
+        let mut movement = controller.on_window(&window, now);
+        // Windows that passed with no arrival at all (nobody closed them)
+        // found an idle service, if nothing is running or queued now: it
         // recovers as many windows' worth.
-        let idle_windows = if window.min_latency.is_none()
-            && window.queue_delay.is_none()
+        let idle = (at.saturating_sub(deadline) / window_ns).min(u64::from(SLOTS));
+        if idle > 0
             && window.in_flight == 0
+            && window
+                .queue_delay
+                .is_none_or(|d| d <= adaptive.config.target())
         {
-            (at.saturating_sub(deadline) / window_ns)
-                .saturating_add(1)
-                .min(u64::from(SLOTS))
-        } else {
-            1
-        };
-        let mut movement = Movement::Held;
-        for _ in 0..idle_windows {
-            let m = controller.on_window(&window, now);
-            movement = match (movement, m) {
-                (Movement::Up { from, .. }, Movement::Up { to, .. }) => Movement::Up { from, to },
-                (_, m) => m,
+            let quiet = Window {
+                min_latency: None,
+                ..window
             };
+            for _ in 0..idle {
+                movement = match (movement, controller.on_window(&quiet, now)) {
+                    (Movement::Up { from, .. }, Movement::Up { to, .. }) => {
+                        Movement::Up { from, to }
+                    }
+                    (_, m) => m,
+                };
+            }
         }
         adaptive.level.store(controller.level(), Ordering::Relaxed);
         adaptive

@@ -679,3 +679,33 @@ async fn retry_after_is_the_backlog_over_the_completion_rate() {
     let h = hint(svc.clone().oneshot("high").await.unwrap_err());
     assert_eq!(h, Duration::from_secs(30));
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_service_recovers_by_the_windows_it_sat_idle() {
+    let delay = Arc::new(AtomicU64::new(100));
+    struct Queue(Arc<AtomicU64>);
+    impl LoadSignal for Queue {
+        fn load(&self) -> usize {
+            0
+        }
+        fn queue_delay(&self) -> Option<Duration> {
+            Some(Duration::from_millis(self.0.load(Ordering::Relaxed)))
+        }
+    }
+    let layer = PriorityShedLayer::adaptive(Adaptive::default())
+        .classify(|p: &Priority| *p)
+        .signal(Queue(Arc::clone(&delay)));
+    let handle = layer.handle();
+    let svc = layer.layer(service_fn(|_p: Priority| async { Ok::<_, Infallible>(()) }));
+    for _ in 0..40 {
+        let _ = svc.clone().oneshot(Priority::Critical).await;
+        tokio::time::advance(Duration::from_millis(101)).await;
+    }
+    assert_eq!(handle.level(), Some(128));
+    // The queue empties and nobody calls for a minute: the first caller
+    // finds the level back at the top.
+    delay.store(0, Ordering::Relaxed);
+    tokio::time::advance(Duration::from_secs(60)).await;
+    svc.clone().oneshot(Priority::Low).await.unwrap();
+    assert_eq!(handle.level(), Some(512));
+}
