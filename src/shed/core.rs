@@ -379,7 +379,7 @@ pub(crate) struct Window {
 pub(crate) enum Movement {
     /// Not enough information: the level stays.
     Held,
-    /// Over target: the level fell.
+    /// Over target: the level fell (or stayed at its floor).
     Down { from: u32, to: u32 },
     /// Within target: the level rose (or stayed at the top).
     Up { from: u32, to: u32 },
@@ -941,5 +941,75 @@ mod tests {
             m.observe(t0 + Duration::from_millis(1100), 800),
             Some(700.0)
         );
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn priority() -> impl Strategy<Value = Priority> {
+            (0usize..4).prop_map(|i| Priority::ALL[i])
+        }
+
+        proptest! {
+            #[test]
+            fn valid_thresholds_never_admit_a_lower_tier_alone(
+                limits in proptest::collection::vec(proptest::option::of(1usize..1_000), 4),
+                load in 0usize..1_200,
+            ) {
+                let mut b = Thresholds::builder();
+                for (p, l) in Priority::ALL.iter().zip(&limits) {
+                    b = b.set(*p, *l);
+                }
+                if let Ok(t) = b.build() {
+                    let admitted: Vec<bool> = Priority::ALL.iter().map(|&p| t.admits(p, load)).collect();
+                    prop_assert!(admitted.windows(2).all(|w| !w[0] || w[1]), "{:?}", admitted);
+                }
+            }
+
+            #[test]
+            fn a_higher_slot_is_admitted_whenever_a_lower_one_is(
+                level in 0u32..=SLOTS,
+                (p1, c1) in (priority(), 0u8..128),
+                (p2, c2) in (priority(), 0u8..128),
+            ) {
+                let (a, b) = (Cohort::new(c1).unwrap(), Cohort::new(c2).unwrap());
+                if rank(p1, a) <= rank(p2, b) && admits_at(level, p1, a) {
+                    prop_assert!(admits_at(level, p2, b));
+                }
+            }
+
+            #[test]
+            fn the_level_stays_in_bounds_and_keeps_critical(
+                windows in proptest::collection::vec(
+                    (proptest::option::of(0u64..500), proptest::option::of(0u64..500), 0usize..3, 0u64..300),
+                    1..200,
+                ),
+                shed_critical in any::<bool>(),
+            ) {
+                let config = Adaptive::builder().shed_critical(shed_critical).build().unwrap();
+                let mut ctl = Controller::new(config);
+                let mut now = Instant::now();
+                for (min, queue, in_flight, step) in windows {
+                    now += Duration::from_millis(step);
+                    let w = Window {
+                        min_latency: min.map(Duration::from_millis),
+                        queue_delay: queue.map(Duration::from_millis),
+                        in_flight,
+                    };
+                    let before = ctl.level();
+                    match ctl.on_window(&w, now) {
+                        Movement::Down { from, to } => prop_assert!(to < from || to == config.min_level(), "{from} -> {to}"),
+                        Movement::Up { from, to } => prop_assert!(to >= from && from == before),
+                        Movement::Held => prop_assert_eq!(ctl.level(), before),
+                    }
+                    prop_assert!(ctl.level() >= config.min_level() && ctl.level() <= SLOTS);
+                    if !shed_critical {
+                        prop_assert!(admits_at(ctl.level(), Priority::Critical, Cohort::new(0).unwrap()));
+                    }
+                }
+            }
+        }
     }
 }
