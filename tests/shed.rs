@@ -1,5 +1,6 @@
 //! End-to-end tests of `PriorityShedLayer` over real loopback servers: axum
 //! over HTTP/2 with hyper's client, and tonic with its health service.
+#![cfg(feature = "http")]
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
