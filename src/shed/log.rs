@@ -7,10 +7,7 @@
 //! logged per request.
 
 use std::{
-    sync::{
-        Mutex,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
     time::Duration,
 };
 
@@ -30,7 +27,10 @@ pub(crate) struct Log {
     shedding: [AtomicBool; 4],
     period_shed: [AtomicU64; 4],
     any: AtomicBool,
-    next_summary: Mutex<Option<Instant>>,
+    epoch: Instant,
+    /// When the next summary is due, in nanoseconds since `epoch` (0: not
+    /// scheduled).
+    next_summary: AtomicU64,
 }
 
 impl Log {
@@ -39,7 +39,8 @@ impl Log {
             shedding: Default::default(),
             period_shed: Default::default(),
             any: AtomicBool::new(false),
-            next_summary: Mutex::new(None),
+            epoch: Instant::now(),
+            next_summary: AtomicU64::new(0),
         }
     }
 
@@ -99,16 +100,33 @@ impl Log {
     }
 
     fn maybe_summary(&self, now: Instant) {
-        let Ok(mut next) = self.next_summary.try_lock() else {
+        let at = u64::try_from(now.saturating_duration_since(self.epoch).as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let period = SUMMARY_PERIOD.as_nanos() as u64;
+        let next = self.next_summary.load(Ordering::Relaxed);
+        if next == 0 {
+            // The first period starts now.
+            let _ = self.next_summary.compare_exchange(
+                0,
+                at.saturating_add(period),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
             return;
-        };
-        match *next {
-            None => {
-                *next = Some(now + SUMMARY_PERIOD);
-                return;
-            }
-            Some(at) if now < at => return,
-            Some(_) => *next = Some(now + SUMMARY_PERIOD),
+        }
+        if at < next
+            || self
+                .next_summary
+                .compare_exchange(
+                    next,
+                    at.saturating_add(period),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+        {
+            return;
         }
         let counts = [0, 1, 2, 3].map(|i| self.period_shed[i].swap(0, Ordering::Relaxed));
         let total: u64 = counts.iter().sum();

@@ -549,7 +549,7 @@ mod logs {
         // Load gone: a quiet period later, the tier is reported recovered.
         load.store(0, Ordering::Relaxed);
         tokio::time::advance(Duration::from_secs(11)).await;
-        for _ in 0..100 {
+        for _ in 0..5_000 {
             svc.clone().oneshot("low").await.unwrap();
         }
         let events = std::mem::take(&mut *recorder.0.lock().unwrap());
