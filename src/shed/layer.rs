@@ -18,7 +18,7 @@ use crate::{AsError, LoadSignal, priority::FromExtensions, retry_after::RetryAft
 /// The state (counters, admission level) is created by the constructor and
 /// shared by every service the layer makes: one layer on an axum `Router`
 /// with many routes is one shedder. Configure the layer fully before cloning
-/// it or taking its [`handle`](Self::handle).
+/// it.
 #[derive(Debug)]
 pub struct PriorityShedLayer<R = AsError, C = FromExtensions, P = NoBypass> {
     pub(crate) shared: Arc<Shared<R, C, P>>,
@@ -113,8 +113,10 @@ impl<R, C, P> PriorityShedLayer<R, C, P> {
     where
         L: LoadSignal + Send + Sync + 'static,
     {
+        let signal: DynSignal = Arc::new(signal);
+        self.shared.state.signal.set(Arc::clone(&signal));
         self.rebuild(|mut s| {
-            s.signal = Some(Arc::new(signal));
+            s.signal = Some(signal);
             s
         })
     }
@@ -160,7 +162,7 @@ impl<R, C, P> PriorityShedLayer<R, C, P> {
 
     /// A handle on the layer's statistics.
     pub fn handle(&self) -> ShedHandle {
-        ShedHandle::new(Arc::clone(&self.shared.state), self.shared.signal.clone())
+        ShedHandle::new(Arc::clone(&self.shared.state))
     }
 }
 

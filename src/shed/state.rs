@@ -90,6 +90,31 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// The layer's signal, where statistics handles find it.
+pub(crate) struct SignalSlot(std::sync::RwLock<Option<DynSignal>>);
+
+impl SignalSlot {
+    pub(crate) fn set(&self, signal: DynSignal) {
+        if let Ok(mut slot) = self.0.write() {
+            *slot = Some(signal);
+        }
+    }
+
+    pub(crate) fn get(&self) -> Option<DynSignal> {
+        self.0.read().ok().and_then(|slot| slot.clone())
+    }
+}
+
+impl std::fmt::Debug for SignalSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.get().is_some() {
+            "Some(..)"
+        } else {
+            "None"
+        })
+    }
+}
+
 /// Counters and decisions shared by every clone of one layer.
 #[derive(Debug)]
 pub(crate) struct State {
@@ -106,6 +131,8 @@ pub(crate) struct State {
     /// The last measured completion rate, as `f64` bits (`NaN`: none yet).
     rate_bits: AtomicU64,
     pub(crate) last_hint_ms: AtomicU64,
+    /// The signal, for statistics handles (requests read the layer's copy).
+    pub(crate) signal: SignalSlot,
     #[cfg(feature = "tracing")]
     pub(crate) log: super::log::Log,
 }
@@ -130,6 +157,7 @@ impl State {
             rate: Mutex::new(RateMeter::new()),
             rate_bits: AtomicU64::new(f64::NAN.to_bits()),
             last_hint_ms: AtomicU64::new(0),
+            signal: SignalSlot(std::sync::RwLock::new(None)),
             #[cfg(feature = "tracing")]
             log: super::log::Log::new(),
         }

@@ -30,7 +30,6 @@ use crate::Priority;
 #[derive(Clone)]
 pub struct ShedHandle {
     state: Arc<State>,
-    signal: Option<DynSignal>,
 }
 
 impl std::fmt::Debug for ShedHandle {
@@ -138,13 +137,14 @@ pub struct ShedStats {
 }
 
 impl ShedHandle {
-    pub(crate) fn new(state: Arc<State>, signal: Option<DynSignal>) -> Self {
-        Self { state, signal }
+    pub(crate) fn new(state: Arc<State>) -> Self {
+        Self { state }
     }
 
     /// The current figures.
     pub fn snapshot(&self) -> ShedStats {
         let s = &*self.state;
+        let signal: Option<DynSignal> = s.signal.get();
         let ms = |d: Duration| d.as_millis() as u64;
         let mode = match &s.mode {
             Mode::Static(thresholds) => ModeStats::Static {
@@ -165,12 +165,8 @@ impl ShedHandle {
         };
         ShedStats {
             mode,
-            load: s.load(self.signal.as_ref()),
-            queue_delay_ms: self
-                .signal
-                .as_ref()
-                .and_then(|sig| sig.queue_delay())
-                .map(ms),
+            load: s.load(signal.as_ref()),
+            queue_delay_ms: signal.as_ref().and_then(|sig| sig.queue_delay()).map(ms),
             in_flight: s.in_flight.load(Ordering::Relaxed),
             admitted: PerPriority::load(&s.admitted),
             shed: PerPriority::load(&s.shed),

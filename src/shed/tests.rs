@@ -558,6 +558,14 @@ mod logs {
     }
 }
 
+#[test]
+fn a_handle_taken_early_sees_the_signal_set_later() {
+    let layer = PriorityShedLayer::new(Thresholds::ladder(100));
+    let handle = layer.handle();
+    let _layer = layer.signal(|| 42usize);
+    assert_eq!(handle.snapshot().load, 42);
+}
+
 #[cfg(feature = "serde")]
 #[tokio::test]
 async fn snapshot_serialises_to_json() {
