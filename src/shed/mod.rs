@@ -33,6 +33,19 @@
 //! A [`Bypass`] predicate ([`HealthChecks`]) lets requests through untouched
 //! and uncounted, and [`ShedHandle`] reads the figures.
 //!
+//! On an axum `Router`, the last `.layer()` call is the outermost: add the
+//! `PriorityLayer` after the shedder so it stamps the priority first.
+//!
+//! # Choosing a mode and a signal
+//!
+//! Static thresholds on the layer's own in-flight count cost no clock read
+//! and suit a service whose capacity is known. Adaptive shedding reads the
+//! clock twice per admitted request and finds the capacity itself; it steers
+//! best on a signal with a real queue delay (an adaptive limiter's handle).
+//! Without one it steers on latency inflation, which a mix of very fast
+//! (errors, cache hits) and slow routes behind one layer blurs: put the layer
+//! on the routes that queue.
+//!
 //! ```
 //! use axum::{Router, routing::{get, post}};
 //! use http::Method;
