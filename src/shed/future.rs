@@ -80,7 +80,14 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Admitted { fut, permit } => {
-                let out = ready!(fut.poll(cx));
+                let polled = fut.poll(cx);
+                // The inner service has now seen the request (a limiter
+                // below enqueues it when first polled): an external signal
+                // counts it from here on.
+                if let Some(permit) = permit.as_mut() {
+                    permit.settle();
+                }
+                let out = ready!(polled);
                 let permit = permit.take().unwrap_or_else(Permit::none);
                 Poll::Ready(match out {
                     Ok(res) => Ok(R::hold(res, permit)),

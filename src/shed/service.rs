@@ -133,11 +133,7 @@ where
             .state
             .admit(priority, cohort, shared.signal.as_ref(), &shared.policy)
         {
-            Ok(mut permit) => {
-                let fut = self.inner.call(req);
-                permit.settle();
-                ResponseFuture::admitted(fut, permit)
-            }
+            Ok(permit) => ResponseFuture::admitted(self.inner.call(req), permit),
             Err(overloaded) => {
                 let info = shared.reject.info(&req);
                 drop(req);

@@ -122,7 +122,7 @@ pub(crate) struct State {
     /// Requests admitted by this layer and not yet finished.
     pub(crate) in_flight: Padded<AtomicUsize>,
     /// Admissions against an external signal that the signal may not show yet
-    /// (between the decision and the inner service's `call`).
+    /// (from the decision until the inner service's future is first polled).
     claims: Padded<AtomicUsize>,
     pub(crate) admitted: Padded<[AtomicU64; 4]>,
     pub(crate) shed: [AtomicU64; 4],
@@ -459,7 +459,8 @@ impl Permit {
         }
     }
 
-    /// The inner service has the request: an external signal counts it now.
+    /// The inner service has the request and has been polled once: an
+    /// external signal counts it now.
     #[inline]
     pub(crate) fn settle(&mut self) {
         if std::mem::take(&mut self.claimed) {

@@ -717,3 +717,61 @@ async fn an_idle_service_recovers_by_the_windows_it_sat_idle() {
     svc.clone().oneshot(Priority::Low).await.unwrap();
     assert_eq!(handle.level(), Some(512));
 }
+
+#[tokio::test]
+async fn claims_cover_requests_until_the_inner_future_is_polled() {
+    // The signal counts a request only once the inner service's future has
+    // been polled, as a limiter that enqueues on first poll does.
+    let seen = Arc::new(AtomicU64::new(0));
+    let signal = {
+        let seen = Arc::clone(&seen);
+        move || seen.load(Ordering::Relaxed) as usize
+    };
+    let inner = {
+        let seen = Arc::clone(&seen);
+        service_fn(move |_req: &'static str| {
+            let seen = Arc::clone(&seen);
+            async move {
+                seen.fetch_add(1, Ordering::Relaxed);
+                std::future::pending::<()>().await;
+                Ok::<_, Infallible>(())
+            }
+        })
+    };
+    let mut svc = PriorityShedLayer::new(Thresholds::builder().low(2).build().unwrap())
+        .classify(by_name)
+        .signal(signal)
+        .layer(inner);
+    fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> std::task::Poll<F::Output> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        std::pin::Pin::new(f).poll(&mut cx)
+    }
+    let call = |svc: &mut PriorityShed<_, _, _, _>| Box::pin(svc.call("low"));
+
+    svc.ready().await.unwrap();
+    let mut first = call(&mut svc);
+    svc.ready().await.unwrap();
+    let second = call(&mut svc);
+    // Two admitted, neither visible to the signal yet: the third is shed.
+    svc.ready().await.unwrap();
+    let mut third = call(&mut svc);
+    assert!(matches!(
+        poll_once(&mut third),
+        std::task::Poll::Ready(Err(_))
+    ));
+    // The first is polled: the signal counts it, its claim is settled, and
+    // the total is still two.
+    assert!(poll_once(&mut first).is_pending());
+    assert_eq!(seen.load(Ordering::Relaxed), 1);
+    svc.ready().await.unwrap();
+    let mut fourth = call(&mut svc);
+    assert!(matches!(
+        poll_once(&mut fourth),
+        std::task::Poll::Ready(Err(_))
+    ));
+    // The second is dropped unpolled: its claim goes with it.
+    drop(second);
+    svc.ready().await.unwrap();
+    let mut fifth = call(&mut svc);
+    assert!(poll_once(&mut fifth).is_pending());
+}
