@@ -26,6 +26,9 @@ pin_project! {
     #[project = KindProj]
     enum Kind<F, T, E> {
         Admitted { #[pin] fut: F, permit: Option<Permit> },
+        // Admitted against an external signal that does not count the
+        // request until the inner future is first polled.
+        Claimed { #[pin] fut: F, permit: Option<Permit> },
         Bypassed { #[pin] fut: F },
         Rejected { result: Option<Result<T, E>> },
     }
@@ -33,10 +36,17 @@ pin_project! {
 
 impl<F, R, T, E> ResponseFuture<F, R, T, E> {
     pub(crate) fn admitted(fut: F, permit: Permit) -> Self {
-        Self::with(Kind::Admitted {
-            fut,
-            permit: Some(permit),
-        })
+        if permit.is_claimed() {
+            Self::with(Kind::Claimed {
+                fut,
+                permit: Some(permit),
+            })
+        } else {
+            Self::with(Kind::Admitted {
+                fut,
+                permit: Some(permit),
+            })
+        }
     }
 
     pub(crate) fn bypassed(fut: F) -> Self {
@@ -60,7 +70,7 @@ impl<F, R, T, E> ResponseFuture<F, R, T, E> {
 impl<F, R, T, E> std::fmt::Debug for ResponseFuture<F, R, T, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match &self.kind {
-            Kind::Admitted { .. } => "admitted",
+            Kind::Admitted { .. } | Kind::Claimed { .. } => "admitted",
             Kind::Bypassed { .. } => "bypassed",
             Kind::Rejected { .. } => "rejected",
         };
@@ -80,10 +90,20 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
             KindProj::Admitted { fut, permit } => {
+                let out = ready!(fut.poll(cx));
+                let permit = permit.take().unwrap_or_else(Permit::none);
+                Poll::Ready(match out {
+                    Ok(res) => Ok(R::hold(res, permit)),
+                    // Dropping the permit releases it without a latency
+                    // sample: a failure says nothing about queueing.
+                    Err(err) => Err(R::fail(err)),
+                })
+            }
+            KindProj::Claimed { fut, permit } => {
                 let polled = fut.poll(cx);
                 // The inner service has now seen the request (a limiter
-                // below enqueues it when first polled): an external signal
-                // counts it from here on.
+                // below enqueues it when first polled): the signal counts it
+                // from here on.
                 if let Some(permit) = permit.as_mut() {
                     permit.settle();
                 }
@@ -91,8 +111,6 @@ where
                 let permit = permit.take().unwrap_or_else(Permit::none);
                 Poll::Ready(match out {
                     Ok(res) => Ok(R::hold(res, permit)),
-                    // Dropping the permit releases it without a latency
-                    // sample: a failure says nothing about queueing.
                     Err(err) => Err(R::fail(err)),
                 })
             }

@@ -459,6 +459,12 @@ impl Permit {
         }
     }
 
+    /// `true` while the permit holds a claim against an external signal.
+    #[inline]
+    pub(crate) const fn is_claimed(&self) -> bool {
+        self.claimed
+    }
+
     /// The inner service has the request and has been polled once: an
     /// external signal counts it now.
     #[inline]
