@@ -314,7 +314,7 @@ impl State {
             .with_retry_after(delay)
     }
 
-    /// Closes the adaptive window if it is due (by time or by count) and
+    /// Closes the adaptive window if its time is up and
     /// returns the admission level to decide with.
     #[inline]
     fn maybe_close_window(
@@ -323,10 +323,11 @@ impl State {
         now: Instant,
         signal: Option<&DynSignal>,
     ) -> u32 {
+        // Windows full of samples are closed by the completion that fills
+        // them; arrivals only look at the time, on a line written once per
+        // window, not at the sample count every completion writes.
         let at = adaptive.since_epoch(now);
-        let due = at >= adaptive.deadline_ns.load(Ordering::Relaxed)
-            || adaptive.samples.count.load(Ordering::Relaxed) >= adaptive.config.window_requests();
-        if due {
+        if at >= adaptive.deadline_ns.load(Ordering::Relaxed) {
             self.close_window(adaptive, now, at, signal);
         }
         adaptive.level.load(Ordering::Relaxed)
@@ -397,7 +398,8 @@ impl State {
     /// epoch, plus one.
     fn sample(&self, start: u64) {
         if let Mode::Adaptive(adaptive) = &self.mode {
-            let end = adaptive.since_epoch(Instant::now());
+            let now = Instant::now();
+            let end = adaptive.since_epoch(now);
             let latency = end.saturating_sub(start - 1);
             // Most samples are not the fastest: read before writing.
             if latency < adaptive.samples.min_ns.load(Ordering::Relaxed) {
@@ -406,7 +408,10 @@ impl State {
                     .min_ns
                     .fetch_min(latency, Ordering::Relaxed);
             }
-            adaptive.samples.count.fetch_add(1, Ordering::Relaxed);
+            let count = adaptive.samples.count.fetch_add(1, Ordering::Relaxed) + 1;
+            if count >= adaptive.config.window_requests() {
+                self.close_window(adaptive, now, end, self.signal.get().as_ref());
+            }
         }
     }
 }
