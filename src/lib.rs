@@ -17,6 +17,7 @@
 //! | [`limit`] | adaptive concurrency limit (AIMD) with a bounded, priority-ordered wait queue and outcome classification |
 //! | [`retry_after`] | answer overload with 503/429 and an honest, jittered `Retry-After` (gRPC: trailers-only status with `grpc-retry-pushback-ms`); on clients, honour them with a shared cooldown and budgeted retries |
 //! | [`rate`] | GCRA rate limits: refuse callers over quota (429 with the exact wait, bounded keyed state), pace a client under a known quota |
+//! | [`shed`] | shed the least valuable work first under overload: per-priority thresholds or an adaptive admission level, with an observed `Retry-After` |
 //! | [`http`], [`grpc`] | the refusal responses and body plumbing every HTTP face shares |
 //!
 //! # The overload contract
@@ -91,6 +92,7 @@ mod signal;
 pub mod limit;
 pub mod priority;
 pub mod reject;
+pub mod shed;
 
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
@@ -101,8 +103,6 @@ pub mod http;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod rate;
-#[cfg(feature = "http")]
-#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod retry_after;
 
 pub use error::{BoxError, ConfigError};

@@ -1,4 +1,4 @@
-use super::Priority;
+use super::{Cohort, Priority};
 
 /// Decides a request's [`Priority`].
 ///
@@ -16,6 +16,14 @@ use super::Priority;
 pub trait Classify<Req> {
     /// The priority of `req`.
     fn classify(&self, req: &Req) -> Priority;
+
+    /// The [`Cohort`] of `req`'s caller, when the classifier knows it.
+    ///
+    /// Adaptive shedding refuses part of a tier by cohort; without one, it
+    /// picks a cohort per request at random. The default knows none.
+    fn cohort(&self, _req: &Req) -> Option<Cohort> {
+        None
+    }
 }
 
 impl<F, Req> Classify<Req> for F
@@ -35,7 +43,8 @@ impl<Req> Classify<Req> for Priority {
 }
 
 /// The classifier that reads the [`Priority`] a [`PriorityLayer`](super::PriorityLayer)
-/// stamped into the request's extensions, or [`Priority::Default`] when there is none.
+/// stamped into the request's extensions, or [`Priority::Default`] when there is none,
+/// and the [`Cohort`] it stamped, if any.
 ///
 /// This is what the shedding and limiting layers use unless told otherwise.
 #[derive(Debug, Clone, Copy, Default)]
@@ -48,5 +57,10 @@ impl<B> Classify<http::Request<B>> for FromExtensions {
             .get::<Priority>()
             .copied()
             .unwrap_or_default()
+    }
+
+    /// The [`Cohort`] a [`PriorityLayer`](super::PriorityLayer) stamped, if any.
+    fn cohort(&self, req: &http::Request<B>) -> Option<Cohort> {
+        req.extensions().get::<Cohort>().copied()
     }
 }

@@ -60,18 +60,28 @@
 //! the whole client off at once, replays bodies from a bounded copy, and
 //! bounds retries by count and by budget.
 
+#[cfg(feature = "http")]
 mod client;
+#[cfg(feature = "http")]
 mod parse;
 mod policy;
+#[cfg(feature = "http")]
 mod server;
 
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use client::{
     DEFAULT_COOLDOWN_CAP, HonorFuture, HonorRetryAfter, HonorRetryAfterHandle,
     HonorRetryAfterLayer, HonorRetryAfterSnapshot, MAX_ATTEMPTS, RETRY_ATTEMPT, ReplayBody,
     Retries, RetryBudget,
 };
 
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use parse::{MAX_HINT, parse_pushback_ms, parse_retry_after};
 pub use policy::RetryAfterPolicy;
+#[cfg(feature = "http")]
 pub(crate) use policy::{ceil_millis, ceil_secs};
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use server::{ResponseFuture, RetryAfter, RetryAfterLayer};

@@ -88,11 +88,13 @@ impl RetryAfterPolicy {
 }
 
 /// Whole seconds, rounded up.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 pub(crate) fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 /// Whole milliseconds, rounded up (saturating).
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 pub(crate) fn ceil_millis(d: Duration) -> u64 {
     let ms = d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 > 0);
     u64::try_from(ms).unwrap_or(u64::MAX)

@@ -1,0 +1,513 @@
+//! The shared, lock-free state behind every clone of one layer, and the
+//! permit an admitted request holds.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::time::Instant;
+
+use super::core::{
+    Adaptive, Controller, Movement, RateMeter, SLOTS, Thresholds, Window, admits_at, drain_time,
+};
+use crate::{
+    LoadSignal, Overloaded, Priority, Reason, priority::Cohort, retry_after::RetryAfterPolicy,
+};
+
+/// Keeps a counter that every request writes on its own cache line (128
+/// bytes: adjacent-line prefetchers pair lines), away from the read-mostly
+/// configuration and from other counters.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub(crate) struct Padded<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+
+    #[inline]
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// The latency samples of the current adaptive window.
+#[derive(Debug)]
+struct Samples {
+    count: AtomicU32,
+    /// The fastest, in nanoseconds (`u64::MAX`: none).
+    min_ns: AtomicU64,
+}
+
+/// A load signal shared by the layer's clones.
+pub(crate) type DynSignal = Arc<dyn LoadSignal + Send + Sync>;
+
+// One per layer: its size does not matter, an indirection on the hot path
+// would.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(crate) enum Mode {
+    Static(Thresholds),
+    Adaptive(AdaptiveState),
+}
+
+#[derive(Debug)]
+pub(crate) struct AdaptiveState {
+    pub(crate) config: Adaptive,
+    pub(crate) level: AtomicU32,
+    epoch: Instant,
+    /// End of the current window, in nanoseconds since `epoch`.
+    deadline_ns: AtomicU64,
+    samples: Padded<Samples>,
+    pub(crate) controller: Mutex<Controller>,
+}
+
+impl AdaptiveState {
+    fn new(config: Adaptive) -> Self {
+        let epoch = Instant::now();
+        Self {
+            config,
+            level: AtomicU32::new(SLOTS),
+            epoch,
+            deadline_ns: AtomicU64::new(nanos(config.window_time())),
+            samples: Padded(Samples {
+                count: AtomicU32::new(0),
+                min_ns: AtomicU64::new(u64::MAX),
+            }),
+            controller: Mutex::new(Controller::new(config)),
+        }
+    }
+
+    fn since_epoch(&self, now: Instant) -> u64 {
+        nanos(now.saturating_duration_since(self.epoch))
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The layer's signal, where statistics handles find it.
+pub(crate) struct SignalSlot(std::sync::RwLock<Option<DynSignal>>);
+
+impl SignalSlot {
+    pub(crate) fn set(&self, signal: DynSignal) {
+        if let Ok(mut slot) = self.0.write() {
+            *slot = Some(signal);
+        }
+    }
+
+    pub(crate) fn get(&self) -> Option<DynSignal> {
+        self.0.read().ok().and_then(|slot| slot.clone())
+    }
+}
+
+impl std::fmt::Debug for SignalSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.get().is_some() {
+            "Some(..)"
+        } else {
+            "None"
+        })
+    }
+}
+
+/// Counters and decisions shared by every clone of one layer.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) mode: Mode,
+    /// Requests admitted by this layer and not yet finished.
+    pub(crate) in_flight: Padded<AtomicUsize>,
+    /// Admissions against an external signal that the signal may not show yet
+    /// (from the decision until the inner service's future is first polled).
+    claims: Padded<AtomicUsize>,
+    pub(crate) admitted: Padded<[AtomicU64; 4]>,
+    pub(crate) shed: [AtomicU64; 4],
+    pub(crate) bypassed: AtomicU64,
+    rate: Mutex<RateMeter>,
+    /// The last measured completion rate, as `f64` bits (`NaN`: none yet).
+    rate_bits: AtomicU64,
+    pub(crate) last_hint_ms: AtomicU64,
+    /// The signal, for statistics handles (requests read the layer's copy).
+    pub(crate) signal: SignalSlot,
+    #[cfg(feature = "tracing")]
+    pub(crate) log: super::log::Log,
+}
+
+impl State {
+    pub(crate) fn new_static(thresholds: Thresholds) -> Self {
+        Self::new(Mode::Static(thresholds))
+    }
+
+    pub(crate) fn new_adaptive(config: Adaptive) -> Self {
+        Self::new(Mode::Adaptive(AdaptiveState::new(config)))
+    }
+
+    fn new(mode: Mode) -> Self {
+        Self {
+            mode,
+            in_flight: Padded(AtomicUsize::new(0)),
+            claims: Padded(AtomicUsize::new(0)),
+            admitted: Default::default(),
+            shed: Default::default(),
+            bypassed: AtomicU64::new(0),
+            rate: Mutex::new(RateMeter::new()),
+            rate_bits: AtomicU64::new(f64::NAN.to_bits()),
+            last_hint_ms: AtomicU64::new(0),
+            signal: SignalSlot(std::sync::RwLock::new(None)),
+            #[cfg(feature = "tracing")]
+            log: super::log::Log::new(),
+        }
+    }
+
+    /// Requests admitted so far that have finished.
+    pub(crate) fn completions(&self) -> u64 {
+        let admitted: u64 = self
+            .admitted
+            .iter()
+            .map(|a| a.load(Ordering::Relaxed))
+            .sum();
+        admitted.saturating_sub(self.in_flight.load(Ordering::Relaxed) as u64)
+    }
+
+    /// The measured completion rate, per second.
+    pub(crate) fn rate(&self) -> Option<f64> {
+        let r = f64::from_bits(self.rate_bits.load(Ordering::Relaxed));
+        (!r.is_nan()).then_some(r)
+    }
+
+    /// The load the layer sheds on: the external signal, or its own count.
+    pub(crate) fn load(&self, signal: Option<&DynSignal>) -> usize {
+        match signal {
+            Some(s) => s.load(),
+            None => self.in_flight.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Admits a request of `priority` or refuses it with an [`Overloaded`].
+    #[inline]
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        priority: Priority,
+        cohort: Option<Cohort>,
+        signal: Option<&DynSignal>,
+        policy: &RetryAfterPolicy,
+    ) -> Result<Permit, Overloaded> {
+        let (claimed, start) = match &self.mode {
+            Mode::Static(thresholds) => match self.claim_static(thresholds.raw(priority), signal) {
+                Ok(claimed) => (claimed, 0),
+                Err(load) => return Err(self.refuse(priority, load, signal, policy, None)),
+            },
+            Mode::Adaptive(adaptive) => {
+                let now = Instant::now();
+                let level = self.maybe_close_window(adaptive, now, signal);
+                if !admits_level(level, priority, cohort) {
+                    return Err(self.refuse(priority, usize::MAX, signal, policy, Some(now)));
+                }
+                self.in_flight.fetch_add(1, Ordering::AcqRel);
+                (false, adaptive.since_epoch(now).saturating_add(1))
+            }
+        };
+        self.admitted[priority.index()].fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "tracing")]
+        self.log.on_admit(self, priority, signal);
+        Ok(Permit {
+            state: Some(Arc::clone(self)),
+            claimed,
+            start,
+        })
+    }
+
+    /// The atomic half of a static decision. With the layer's own count, a
+    /// compare-and-swap on it, so two requests can never both take the last
+    /// place under a threshold. With an external signal, the same on the
+    /// count of admissions the signal may not show yet. `Ok(true)` when a
+    /// claim was taken (to settle once the inner service has the request);
+    /// `Err(load)` when refused.
+    #[inline]
+    fn claim_static(&self, limit: usize, signal: Option<&DynSignal>) -> Result<bool, usize> {
+        if limit == usize::MAX {
+            self.in_flight.fetch_add(1, Ordering::AcqRel);
+            return Ok(false);
+        }
+        match signal {
+            None => {
+                let mut current = self.in_flight.load(Ordering::Acquire);
+                loop {
+                    if current >= limit {
+                        return Err(current);
+                    }
+                    match self.in_flight.compare_exchange_weak(
+                        current,
+                        current + 1,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    ) {
+                        Ok(_) => return Ok(false),
+                        Err(now) => current = now,
+                    }
+                }
+            }
+            Some(signal) => {
+                let mut claims = self.claims.load(Ordering::Acquire);
+                loop {
+                    let load = signal.load().saturating_add(claims);
+                    if load >= limit {
+                        return Err(load);
+                    }
+                    match self.claims.compare_exchange_weak(
+                        claims,
+                        claims + 1,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    ) {
+                        Ok(_) => break,
+                        Err(now) => claims = now,
+                    }
+                }
+                self.in_flight.fetch_add(1, Ordering::AcqRel);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Counts a refusal and computes its retry hint: how long the backlog
+    /// takes to drain at the measured completion rate, in `[1 s, cap]`,
+    /// jittered upwards by `policy`.
+    #[cold]
+    fn refuse(
+        &self,
+        priority: Priority,
+        load: usize,
+        signal: Option<&DynSignal>,
+        policy: &RetryAfterPolicy,
+        now: Option<Instant>,
+    ) -> Overloaded {
+        self.shed[priority.index()].fetch_add(1, Ordering::Relaxed);
+        let now = now.unwrap_or_else(Instant::now);
+        let backlog = if load == usize::MAX {
+            self.load(signal)
+        } else {
+            load
+        };
+        let rate = match self.rate.try_lock() {
+            Ok(mut meter) => {
+                let rate = meter.observe(now, self.completions());
+                if let Some(r) = rate {
+                    self.rate_bits.store(r.to_bits(), Ordering::Relaxed);
+                }
+                rate
+            }
+            Err(_) => self.rate(),
+        };
+        let hint = drain_time(backlog, rate, policy.max_delay());
+        let delay = policy.delay(Some(hint)).max(Duration::from_secs(1));
+        self.last_hint_ms
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
+        #[cfg(feature = "tracing")]
+        self.log.on_shed(self, priority, backlog, delay, now);
+        Overloaded::new(Reason::Shed)
+            .with_priority(priority)
+            .with_retry_after(delay)
+    }
+
+    /// Closes the adaptive window if its time is up and
+    /// returns the admission level to decide with.
+    #[inline]
+    fn maybe_close_window(
+        &self,
+        adaptive: &AdaptiveState,
+        now: Instant,
+        signal: Option<&DynSignal>,
+    ) -> u32 {
+        // Windows full of samples are closed by the completion that fills
+        // them; arrivals only look at the time, on a line written once per
+        // window, not at the sample count every completion writes.
+        let at = adaptive.since_epoch(now);
+        if at >= adaptive.deadline_ns.load(Ordering::Relaxed) {
+            self.close_window(adaptive, now, at, signal);
+        }
+        adaptive.level.load(Ordering::Relaxed)
+    }
+
+    #[cold]
+    fn close_window(
+        &self,
+        adaptive: &AdaptiveState,
+        now: Instant,
+        at: u64,
+        signal: Option<&DynSignal>,
+    ) {
+        // One closer at a time; the others decide with the current level.
+        let Ok(mut controller) = adaptive.controller.try_lock() else {
+            return;
+        };
+        let deadline = adaptive.deadline_ns.load(Ordering::Relaxed);
+        if at < deadline
+            && adaptive.samples.count.load(Ordering::Relaxed) < adaptive.config.window_requests()
+        {
+            return; // another thread closed it meanwhile
+        }
+        let window_ns = nanos(adaptive.config.window_time()).max(1);
+        adaptive.samples.count.store(0, Ordering::Relaxed);
+        let min_ns = adaptive.samples.min_ns.swap(u64::MAX, Ordering::Relaxed);
+        let window = Window {
+            min_latency: (min_ns != u64::MAX).then(|| Duration::from_nanos(min_ns)),
+            queue_delay: signal.and_then(|s| s.queue_delay()),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+        };
+        let mut movement = controller.on_window(&window, now);
+        // Windows that passed with no arrival at all (nobody closed them)
+        // found an idle service, if nothing is running or queued now: it
+        // recovers as many windows' worth.
+        let idle = (at.saturating_sub(deadline) / window_ns).min(u64::from(SLOTS));
+        if idle > 0
+            && window.in_flight == 0
+            && window
+                .queue_delay
+                .is_none_or(|d| d <= adaptive.config.target())
+        {
+            let quiet = Window {
+                min_latency: None,
+                ..window
+            };
+            for _ in 0..idle {
+                movement = match (movement, controller.on_window(&quiet, now)) {
+                    (Movement::Up { from, .. }, Movement::Up { to, .. }) => {
+                        Movement::Up { from, to }
+                    }
+                    (_, m) => m,
+                };
+            }
+        }
+        adaptive.level.store(controller.level(), Ordering::Relaxed);
+        adaptive
+            .deadline_ns
+            .store(at.saturating_add(window_ns), Ordering::Relaxed);
+        #[cfg(feature = "tracing")]
+        self.log
+            .on_window(self, movement, controller.last_delay(), now);
+        let _ = movement;
+    }
+
+    /// Records a completed request's latency in the adaptive window.
+    /// `start` is the admission time in nanoseconds since the window
+    /// epoch, plus one.
+    fn sample(&self, start: u64) {
+        if let Mode::Adaptive(adaptive) = &self.mode {
+            let now = Instant::now();
+            let end = adaptive.since_epoch(now);
+            let latency = end.saturating_sub(start - 1);
+            // Most samples are not the fastest: read before writing.
+            if latency < adaptive.samples.min_ns.load(Ordering::Relaxed) {
+                adaptive
+                    .samples
+                    .min_ns
+                    .fetch_min(latency, Ordering::Relaxed);
+            }
+            let count = adaptive.samples.count.fetch_add(1, Ordering::Relaxed) + 1;
+            if count >= adaptive.config.window_requests() {
+                self.close_window(adaptive, now, end, self.signal.get().as_ref());
+            }
+        }
+    }
+}
+
+/// Whether the adaptive `level` admits `(priority, cohort)`. Without a
+/// cohort, a tier the level cuts through gets one at random, so it is shed in
+/// proportion.
+#[inline]
+fn admits_level(level: u32, priority: Priority, cohort: Option<Cohort>) -> bool {
+    let (Some(bottom), Some(top)) = (Cohort::new(0), Cohort::new(127)) else {
+        return true;
+    };
+    if admits_at(level, priority, bottom) {
+        return true;
+    }
+    if !admits_at(level, priority, top) {
+        return false;
+    }
+    let cohort = cohort
+        .or_else(|| Cohort::new(fastrand::u8(..Cohort::COUNT as u8)))
+        .unwrap_or(top);
+    admits_at(level, priority, cohort)
+}
+
+/// The place an admitted request holds until it finishes: released exactly
+/// once, when its response (on the HTTP face, its response body) ends, fails
+/// or is dropped, or when the caller gives up.
+pub struct Permit {
+    /// `None` for a bypassed request, which holds nothing.
+    state: Option<Arc<State>>,
+    claimed: bool,
+    /// Admission time for a latency sample, in nanoseconds since the
+    /// adaptive window epoch plus one; 0 when no sample is wanted.
+    start: u64,
+}
+
+impl std::fmt::Debug for Permit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Permit").finish_non_exhaustive()
+    }
+}
+
+impl Permit {
+    /// The permit of a bypassed request: it holds nothing.
+    pub(crate) const fn none() -> Self {
+        Self {
+            state: None,
+            claimed: false,
+            start: 0,
+        }
+    }
+
+    /// `true` while the permit holds a claim against an external signal.
+    #[inline]
+    pub(crate) const fn is_claimed(&self) -> bool {
+        self.claimed
+    }
+
+    /// The inner service has the request and has been polled once: an
+    /// external signal counts it now.
+    #[inline]
+    pub(crate) fn settle(&mut self) {
+        if std::mem::take(&mut self.claimed) {
+            if let Some(state) = &self.state {
+                state.claims.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// The request finished normally: in adaptive mode its latency is a
+    /// sample. (A permit merely dropped gives none: a cancelled or failed
+    /// request says nothing about queueing.)
+    #[inline]
+    pub(crate) fn complete(mut self) {
+        let start = std::mem::take(&mut self.start);
+        if let (true, Some(state)) = (start != 0, &self.state) {
+            state.sample(start);
+        }
+    }
+}
+
+impl Drop for Permit {
+    #[inline]
+    fn drop(&mut self) {
+        self.settle();
+        if let Some(state) = &self.state {
+            state.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+#[cfg(feature = "http")]
+impl crate::http::OnBodyEnd for Permit {
+    fn on_body_end(self, end: crate::http::BodyEnd<'_>) {
+        if let crate::http::BodyEnd::Complete { .. } = end {
+            self.complete();
+        }
+    }
+}

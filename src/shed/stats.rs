@@ -1,0 +1,186 @@
+//! The statistics handle.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use super::{
+    Thresholds,
+    core::SLOTS,
+    state::{DynSignal, Mode, State},
+};
+use crate::Priority;
+
+/// A cheap handle on a [`PriorityShedLayer`](super::PriorityShedLayer)'s
+/// figures, for a `/stats` endpoint or a metrics exporter. Clones share the
+/// layer's state; reading it never slows requests down.
+///
+/// ```
+/// use tower_spillway::{Priority, shed::{PriorityShedLayer, Thresholds}};
+///
+/// let layer = PriorityShedLayer::new(Thresholds::ladder(100));
+/// let stats = layer.handle().snapshot();
+/// assert_eq!(stats.in_flight, 0);
+/// assert_eq!(stats.shed.get(Priority::Low), 0);
+/// ```
+#[derive(Clone)]
+pub struct ShedHandle {
+    state: Arc<State>,
+}
+
+impl std::fmt::Debug for ShedHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShedHandle").finish_non_exhaustive()
+    }
+}
+
+/// Counts by priority.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct PerPriority {
+    /// `Low` requests.
+    pub low: u64,
+    /// `Default` requests.
+    pub default: u64,
+    /// `High` requests.
+    pub high: u64,
+    /// `Critical` requests.
+    pub critical: u64,
+}
+
+impl PerPriority {
+    fn load(counters: &[AtomicU64; 4]) -> Self {
+        let [low, default, high, critical] = counters.each_ref().map(|c| c.load(Ordering::Relaxed));
+        Self {
+            low,
+            default,
+            high,
+            critical,
+        }
+    }
+
+    /// The count for `priority`.
+    pub const fn get(&self, priority: Priority) -> u64 {
+        match priority {
+            Priority::Low => self.low,
+            Priority::Default => self.default,
+            Priority::High => self.high,
+            Priority::Critical => self.critical,
+        }
+    }
+
+    /// The sum over every priority.
+    pub const fn total(&self) -> u64 {
+        self.low + self.default + self.high + self.critical
+    }
+}
+
+/// The shedding rule in force.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case", tag = "kind"))]
+#[non_exhaustive]
+pub enum ModeStats {
+    /// Static thresholds.
+    Static {
+        /// The thresholds per priority.
+        thresholds: Thresholds,
+    },
+    /// An adaptive admission level.
+    Adaptive {
+        /// How many of the 512 (priority, cohort) slots are admitted, from
+        /// the top: 512 admits everything, 384 all but `Low`, 128 only
+        /// `Critical`.
+        level: u32,
+        /// The target queueing delay, in milliseconds.
+        target_ms: u64,
+        /// The queueing delay measured in the last window, in milliseconds.
+        delay_ms: Option<u64>,
+        /// The recent minimum latency, in milliseconds, when steering on
+        /// latency inflation.
+        baseline_ms: Option<u64>,
+    },
+}
+
+/// A snapshot of a shedder's figures; serialisable with the `serde` feature.
+///
+/// Every refusal of this layer has the reason [`Reason::Shed`](crate::Reason::Shed).
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct ShedStats {
+    /// The rule in force: thresholds, or the adaptive level.
+    pub mode: ModeStats,
+    /// The load signal's value now (the layer's own in-flight count unless
+    /// another signal was given).
+    pub load: usize,
+    /// The signal's queueing delay now, in milliseconds, if it has one.
+    pub queue_delay_ms: Option<u64>,
+    /// Requests admitted and not yet finished.
+    pub in_flight: usize,
+    /// Requests admitted, by priority.
+    pub admitted: PerPriority,
+    /// Requests shed, by priority.
+    pub shed: PerPriority,
+    /// Requests that bypassed the shedder (never counted as load).
+    pub bypassed: u64,
+    /// Completed requests per second, as last measured (measured while
+    /// shedding).
+    pub completion_rate: Option<f64>,
+    /// The last retry hint sent, in milliseconds (0 before any refusal).
+    pub retry_after_ms: u64,
+}
+
+impl ShedHandle {
+    pub(crate) fn new(state: Arc<State>) -> Self {
+        Self { state }
+    }
+
+    /// The current figures.
+    pub fn snapshot(&self) -> ShedStats {
+        let s = &*self.state;
+        let signal: Option<DynSignal> = s.signal.get();
+        let ms = |d: Duration| d.as_millis() as u64;
+        let mode = match &s.mode {
+            Mode::Static(thresholds) => ModeStats::Static {
+                thresholds: *thresholds,
+            },
+            Mode::Adaptive(a) => {
+                let (delay, baseline) = match a.controller.lock() {
+                    Ok(c) => (c.last_delay(), c.baseline()),
+                    Err(_) => (None, None),
+                };
+                ModeStats::Adaptive {
+                    level: a.level.load(Ordering::Relaxed).min(SLOTS),
+                    target_ms: ms(a.config.target()),
+                    delay_ms: delay.map(ms),
+                    baseline_ms: baseline.map(ms),
+                }
+            }
+        };
+        ShedStats {
+            mode,
+            load: s.load(signal.as_ref()),
+            queue_delay_ms: signal.as_ref().and_then(|sig| sig.queue_delay()).map(ms),
+            in_flight: s.in_flight.load(Ordering::Relaxed),
+            admitted: PerPriority::load(&s.admitted),
+            shed: PerPriority::load(&s.shed),
+            bypassed: s.bypassed.load(Ordering::Relaxed),
+            completion_rate: s.rate(),
+            retry_after_ms: s.last_hint_ms.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The adaptive admission level now (`None` in static mode).
+    pub fn level(&self) -> Option<u32> {
+        match &self.state.mode {
+            Mode::Static(_) => None,
+            Mode::Adaptive(a) => Some(a.level.load(Ordering::Relaxed)),
+        }
+    }
+}
