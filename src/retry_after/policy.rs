@@ -78,19 +78,38 @@ impl RetryAfterPolicy {
     }
 
     /// The jittered, capped delay to announce for a refusal with `hint`.
+    ///
+    /// Never shorter than the hint (or the cap). A delay of a second or more is
+    /// a whole number of seconds, since `Retry-After` speaks in them: the
+    /// jittered value is rounded up or down at random, in proportion to its
+    /// fraction, so the spread survives the rounding and its mean stays the
+    /// jittered value, but never below the hint rounded up. (Rounding every
+    /// jittered value up would turn a 1 s hint into `Retry-After: 2` almost
+    /// always.) Shorter delays keep their precision for
+    /// `grpc-retry-pushback-ms`.
     pub fn delay(&self, hint: Option<Duration>) -> Duration {
         let base = hint.unwrap_or(self.default).min(self.cap);
         let factor = 1.0 + self.jitter * fastrand::f64();
         // `mul_f64` goes through floating point and can lose a nanosecond;
         // jitter only ever lengthens the hint.
-        base.mul_f64(factor).max(base).min(self.cap)
+        let jittered = base.mul_f64(factor).max(base).min(self.cap);
+        if base < Duration::from_secs(1) {
+            return jittered;
+        }
+        let secs = jittered.as_secs_f64();
+        let mut whole = secs.floor() as u64;
+        if fastrand::f64() < secs - secs.floor() {
+            whole += 1;
+        }
+        let whole = whole.max(ceil_secs(base)).min(ceil_secs(self.cap));
+        Duration::from_secs(whole)
     }
 }
 
 /// Whole seconds, rounded up.
 #[cfg_attr(not(feature = "http"), allow(dead_code))]
 pub(crate) fn ceil_secs(d: Duration) -> u64 {
-    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+    d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0))
 }
 
 /// Whole milliseconds, rounded up (saturating).
@@ -123,6 +142,31 @@ mod tests {
         assert!(delays.iter().all(|d| *d >= hint && *d <= hint.mul_f64(1.5)));
         let distinct: std::collections::HashSet<_> = delays.iter().map(|d| ceil_secs(*d)).collect();
         assert!(distinct.len() >= 3, "jitter spread only over {distinct:?}");
+    }
+
+    #[test]
+    fn whole_second_hints_spread_without_inflating() {
+        let p = RetryAfterPolicy::new(); // 20 % jitter
+        let one: Vec<_> = (0..2000)
+            .map(|_| p.delay(Some(Duration::from_secs(1))))
+            .collect();
+        assert!(
+            one.iter()
+                .all(|d| *d == Duration::from_secs(1) || *d == Duration::from_secs(2))
+        );
+        let twos = one.iter().filter(|d| **d == Duration::from_secs(2)).count();
+        // The mean jitter is 10 %, so about 200 of 2000 round up to 2 s.
+        assert!((100..=300).contains(&twos), "{twos} of 2000 were 2 s");
+
+        let honest = p.delay(Some(Duration::from_millis(2500)));
+        assert_eq!(
+            honest,
+            Duration::from_secs(3),
+            "never below the hint rounded up"
+        );
+
+        let short = p.delay(Some(Duration::from_millis(250)));
+        assert!(short >= Duration::from_millis(250) && short <= Duration::from_millis(300));
     }
 
     #[test]
