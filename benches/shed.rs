@@ -133,17 +133,19 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(one(&mut svc, Priority::Low)));
     });
     g.bench_function("PriorityShed http 503", |b| {
-        let inner = tower::service_fn(|_req: http::Request<()>| async {
-            Ok::<_, Infallible>(http::Response::new(
-                http_body_util::Empty::<bytes::Bytes>::new(),
-            ))
-        });
+        let inner = tower::service_fn(
+            |_req: http::Request<http_body_util::Empty<bytes::Bytes>>| async {
+                Ok::<_, Infallible>(http::Response::new(
+                    http_body_util::Empty::<bytes::Bytes>::new(),
+                ))
+            },
+        );
         let mut svc = PriorityShedLayer::new(Thresholds::ladder(1))
             .signal(|| 1_000usize)
             .http()
             .layer(inner);
         b.iter(|| {
-            let mut req = http::Request::new(());
+            let mut req = http::Request::new(http_body_util::Empty::<bytes::Bytes>::new());
             req.extensions_mut().insert(Priority::Low);
             let res = now(svc.call(req)).unwrap();
             black_box(res.status())

@@ -42,6 +42,13 @@ pub trait Reject<Req, Res, E> {
         overloaded: Overloaded,
     ) -> Result<Self::Response, Self::Error>;
 
+    /// Lets go of a refused request. The default drops it; the HTTP face
+    /// drains an unfinished body in the background first, so HTTP/2
+    /// connections survive many refusals (see [`http`](crate::http)).
+    fn discard(&self, req: Req) {
+        drop(req);
+    }
+
     /// Maps the inner service's response.
     fn map_response(res: Res) -> Self::Response;
 

@@ -484,9 +484,13 @@ type TestBody =
     StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>;
 
 fn backend(
-    req: Request<(Kind, u64)>,
+    req: Request<http_body_util::Empty<Bytes>>,
 ) -> Pin<Box<dyn std::future::Future<Output = Result<Response<TestBody>, BoxError>> + Send>> {
-    let (kind, delay_ms) = *req.body();
+    // What to do travels in the request's extensions.
+    let (kind, delay_ms) = *req
+        .extensions()
+        .get::<(Kind, u64)>()
+        .expect("every test request says what to do");
     if let Kind::PanicInCall = kind {
         panic!("inner service panicked in call");
     }
@@ -565,7 +569,8 @@ proptest! {
             for (kind, delay) in jobs {
                 let svc = svc.clone();
                 tasks.push(tokio::spawn(async move {
-                    let req = Request::new((kind, delay));
+                    let mut req = Request::new(http_body_util::Empty::new());
+                    req.extensions_mut().insert((kind, delay));
                     let call = svc.oneshot(req);
                     let res = match kind {
                         Kind::CallerCancels => {

@@ -8,12 +8,18 @@
 //! - [`MakeRejection`] lets a service answer refusals in its own format.
 //! - [`ResponseBody`] is the body of a layer's HTTP face: the inner body, or the
 //!   refusal's [`RejectBody`].
+//! - A refused request whose body is still arriving has it drained in the
+//!   background (bounded by [`MAX_DRAIN_BYTES`] and [`MAX_DRAIN_TIME`])
+//!   rather than dropped, so HTTP/2 connections are not reset by their own
+//!   defence against rapid resets.
 //! - [`Guarded`] holds a permit (any [`OnBodyEnd`]) until the response body
 //!   ends, so a concurrency limit covers streaming responses too.
 
 mod body;
+mod drain;
 mod reject;
 
 pub use body::{BodyEnd, Guarded, OnBodyEnd, RejectBody, ResponseBody};
+pub use drain::{MAX_DRAIN_BYTES, MAX_DRAIN_TIME};
 pub(crate) use reject::rejection_response;
 pub use reject::{AsResponse, MakeRejection, ProblemDetails, RequestInfo};

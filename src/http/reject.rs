@@ -252,6 +252,8 @@ impl<M> AsResponse<M> {
 impl<M, B, ResB, E> Reject<http::Request<B>, Response<ResB>, E> for AsResponse<M>
 where
     M: MakeRejection,
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
 {
     type Response = Response<ResponseBody<ResB>>;
     type Error = E;
@@ -264,6 +266,10 @@ where
 
     fn reject(&self, info: RequestInfo, overloaded: Overloaded) -> Result<Self::Response, E> {
         Ok(rejection_response(&*self.make, &info, overloaded))
+    }
+
+    fn discard(&self, req: http::Request<B>) {
+        super::drain::discard(req.into_body());
     }
 
     #[inline]

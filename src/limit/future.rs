@@ -145,6 +145,7 @@ where
                         Err(reason) => {
                             let overloaded =
                                 Overloaded::new(reason).with_priority(ticket.priority());
+                            reject.discard(req);
                             state.set(State::Done { result: None });
                             return Poll::Ready(reject.reject(info, overloaded));
                         }

@@ -116,6 +116,7 @@ where
             }
             Admission::Rejected(reason) => {
                 let info = self.reject.info(&req);
+                self.reject.discard(req);
                 let overloaded = Overloaded::new(reason).with_priority(priority);
                 ResponseFuture::done(self.reject.reject(info, overloaded))
             }

@@ -441,7 +441,7 @@ async fn http_face_answers_a_queue_timeout_with_503() {
     let held = Arc::new(Mutex::new(Some(held)));
     let svc = tower::Layer::layer(
         &layer,
-        tower::service_fn(move |_req: Request<()>| {
+        tower::service_fn(move |_req: Request<http_body_util::Empty<bytes::Bytes>>| {
             let held = held.lock().unwrap().take();
             async move {
                 if let Some(held) = held {
@@ -453,9 +453,12 @@ async fn http_face_answers_a_queue_timeout_with_503() {
             }
         }),
     );
-    let first = tokio::spawn(svc.clone().oneshot(Request::new(())));
+    let first = tokio::spawn(
+        svc.clone()
+            .oneshot(Request::new(http_body_util::Empty::<bytes::Bytes>::new())),
+    );
     settle().await;
-    let mut req = Request::new(());
+    let mut req = Request::new(http_body_util::Empty::<bytes::Bytes>::new());
     req.extensions_mut().insert(Priority::High);
     let res = svc.clone().oneshot(req).await.unwrap();
     assert_eq!(res.status(), 503);

@@ -139,6 +139,7 @@ where
             ),
             Decision::Deny { wait, policy } => {
                 let info = self.reject.info(&req);
+                self.reject.discard(req);
                 let overloaded = Overloaded::new(Reason::RateLimited).with_retry_after(wait);
                 let mut answer = self.reject.reject(info, overloaded);
                 if let Ok(res) = &mut answer {

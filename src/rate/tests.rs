@@ -7,10 +7,15 @@ use tower::{Layer, Service, ServiceExt, service_fn};
 use super::*;
 use crate::{Overloaded, Reason, find_overloaded, grpc::GRPC_RETRY_PUSHBACK_MS};
 
-fn ok_service()
--> impl Service<Request<()>, Response = Response<&'static str>, Error = Infallible, Future: Send> + Clone
-{
-    service_fn(|_req: Request<()>| async { Ok::<_, Infallible>(Response::new("ok")) })
+fn ok_service() -> impl Service<
+    Request<http_body_util::Empty<bytes::Bytes>>,
+    Response = Response<&'static str>,
+    Error = Infallible,
+    Future: Send,
+> + Clone {
+    service_fn(|_req: Request<http_body_util::Empty<bytes::Bytes>>| async {
+        Ok::<_, Infallible>(Response::new("ok"))
+    })
 }
 
 #[tokio::test(start_paused = true)]
@@ -18,22 +23,36 @@ async fn global_limit_refuses_with_exact_wait() {
     let layer = RateLimitLayer::new(Quota::per_second(10).unwrap().burst(2).unwrap());
     let svc = layer.layer(ok_service());
     for _ in 0..2 {
-        svc.clone().oneshot(Request::new(())).await.unwrap();
+        svc.clone()
+            .oneshot(Request::new(http_body_util::Empty::<bytes::Bytes>::new()))
+            .await
+            .unwrap();
     }
-    let err = svc.clone().oneshot(Request::new(())).await.unwrap_err();
+    let err = svc
+        .clone()
+        .oneshot(Request::new(http_body_util::Empty::<bytes::Bytes>::new()))
+        .await
+        .unwrap_err();
     let o = find_overloaded(err.as_ref()).copied().unwrap();
     assert_eq!(o.reason(), Reason::RateLimited);
     // Two spent at t=0 with burst 2 and one call per 100 ms: the next conforms at 100 ms.
     assert_eq!(o.retry_after(), Some(Duration::from_millis(100)));
 
     tokio::time::advance(Duration::from_millis(60)).await;
-    let err = svc.clone().oneshot(Request::new(())).await.unwrap_err();
+    let err = svc
+        .clone()
+        .oneshot(Request::new(http_body_util::Empty::<bytes::Bytes>::new()))
+        .await
+        .unwrap_err();
     assert_eq!(
         find_overloaded(err.as_ref()).unwrap().retry_after(),
         Some(Duration::from_millis(40))
     );
     tokio::time::advance(Duration::from_millis(40)).await;
-    svc.clone().oneshot(Request::new(())).await.unwrap();
+    svc.clone()
+        .oneshot(Request::new(http_body_util::Empty::<bytes::Bytes>::new()))
+        .await
+        .unwrap();
     let snap = layer.handle().snapshot();
     assert_eq!((snap.allowed, snap.limited), (3, 2));
 }
@@ -45,7 +64,12 @@ async fn one_limit_for_every_service_the_layer_makes() {
     let routes: Vec<_> = (0..5).map(|_| layer.layer(ok_service())).collect();
     let mut ok = 0;
     for svc in routes.iter().cycle().take(10) {
-        ok += usize::from(svc.clone().oneshot(Request::new(())).await.is_ok());
+        ok += usize::from(
+            svc.clone()
+                .oneshot(Request::new(http_body_util::Empty::<bytes::Bytes>::new()))
+                .await
+                .is_ok(),
+        );
     }
     assert_eq!(ok, 3);
 }
@@ -54,10 +78,18 @@ async fn one_limit_for_every_service_the_layer_makes() {
 async fn http_face_is_429_with_retry_after_and_ratelimit_fields() {
     let layer = RateLimitLayer::new(Quota::per_second(200).unwrap().burst(1).unwrap()).http();
     let svc = layer.layer(ok_service());
-    let res = svc.clone().oneshot(Request::new(())).await.unwrap();
+    let res = svc
+        .clone()
+        .oneshot(Request::new(http_body_util::Empty::<bytes::Bytes>::new()))
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
 
-    let res = svc.clone().oneshot(Request::new(())).await.unwrap();
+    let res = svc
+        .clone()
+        .oneshot(Request::new(http_body_util::Empty::<bytes::Bytes>::new()))
+        .await
+        .unwrap();
     assert_eq!(res.status(), 429);
     // The wait is 5 ms: rounded up to 1 s, never 0.
     assert_eq!(res.headers()[header::RETRY_AFTER], "1");
@@ -72,7 +104,7 @@ async fn http_face_is_429_with_retry_after_and_ratelimit_fields() {
 
     let grpc = Request::builder()
         .header("content-type", "application/grpc")
-        .body(())
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
         .unwrap();
     let res = svc.clone().oneshot(grpc).await.unwrap();
     assert_eq!(res.status(), 200);
@@ -89,7 +121,11 @@ async fn fields_on_success_count_down_the_burst() {
         .layer(ok_service());
     let mut seen = Vec::new();
     for _ in 0..4 {
-        let res = svc.clone().oneshot(Request::new(())).await.unwrap();
+        let res = svc
+            .clone()
+            .oneshot(Request::new(http_body_util::Empty::<bytes::Bytes>::new()))
+            .await
+            .unwrap();
         assert_eq!(res.headers()[RATELIMIT_POLICY], "\"default\";q=10;w=1");
         seen.push((
             res.status().as_u16(),
@@ -107,7 +143,10 @@ async fn fields_on_success_count_down_the_burst() {
     );
     // Off by default.
     let plain = RateLimitLayer::new(quota).http().layer(ok_service());
-    let res = plain.oneshot(Request::new(())).await.unwrap();
+    let res = plain
+        .oneshot(Request::new(http_body_util::Empty::<bytes::Bytes>::new()))
+        .await
+        .unwrap();
     assert!(!res.headers().contains_key(RATELIMIT));
 }
 
@@ -115,10 +154,17 @@ async fn fields_on_success_count_down_the_burst() {
 async fn long_waits_are_exact_not_capped_or_jittered() {
     let layer = RateLimitLayer::new(Quota::new(1, Duration::from_secs(3600)).unwrap()).http();
     let svc = layer.layer(ok_service());
-    svc.clone().oneshot(Request::new(())).await.unwrap();
+    svc.clone()
+        .oneshot(Request::new(http_body_util::Empty::<bytes::Bytes>::new()))
+        .await
+        .unwrap();
     tokio::time::advance(Duration::from_millis(1500)).await;
     for _ in 0..20 {
-        let res = svc.clone().oneshot(Request::new(())).await.unwrap();
+        let res = svc
+            .clone()
+            .oneshot(Request::new(http_body_util::Empty::<bytes::Bytes>::new()))
+            .await
+            .unwrap();
         assert_eq!(res.headers()[header::RETRY_AFTER], "3599");
         assert_eq!(res.headers()[RATELIMIT_POLICY], "\"default\";q=1;w=3600");
     }
@@ -128,7 +174,12 @@ async fn long_waits_are_exact_not_capped_or_jittered() {
 async fn keyed_buckets_are_separate() {
     let layer = RateLimitLayer::keyed(Quota::per_minute(1).unwrap(), ApiKey).http();
     let svc = layer.layer(ok_service());
-    let with_key = |k: &'static str| Request::builder().header("x-api-key", k).body(()).unwrap();
+    let with_key = |k: &'static str| {
+        Request::builder()
+            .header("x-api-key", k)
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap()
+    };
     assert_eq!(
         svc.clone().oneshot(with_key("a")).await.unwrap().status(),
         200
@@ -144,7 +195,7 @@ async fn keyed_buckets_are_separate() {
     // No key is a key of its own: leaving the header out does not escape.
     assert_eq!(
         svc.clone()
-            .oneshot(Request::new(()))
+            .oneshot(Request::new(http_body_util::Empty::<bytes::Bytes>::new()))
             .await
             .unwrap()
             .status(),
@@ -152,7 +203,7 @@ async fn keyed_buckets_are_separate() {
     );
     assert_eq!(
         svc.clone()
-            .oneshot(Request::new(()))
+            .oneshot(Request::new(http_body_util::Empty::<bytes::Bytes>::new()))
             .await
             .unwrap()
             .status(),
@@ -218,14 +269,27 @@ async fn quota_changes_at_runtime_and_keeps_history() {
     let layer = RateLimitLayer::new(Quota::per_second(1).unwrap());
     let handle = layer.handle();
     let svc = layer.layer(ok_service());
-    svc.clone().oneshot(Request::new(())).await.unwrap();
+    svc.clone()
+        .oneshot(Request::new(http_body_util::Empty::<bytes::Bytes>::new()))
+        .await
+        .unwrap();
     handle.set_quota(Quota::per_second(100).unwrap());
     // The spent call is remembered: no fresh burst from the change.
-    assert!(svc.clone().oneshot(Request::new(())).await.is_err());
+    assert!(
+        svc.clone()
+            .oneshot(Request::new(http_body_util::Empty::<bytes::Bytes>::new()))
+            .await
+            .is_err()
+    );
     tokio::time::advance(Duration::from_secs(1)).await;
     let mut ok = 0;
     for _ in 0..150 {
-        ok += usize::from(svc.clone().oneshot(Request::new(())).await.is_ok());
+        ok += usize::from(
+            svc.clone()
+                .oneshot(Request::new(http_body_util::Empty::<bytes::Bytes>::new()))
+                .await
+                .is_ok(),
+        );
     }
     assert_eq!(ok, 100);
     assert_eq!(handle.quota(), Quota::per_second(100).unwrap());
@@ -275,7 +339,10 @@ async fn pacing_waits_for_the_quota_without_refusing() {
         let svc = svc.clone();
         tasks.push(tokio::spawn(async move {
             for _ in 0..5 {
-                svc.clone().oneshot(Request::new(())).await.unwrap();
+                svc.clone()
+                    .oneshot(Request::new(http_body_util::Empty::<bytes::Bytes>::new()))
+                    .await
+                    .unwrap();
             }
         }));
     }

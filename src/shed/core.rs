@@ -208,7 +208,11 @@ pub(crate) const fn admits_at(level: u32, priority: Priority, cohort: Cohort) ->
 ///   admitted one delay ago, so after a cut the level holds for that long,
 ///   and while the delay is already falling;
 /// - **up, slowly** (by [`increase`](AdaptiveBuilder::increase) slots) when
-///   the delay was within the target, or when the service sat idle.
+///   the delay was within the target, or when the service sat idle; and
+///   while nothing waits below (the signal's queue is empty, or the service
+///   is idle), the step doubles with each such window in a row, up to a
+///   whole tier, so a service recovers within a second of the overload
+///   ending instead of refusing calm traffic for many seconds.
 ///
 /// Shedding inside a tier is thus partial, and because the cut falls between
 /// cohorts, the same callers are refused consistently while it holds.
@@ -425,6 +429,8 @@ pub(crate) struct Controller {
     baseline: WindowedMin,
     last_delay: Option<Duration>,
     hold_until: Option<Instant>,
+    /// Windows in a row with the queue all but empty.
+    calm_streak: u32,
 }
 
 impl Controller {
@@ -440,6 +446,7 @@ impl Controller {
             },
             last_delay: None,
             hold_until: None,
+            calm_streak: 0,
         }
     }
 
@@ -492,9 +499,23 @@ impl Controller {
             let above = f64::from(from.saturating_sub(min)) * self.config.decrease;
             let to = (min + above as u32).min(from.saturating_sub(1)).max(min);
             self.level = to;
+            self.calm_streak = 0;
             Movement::Down { from, to }
         } else {
-            let to = (from + self.config.increase).min(SLOTS);
+            // Nothing waits below (an empty queue, or an idle service): the
+            // overload is over, so recover quickly.
+            let empty = match window.queue_delay {
+                Some(queue) => queue.is_zero(),
+                None => window.min_latency.is_none() && window.in_flight == 0,
+            };
+            let step = if empty {
+                self.calm_streak = self.calm_streak.saturating_add(1);
+                (self.config.increase << (self.calm_streak - 1).min(5)).min(TIER)
+            } else {
+                self.calm_streak = 0;
+                self.config.increase
+            };
+            let to = (from + step).min(SLOTS);
             self.level = to;
             Movement::Up { from, to }
         }
@@ -727,6 +748,45 @@ mod tests {
         assert_eq!(
             ctl.on_window(&window(None, Some(20), 1), now()),
             Movement::Up { from: 257, to: 261 }
+        );
+    }
+
+    #[test]
+    fn recovery_speeds_up_once_the_queue_empties() {
+        let t0 = Instant::now();
+        let mut ctl = Controller::new(Adaptive::default());
+        let over = window(None, Some(50), 10);
+        for i in 0..8 {
+            ctl.on_window(&over, t0 + Duration::from_secs(i));
+        }
+        let low = ctl.level();
+        assert!(low < 200, "{low}");
+        // Empty queue: 4, 8, 16, 32, 64, 128, 128 ...
+        let calm = window(None, Some(0), 10);
+        let ups: Vec<u32> = (0..7)
+            .map(
+                |i| match ctl.on_window(&calm, t0 + Duration::from_secs(10 + i)) {
+                    Movement::Up { from, to } => to - from,
+                    m => panic!("{m:?}"),
+                },
+            )
+            .map(|step| step.min(128))
+            .collect();
+        assert_eq!(&ups[..5], [4, 8, 16, 32, 64]);
+        assert_eq!(
+            ctl.level(),
+            SLOTS.min(low + 4 + 8 + 16 + 32 + 64 + 128 + 128)
+        );
+        // A window merely within target steps slowly again.
+        let mut ctl = Controller::new(Adaptive::default());
+        for i in 0..8 {
+            ctl.on_window(&over, t0 + Duration::from_secs(i));
+        }
+        let from = ctl.level();
+        let within = window(None, Some(10), 10);
+        assert_eq!(
+            ctl.on_window(&within, t0 + Duration::from_secs(20)),
+            Movement::Up { from, to: from + 4 }
         );
     }
 

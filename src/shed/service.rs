@@ -136,7 +136,7 @@ where
             Ok(permit) => ResponseFuture::admitted(self.inner.call(req), permit),
             Err(overloaded) => {
                 let info = shared.reject.info(&req);
-                drop(req);
+                shared.reject.discard(req);
                 ResponseFuture::rejected(shared.reject.reject(info, overloaded))
             }
         }

@@ -241,7 +241,7 @@ mod http_face {
         let layer = PriorityShedLayer::new(Thresholds::builder().low(1).build().unwrap()).http();
         let handle = layer.handle();
         type Frames = Vec<Result<http_body::Frame<Bytes>, Infallible>>;
-        let inner = service_fn(|_req: Request<()>| async {
+        let inner = service_fn(|_req: Request<http_body_util::Empty<bytes::Bytes>>| async {
             let frames: Frames = vec![
                 Ok(http_body::Frame::data(Bytes::from_static(b"a"))),
                 Ok(http_body::Frame::data(Bytes::from_static(b"b"))),
@@ -252,7 +252,7 @@ mod http_face {
         });
         let svc = layer.layer(inner);
         let low = || {
-            let mut req = Request::new(());
+            let mut req = Request::new(http_body_util::Empty::<bytes::Bytes>::new());
             req.extensions_mut().insert(Priority::Low);
             req
         };
@@ -294,12 +294,14 @@ mod http_face {
         let layer = PriorityShedLayer::new(Thresholds::ladder(1))
             .signal(|| 100usize)
             .http();
-        let svc = layer.layer(service_fn(|_req: Request<()>| async {
-            Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
-        }));
+        let svc = layer.layer(service_fn(
+            |_req: Request<http_body_util::Empty<bytes::Bytes>>| async {
+                Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+            },
+        ));
         let req = Request::builder()
             .header(header::CONTENT_TYPE, "application/grpc")
-            .body(())
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
             .unwrap();
         let res = svc.oneshot(req).await.unwrap();
         assert_eq!(res.status(), 200);
@@ -323,17 +325,27 @@ mod http_face {
             .signal(|| 100usize)
             .bypass(HealthChecks)
             .rejection(make)
-            .layer(service_fn(|_req: Request<()>| async {
-                Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
-            }));
+            .layer(service_fn(
+                |_req: Request<http_body_util::Empty<bytes::Bytes>>| async {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+                },
+            ));
         let res = svc
             .clone()
-            .oneshot(Request::get("/x").body(()).unwrap())
+            .oneshot(
+                Request::get("/x")
+                    .body(http_body_util::Empty::<bytes::Bytes>::new())
+                    .unwrap(),
+            )
             .await
             .unwrap();
         assert_eq!(res.status(), 418);
         let res = svc
-            .oneshot(Request::get("/readyz").body(()).unwrap())
+            .oneshot(
+                Request::get("/readyz")
+                    .body(http_body_util::Empty::<bytes::Bytes>::new())
+                    .unwrap(),
+            )
             .await
             .unwrap();
         assert_eq!(res.status(), 200);
@@ -611,11 +623,13 @@ async fn stamped_cohorts_are_shed_consistently() {
     }
     let layer = PriorityShedLayer::adaptive(Adaptive::default()).signal(Deep);
     let handle = layer.handle();
-    let svc = layer.layer(service_fn(|_req: http::Request<()>| async {
-        Ok::<_, Infallible>(())
-    }));
+    let svc = layer.layer(service_fn(
+        |_req: http::Request<http_body_util::Empty<bytes::Bytes>>| async {
+            Ok::<_, Infallible>(())
+        },
+    ));
     let request = |p: Priority, cohort: u8| {
-        let mut req = http::Request::new(());
+        let mut req = http::Request::new(http_body_util::Empty::<bytes::Bytes>::new());
         req.extensions_mut().insert(p);
         req.extensions_mut().insert(Cohort::new(cohort).unwrap());
         req
