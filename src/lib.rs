@@ -14,6 +14,9 @@
 //! | module | what it does |
 //! |---|---|
 //! | [`priority`] | classify requests as `Critical > High > Default > Low` and stamp the answer into the request |
+//! | [`batch`] | gather single calls into batches for an inner `Service<Vec<T>>`, one result per caller |
+//! | [`coalesce`] | single-flight: identical in-flight requests share one inner call |
+//! | [`aggregate`] | merge commutative updates per key in memory and flush merged maps to the next tier |
 //! | [`retry_after`] | answer overload with 503/429 and an honest, jittered `Retry-After` (gRPC: trailers-only status with `grpc-retry-pushback-ms`) |
 //! | [`http`], [`grpc`] | the refusal responses and body plumbing every HTTP face shares |
 //!
@@ -86,6 +89,9 @@ mod error;
 mod overloaded;
 mod signal;
 
+pub mod aggregate;
+pub mod batch;
+pub mod coalesce;
 pub mod priority;
 pub mod reject;
 

@@ -75,7 +75,10 @@ impl fmt::Display for Reason {
 pub struct Overloaded {
     reason: Reason,
     priority: Option<Priority>,
-    #[cfg_attr(feature = "serde", serde(rename = "retry_after_ms", serialize_with = "ser_ms"))]
+    #[cfg_attr(
+        feature = "serde",
+        serde(rename = "retry_after_ms", serialize_with = "ser_ms")
+    )]
     retry_after: Option<Duration>,
 }
 
@@ -242,7 +245,12 @@ mod tests {
     #[test]
     fn quota_versus_capacity() {
         assert!(Overloaded::new(Reason::RateLimited).is_quota());
-        for r in [Reason::Shed, Reason::QueueFull, Reason::QueueTimeout, Reason::Cooldown] {
+        for r in [
+            Reason::Shed,
+            Reason::QueueFull,
+            Reason::QueueTimeout,
+            Reason::Cooldown,
+        ] {
             assert!(!Overloaded::new(r).is_quota(), "{r}");
         }
         for (i, r) in Reason::ALL.iter().enumerate() {

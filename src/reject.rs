@@ -36,7 +36,11 @@ pub trait Reject<Req, Res, E> {
     fn info(&self, req: &Req) -> Self::Info;
 
     /// The answer to a refused request.
-    fn reject(&self, info: Self::Info, overloaded: Overloaded) -> Result<Self::Response, Self::Error>;
+    fn reject(
+        &self,
+        info: Self::Info,
+        overloaded: Overloaded,
+    ) -> Result<Self::Response, Self::Error>;
 
     /// Maps the inner service's response.
     fn map_response(res: Res) -> Self::Response;

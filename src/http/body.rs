@@ -288,10 +288,7 @@ mod tests {
             Ok(Frame::data(Bytes::from_static(b"x"))),
             Ok(Frame::trailers(trailers)),
         ];
-        let body = Guarded::new(
-            StreamBody::new(futures_stream(frames)),
-            log.clone(),
-        );
+        let body = Guarded::new(StreamBody::new(futures_stream(frames)), log.clone());
         body.collect().await.unwrap();
         assert_eq!(log.take(), ["complete with 1 trailers"]);
     }

@@ -15,5 +15,5 @@ mod body;
 mod reject;
 
 pub use body::{BodyEnd, Guarded, OnBodyEnd, RejectBody, ResponseBody};
-pub use reject::{AsResponse, MakeRejection, ProblemDetails, RequestInfo};
 pub(crate) use reject::rejection_response;
+pub use reject::{AsResponse, MakeRejection, ProblemDetails, RequestInfo};

@@ -59,8 +59,11 @@ impl RequestInfo {
 /// extensions for outer layers and logs.
 pub trait MakeRejection {
     /// The response refusing a request described by `request` for `overloaded`.
-    fn make_rejection(&self, overloaded: &Overloaded, request: &RequestInfo)
-    -> Response<RejectBody>;
+    fn make_rejection(
+        &self,
+        overloaded: &Overloaded,
+        request: &RequestInfo,
+    ) -> Response<RejectBody>;
 }
 
 impl<F> MakeRejection for F
@@ -144,7 +147,10 @@ fn check_error_status(status: StatusCode, field: &'static str) -> Result<(), Con
     if status.is_client_error() || status.is_server_error() {
         Ok(())
     } else {
-        Err(ConfigError::new(field, "a refusal must be a 4xx or 5xx status"))
+        Err(ConfigError::new(
+            field,
+            "a refusal must be a 4xx or 5xx status",
+        ))
     }
 }
 
@@ -312,7 +318,10 @@ mod tests {
         let res = no_jitter().make_rejection(&o, &RequestInfo::new(false));
         assert_eq!(res.status(), 503);
         assert_eq!(res.headers()[header::RETRY_AFTER], "2");
-        assert_eq!(res.headers()[header::CONTENT_TYPE], "application/problem+json");
+        assert_eq!(
+            res.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
         let json = body_json(res).await;
         assert_eq!(json["status"], 503);
         assert_eq!(json["priority"], "low");
@@ -348,12 +357,23 @@ mod tests {
 
     #[test]
     fn statuses_must_be_errors() {
-        assert!(ProblemDetails::new().capacity_status(StatusCode::OK).is_err());
-        assert!(ProblemDetails::new().quota_status(StatusCode::FOUND).is_err());
+        assert!(
+            ProblemDetails::new()
+                .capacity_status(StatusCode::OK)
+                .is_err()
+        );
+        assert!(
+            ProblemDetails::new()
+                .quota_status(StatusCode::FOUND)
+                .is_err()
+        );
         let p = ProblemDetails::new()
             .quota_status(StatusCode::SERVICE_UNAVAILABLE)
             .unwrap();
-        let res = p.make_rejection(&Overloaded::new(Reason::RateLimited), &RequestInfo::new(false));
+        let res = p.make_rejection(
+            &Overloaded::new(Reason::RateLimited),
+            &RequestInfo::new(false),
+        );
         assert_eq!(res.status(), 503);
     }
 

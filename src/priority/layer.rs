@@ -153,14 +153,18 @@ mod tests {
 
     type Seen = (Option<Priority>, Option<Cohort>);
 
-    fn echo() -> impl Service<http::Request<()>, Response = Seen, Error = std::convert::Infallible, Future: Send> + Clone {
+    fn echo()
+    -> impl Service<
+        http::Request<()>,
+        Response = Seen,
+        Error = std::convert::Infallible,
+        Future: Send,
+    > + Clone {
         service_fn(|req: http::Request<()>| async move {
-            Ok(
-                (
-                    req.extensions().get::<Priority>().copied(),
-                    req.extensions().get::<Cohort>().copied(),
-                ),
-            )
+            Ok((
+                req.extensions().get::<Priority>().copied(),
+                req.extensions().get::<Cohort>().copied(),
+            ))
         })
     }
 
@@ -169,9 +173,15 @@ mod tests {
         let layer = PriorityLayer::new(RouteTable::new().route(None, "/pay", Priority::Critical));
         let svc = layer.layer(echo());
         let req = http::Request::get("/pay/1").body(()).unwrap();
-        assert_eq!(svc.clone().oneshot(req).await.unwrap(), (Some(Priority::Critical), None));
+        assert_eq!(
+            svc.clone().oneshot(req).await.unwrap(),
+            (Some(Priority::Critical), None)
+        );
         let req = http::Request::get("/other").body(()).unwrap();
-        assert_eq!(svc.oneshot(req).await.unwrap(), (Some(Priority::Default), None));
+        assert_eq!(
+            svc.oneshot(req).await.unwrap(),
+            (Some(Priority::Default), None)
+        );
     }
 
     #[tokio::test]
@@ -185,14 +195,16 @@ mod tests {
     #[tokio::test]
     async fn cohorts_from_header_are_stable_per_caller() {
         let layer = PriorityLayer::new(Priority::Low).cohorts(
-            Cohorts::new(HeaderKey(http::HeaderName::from_static("x-user")))
-                .period(Duration::ZERO),
+            Cohorts::new(HeaderKey(http::HeaderName::from_static("x-user"))).period(Duration::ZERO),
         );
         let svc = layer.layer(echo());
         let call = |user: &'static str| {
             let svc = svc.clone();
             async move {
-                let req = http::Request::get("/").header("x-user", user).body(()).unwrap();
+                let req = http::Request::get("/")
+                    .header("x-user", user)
+                    .body(())
+                    .unwrap();
                 svc.oneshot(req).await.unwrap().1
             }
         };

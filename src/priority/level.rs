@@ -102,7 +102,12 @@ mod tests {
         all.sort_by(|a, b| b.cmp(a));
         assert_eq!(
             all,
-            [Priority::Critical, Priority::High, Priority::Default, Priority::Low]
+            [
+                Priority::Critical,
+                Priority::High,
+                Priority::Default,
+                Priority::Low
+            ]
         );
         for (i, p) in Priority::ALL.iter().enumerate() {
             assert_eq!(p.index(), i);

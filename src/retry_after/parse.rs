@@ -88,7 +88,10 @@ mod tests {
         let now = at(0);
         assert_eq!(parse_retry_after(b"0", now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after(b" 7 ", now), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after(b"99999999999999999999999999", now), Some(MAX_HINT));
+        assert_eq!(
+            parse_retry_after(b"99999999999999999999999999", now),
+            Some(MAX_HINT)
+        );
     }
 
     #[test]
@@ -145,7 +148,10 @@ mod tests {
     #[test]
     fn pushback() {
         assert_eq!(parse_pushback_ms(b"0"), Some(Duration::ZERO));
-        assert_eq!(parse_pushback_ms(b"1500"), Some(Duration::from_millis(1500)));
+        assert_eq!(
+            parse_pushback_ms(b"1500"),
+            Some(Duration::from_millis(1500))
+        );
         assert_eq!(parse_pushback_ms(b"184467440737095516150"), Some(MAX_HINT));
         for bad in [&b"-5"[..], b"", b"abc", b"1.0", b"\x00"] {
             assert_eq!(parse_pushback_ms(bad), None, "{bad:?}");

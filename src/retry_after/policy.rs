@@ -129,7 +129,10 @@ mod tests {
             .cap(Duration::from_secs(5))
             .unwrap()
             .default_delay(Duration::from_secs(3));
-        assert_eq!(p.delay(Some(Duration::from_secs(3600))), Duration::from_secs(5));
+        assert_eq!(
+            p.delay(Some(Duration::from_secs(3600))),
+            Duration::from_secs(5)
+        );
         assert_eq!(p.delay(None), Duration::from_secs(3));
     }
 
@@ -138,6 +141,10 @@ mod tests {
         assert!(RetryAfterPolicy::new().jitter(-0.1).is_err());
         assert!(RetryAfterPolicy::new().jitter(f64::NAN).is_err());
         assert!(RetryAfterPolicy::new().jitter(1.5).is_err());
-        assert!(RetryAfterPolicy::new().cap(Duration::from_millis(999)).is_err());
+        assert!(
+            RetryAfterPolicy::new()
+                .cap(Duration::from_millis(999))
+                .is_err()
+        );
     }
 }

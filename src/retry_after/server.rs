@@ -228,12 +228,10 @@ mod tests {
 
     type Body = Full<bytes::Bytes>;
 
-    fn failing(err: fn() -> BoxError) -> impl Service<
-        Request<Body>,
-        Response = Response<Body>,
-        Error = BoxError,
-        Future: Send,
-    > + Clone {
+    fn failing(
+        err: fn() -> BoxError,
+    ) -> impl Service<Request<Body>, Response = Response<Body>, Error = BoxError, Future: Send> + Clone
+    {
         service_fn(move |_req: Request<Body>| async move { Err::<Response<Body>, _>(err()) })
     }
 
@@ -248,7 +246,11 @@ mod tests {
         }));
         let res = svc.oneshot(Request::new(Body::default())).await.unwrap();
         assert_eq!(res.status(), 503);
-        let secs: u64 = res.headers()[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+        let secs: u64 = res.headers()[header::RETRY_AFTER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!((3..=4).contains(&secs), "{secs}");
         assert_eq!(
             res.extensions().get::<Overloaded>().map(Overloaded::reason),
@@ -262,7 +264,10 @@ mod tests {
     #[tokio::test]
     async fn other_errors_pass_untouched() {
         let svc = RetryAfterLayer::new().layer(failing(|| "database on fire".into()));
-        let err = svc.oneshot(Request::new(Body::default())).await.unwrap_err();
+        let err = svc
+            .oneshot(Request::new(Body::default()))
+            .await
+            .unwrap_err();
         assert_eq!(err.to_string(), "database on fire");
     }
 
@@ -292,11 +297,23 @@ mod tests {
         let policy = RetryAfterPolicy::new().default_delay(Duration::from_secs(5));
         let filled = RetryAfterLayer::new().fill_missing(policy.clone());
 
-        let res = filled.layer(answer(503)).oneshot(Request::new(Body::default())).await.unwrap();
-        let secs: u64 = res.headers()[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+        let res = filled
+            .layer(answer(503))
+            .oneshot(Request::new(Body::default()))
+            .await
+            .unwrap();
+        let secs: u64 = res.headers()[header::RETRY_AFTER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!((5..=6).contains(&secs));
 
-        let res = filled.layer(answer(500)).oneshot(Request::new(Body::default())).await.unwrap();
+        let res = filled
+            .layer(answer(500))
+            .oneshot(Request::new(Body::default()))
+            .await
+            .unwrap();
         assert!(!res.headers().contains_key(header::RETRY_AFTER));
 
         let res = RetryAfterLayer::new()
@@ -309,19 +326,33 @@ mod tests {
         let kept = service_fn(|_req: Request<Body>| async {
             let mut res = Response::new(Body::default());
             *res.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-            res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("42"));
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("42"));
             Ok::<_, BoxError>(res)
         });
-        let res = filled.layer(kept).oneshot(Request::new(Body::default())).await.unwrap();
+        let res = filled
+            .layer(kept)
+            .oneshot(Request::new(Body::default()))
+            .await
+            .unwrap();
         assert_eq!(res.headers()[header::RETRY_AFTER], "42");
 
         let grpc = service_fn(|_req: Request<Body>| async {
             let mut res = Response::new(Body::default());
-            res.headers_mut().insert("grpc-status", HeaderValue::from_static("14"));
+            res.headers_mut()
+                .insert("grpc-status", HeaderValue::from_static("14"));
             Ok::<_, BoxError>(res)
         });
-        let res = filled.layer(grpc).oneshot(Request::new(Body::default())).await.unwrap();
-        let ms: u64 = res.headers()[GRPC_RETRY_PUSHBACK_MS].to_str().unwrap().parse().unwrap();
+        let res = filled
+            .layer(grpc)
+            .oneshot(Request::new(Body::default()))
+            .await
+            .unwrap();
+        let ms: u64 = res.headers()[GRPC_RETRY_PUSHBACK_MS]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!((5000..=6000).contains(&ms));
     }
 }

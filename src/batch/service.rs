@@ -1,0 +1,205 @@
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex, OnceLock},
+    task::{Context, Poll},
+};
+
+use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tower_service::Service;
+
+use super::{
+    BatchConfig,
+    error::{BatchFailed, Closed},
+    future::ResponseFuture,
+    worker::{Message, Worker},
+};
+use crate::{BoxError, Overloaded, Reason};
+
+type Acquire = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
+
+/// A cloneable handle that gathers single items into batches for an inner
+/// `Service<Vec<T>>` and answers each caller with its own item's result.
+///
+/// The inner service answers a batch of `n` items with `Vec<Result<R, E>>`
+/// of length `n`, in the items' order: `Ok(r)` answers that caller with `r`,
+/// `Err(e)` fails only that caller. See the [module docs](super).
+///
+/// Like `tower::buffer::Buffer`, the inner service is owned by a worker task;
+/// every clone of the handle shares it, its queue and its batches.
+pub struct Batch<T, R> {
+    tx: mpsc::UnboundedSender<Message<T, R>>,
+    semaphore: Arc<Semaphore>,
+    permit: Option<OwnedSemaphorePermit>,
+    // Only touched through `&mut self` (`get_mut`, no locking); the mutex
+    // makes the handle `Sync` without requiring the boxed future to be.
+    acquire: Mutex<Option<Acquire>>,
+    reject_when_full: bool,
+    capacity: usize,
+    failure: Arc<OnceLock<BatchFailed>>,
+}
+
+impl<T, R> Batch<T, R>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+{
+    /// Starts a batcher over `inner`, spawning its worker on the current tokio
+    /// runtime.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a tokio runtime (as `tokio::spawn` does). Use
+    /// [`pair`](Self::pair) to run the worker elsewhere.
+    pub fn new<S, E>(inner: S, config: BatchConfig<T>) -> Self
+    where
+        S: Service<Vec<T>, Response = Vec<Result<R, E>>> + Send + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+        E: Into<BoxError>,
+    {
+        let (handle, worker) = Self::pair(inner, config);
+        tokio::spawn(worker);
+        handle
+    }
+
+    /// A batcher over `inner` and its worker, a future the caller runs (for
+    /// example on a dedicated runtime). Dropping the worker answers every
+    /// pending caller with [`Closed`].
+    pub fn pair<S, E>(inner: S, config: BatchConfig<T>) -> (Self, Worker<S, T, R>)
+    where
+        S: Service<Vec<T>, Response = Vec<Result<R, E>>>,
+        S::Error: Into<BoxError>,
+        E: Into<BoxError>,
+    {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let failure = Arc::new(OnceLock::new());
+        let semaphore = Arc::new(Semaphore::new(config.queue_capacity));
+        let reject_when_full = config.reject_when_full;
+        let capacity = config.queue_capacity;
+        let worker = Worker::new(inner, config, rx, failure.clone());
+        let handle = Self {
+            tx,
+            semaphore,
+            permit: None,
+            acquire: Mutex::new(None),
+            reject_when_full,
+            capacity,
+            failure,
+        };
+        (handle, worker)
+    }
+}
+
+impl<T, R> Batch<T, R> {
+    fn closed_error(&self) -> BoxError {
+        match self.failure.get() {
+            Some(failed) => Box::new(failed.clone()),
+            None => Box::new(Closed::new()),
+        }
+    }
+
+    /// The number of queue slots in use: items waiting for a batch, plus slots
+    /// reserved by handles that are ready but have not called yet.
+    pub fn queued(&self) -> usize {
+        self.capacity
+            .saturating_sub(self.semaphore.available_permits())
+    }
+}
+
+impl<T, R> Service<T> for Batch<T, R>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+{
+    type Response = R;
+    type Error = BoxError;
+    type Future = ResponseFuture<R>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if self.tx.is_closed() {
+            return Poll::Ready(Err(self.closed_error()));
+        }
+        if self.reject_when_full || self.permit.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        let acquire = self
+            .acquire
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if acquire.is_none() {
+            match self.semaphore.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    self.permit = Some(permit);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(tokio::sync::TryAcquireError::Closed) => {
+                    return Poll::Ready(Err(Box::new(Closed::new())));
+                }
+                Err(tokio::sync::TryAcquireError::NoPermits) => {
+                    *acquire = Some(Box::pin(self.semaphore.clone().acquire_owned()));
+                }
+            }
+        }
+        let fut = acquire.as_mut().expect("set above");
+        match fut.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(result) => {
+                *acquire = None;
+                match result {
+                    Ok(permit) => {
+                        self.permit = Some(permit);
+                        Poll::Ready(Ok(()))
+                    }
+                    Err(_) => Poll::Ready(Err(Box::new(Closed::new()))),
+                }
+            }
+        }
+    }
+
+    fn call(&mut self, item: T) -> Self::Future {
+        let permit = match self.permit.take() {
+            Some(permit) => permit,
+            None => match self.semaphore.clone().try_acquire_owned() {
+                Ok(permit) => permit,
+                // Reject mode decides here; in backpressure mode this is a
+                // call without a ready `poll_ready`, refused the same way.
+                Err(_) => {
+                    return ResponseFuture::failed(Box::new(Overloaded::new(Reason::QueueFull)));
+                }
+            },
+        };
+        let (tx, rx) = oneshot::channel();
+        let message = Message::new(item, tx, permit);
+        match self.tx.send(message) {
+            Ok(()) => ResponseFuture::waiting(rx),
+            Err(_) => ResponseFuture::failed(self.closed_error()),
+        }
+    }
+}
+
+impl<T, R> Clone for Batch<T, R> {
+    /// A new handle to the same worker; it has not yet reserved a queue slot.
+    fn clone(&self) -> Self {
+        Self {
+            tx: self.tx.clone(),
+            semaphore: self.semaphore.clone(),
+            permit: None,
+            acquire: Mutex::new(None),
+            reject_when_full: self.reject_when_full,
+            capacity: self.capacity,
+            failure: self.failure.clone(),
+        }
+    }
+}
+
+impl<T, R> fmt::Debug for Batch<T, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Batch")
+            .field("reserved", &self.permit.is_some())
+            .field("available", &self.semaphore.available_permits())
+            .field("reject_when_full", &self.reject_when_full)
+            .finish()
+    }
+}
