@@ -137,7 +137,10 @@ mod tests {
         assert_eq!(n, 1, "wrapping, never a panic");
 
         let mut m: BTreeMap<&str, (u32, Max<u32>)> = BTreeMap::from([("a", (1, Max(5)))]);
-        Merge::merge(&mut m, BTreeMap::from([("a", (2, Max(3))), ("b", (1, Max(9)))]));
+        Merge::merge(
+            &mut m,
+            BTreeMap::from([("a", (2, Max(3))), ("b", (1, Max(9)))]),
+        );
         assert_eq!(m, BTreeMap::from([("a", (3, Max(5))), ("b", (1, Max(9)))]));
 
         let mut lo = Min(4);
