@@ -263,3 +263,27 @@ async fn requests_without_a_key_pass_straight_through() {
     join_all((0..4).map(|_| svc.clone().oneshot(0))).await;
     assert_eq!(calls.load(Ordering::SeqCst), 4);
 }
+
+#[tokio::test]
+async fn identical_concurrent_calls_share_one_inner_call_in_the_generic_face() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = {
+        let calls = calls.clone();
+        ServiceBuilder::new()
+            .layer(CoalesceLayer::new(|k: &u64| Some(*k)))
+            .service(service_fn(move |k: u64| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    // In flight until every caller has arrived (a call that
+                    // completes before a request arrives is not shared).
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    Ok::<_, Infallible>(k)
+                }
+            }))
+    };
+    for round in 1..=3 {
+        let answers = join_all((0..64).map(|_| svc.clone().oneshot(7))).await;
+        assert!(answers.into_iter().all(|a| a == Ok(7)));
+        assert_eq!(calls.load(Ordering::SeqCst), round);
+    }
+}
