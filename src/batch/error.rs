@@ -2,7 +2,7 @@
 //! error.
 //!
 //! Each is opaque and reaches the caller boxed in a
-//! [`BoxError`](crate::BoxError); tell them apart with `downcast_ref`. A
+//! [`BoxError`]; tell them apart with `downcast_ref`. A
 //! refusal because the queue is full (only with
 //! [`reject_when_full`](super::BatchConfigBuilder::reject_when_full)) is an
 //! [`Overloaded`](crate::Overloaded) with [`Reason::QueueFull`](crate::Reason::QueueFull).
