@@ -105,6 +105,9 @@ pub mod http;
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod retry_after;
 
+pub use aggregate::{Aggregate, AggregateLayer, Merge};
+pub use batch::{Batch, BatchLayer};
+pub use coalesce::{Coalesce, CoalesceLayer};
 pub use error::{BoxError, ConfigError};
 pub use overloaded::{OverloadSource, Overloaded, Reason, find_overloaded, is_overloaded};
 pub use priority::Priority;

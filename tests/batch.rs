@@ -597,3 +597,186 @@ async fn postgres_writes_through_the_batcher() {
         .await
         .unwrap();
 }
+
+#[cfg(feature = "tracing")]
+mod spans {
+    use std::{
+        collections::HashMap,
+        sync::{
+            Arc, Mutex,
+            atomic::{AtomicU64, Ordering},
+        },
+    };
+
+    use futures_util::future::join_all;
+    use tower::{ServiceExt, service_fn};
+    use tower_spillway::batch::{Batch, BatchConfig};
+    use tracing::{
+        Event, Id, Instrument, Metadata, Subscriber,
+        span::{Attributes, Record},
+    };
+
+    /// Records span names and `follows_from` links.
+    #[derive(Default)]
+    struct Links {
+        next: AtomicU64,
+        names: Mutex<HashMap<u64, String>>,
+        follows: Mutex<Vec<(u64, u64)>>,
+        entered: Mutex<Vec<u64>>,
+        stack: Mutex<Vec<u64>>,
+        meta: Mutex<HashMap<u64, &'static Metadata<'static>>>,
+    }
+
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Links>);
+
+    impl Subscriber for Recorder {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, attrs: &Attributes<'_>) -> Id {
+            let id = self.0.next.fetch_add(1, Ordering::SeqCst) + 1;
+            self.0
+                .names
+                .lock()
+                .unwrap()
+                .insert(id, attrs.metadata().name().to_string());
+            self.0.meta.lock().unwrap().insert(id, attrs.metadata());
+            Id::from_u64(id)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, span: &Id, follows: &Id) {
+            self.0
+                .follows
+                .lock()
+                .unwrap()
+                .push((span.into_u64(), follows.into_u64()));
+        }
+        fn event(&self, _: &Event<'_>) {}
+        fn enter(&self, span: &Id) {
+            self.0.entered.lock().unwrap().push(span.into_u64());
+            self.0.stack.lock().unwrap().push(span.into_u64());
+        }
+        fn exit(&self, _: &Id) {
+            self.0.stack.lock().unwrap().pop();
+        }
+        // The runtime is single-threaded, so one stack is the current thread's.
+        fn current_span(&self) -> tracing_core::span::Current {
+            match self.0.stack.lock().unwrap().last() {
+                Some(id) => {
+                    let meta = self.0.meta.lock().unwrap()[id];
+                    tracing_core::span::Current::new(Id::from_u64(*id), meta)
+                }
+                None => tracing_core::span::Current::none(),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn each_batch_follows_from_its_callers_spans() {
+        let recorder = Recorder::default();
+        let _guard = tracing::subscriber::set_default(recorder.clone());
+
+        let inner = service_fn(|items: Vec<u32>| async move {
+            Ok::<_, std::convert::Infallible>(
+                items
+                    .into_iter()
+                    .map(Ok::<u32, std::convert::Infallible>)
+                    .collect::<Vec<_>>(),
+            )
+        });
+        let config = BatchConfig::builder().max_items(3).build().unwrap();
+        let batch = Batch::new(inner, config);
+
+        let calls = (0..3).map(|i| {
+            let span = tracing::info_span!("request", i);
+            batch.clone().oneshot(i).instrument(span)
+        });
+        assert!(join_all(calls).await.into_iter().all(|r| r.is_ok()));
+
+        let names = recorder.0.names.lock().unwrap().clone();
+        let follows = recorder.0.follows.lock().unwrap().clone();
+        let batch_spans: Vec<u64> = names
+            .iter()
+            .filter(|(_, n)| n.as_str() == "batch")
+            .map(|(id, _)| *id)
+            .collect();
+        let requests: Vec<u64> = names
+            .iter()
+            .filter(|(_, n)| n.as_str() == "request")
+            .map(|(id, _)| *id)
+            .collect();
+        assert!(!batch_spans.is_empty());
+        // The inner service's call and future run inside the batch span.
+        let entered = recorder.0.entered.lock().unwrap().clone();
+        assert!(
+            batch_spans.iter().all(|b| entered.contains(b)),
+            "{entered:?}"
+        );
+        for request in requests {
+            assert!(
+                follows
+                    .iter()
+                    .any(|(b, r)| batch_spans.contains(b) && *r == request),
+                "request span {request} is linked to a batch: {follows:?}"
+            );
+        }
+    }
+}
+
+/// Handlers of a real axum server share one `Batch`: concurrent HTTP requests
+/// become few inner calls, and each response carries its own item's result.
+#[tokio::test]
+async fn axum_handlers_share_one_batcher() {
+    use axum::{Router, extract::State, routing::post};
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+
+    let log = Log::default();
+    let config = BatchConfig::builder()
+        .max_items(100)
+        .max_wait(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let batch = Batch::new(
+        doubler(Duration::from_millis(20), Instant::now(), log.clone()),
+        config,
+    );
+    let app = Router::new()
+        .route(
+            "/double",
+            post(
+                |State(batch): State<Batch<u32, u32>>, body: String| async move {
+                    let n: u32 = body.parse().unwrap();
+                    batch.oneshot(n).await.unwrap().to_string()
+                },
+            ),
+        )
+        .with_state(batch);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/double", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>();
+    let requests = (0..50u32).map(|i| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            let req = http::Request::post(url)
+                .body(Full::from(i.to_string()))
+                .unwrap();
+            let res = client.request(req).await.unwrap();
+            let body = res.into_body().collect().await.unwrap().to_bytes();
+            (i, String::from_utf8(body.to_vec()).unwrap())
+        }
+    });
+    for (i, answer) in join_all(requests).await {
+        assert_eq!(answer, (2 * i).to_string());
+    }
+    let batches = sizes(&log);
+    assert_eq!(batches.iter().sum::<usize>(), 50);
+    assert!(
+        batches.len() < 50,
+        "{} batches for 50 requests",
+        batches.len()
+    );
+}
