@@ -95,5 +95,5 @@ mod worker;
 
 pub use config::{BatchConfig, BatchConfigBuilder, Flush};
 pub use layer::BatchLayer;
-pub use service::Batch;
+pub use service::{Batch, BatchStats};
 pub use worker::Worker;

@@ -2,7 +2,7 @@ use std::{
     fmt,
     future::Future,
     pin::Pin,
-    sync::{Arc, Mutex, OnceLock},
+    sync::{Arc, Mutex, atomic::Ordering},
     task::{Context, Poll},
 };
 
@@ -11,9 +11,9 @@ use tower_service::Service;
 
 use super::{
     BatchConfig,
-    error::{BatchFailed, Closed},
+    error::Closed,
     future::ResponseFuture,
-    worker::{Message, Worker},
+    worker::{Message, Shared, Worker},
 };
 use crate::{BoxError, Overloaded, Reason};
 
@@ -37,7 +37,27 @@ pub struct Batch<T, R> {
     acquire: Mutex<Option<Acquire>>,
     reject_when_full: bool,
     capacity: usize,
-    failure: Arc<OnceLock<BatchFailed>>,
+    shared: Arc<Shared>,
+}
+
+/// Counters of a [`Batch`], from [`Batch::stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct BatchStats {
+    /// Queue slots in use (see [`Batch::queued`]).
+    pub queued: usize,
+    /// Batches sent to the inner service.
+    pub batches: u64,
+    /// Items sent in those batches (`items / batches` is the mean batch size).
+    pub items: u64,
+    /// Batches that failed as a whole: an inner error, a length mismatch or a
+    /// panic.
+    pub failed_batches: u64,
+    /// Items refused with `Overloaded` because the queue was full.
+    pub rejected: u64,
+    /// The worker has stopped.
+    pub closed: bool,
 }
 
 impl<T, R> Batch<T, R>
@@ -74,11 +94,11 @@ where
         E: Into<BoxError>,
     {
         let (tx, rx) = mpsc::unbounded_channel();
-        let failure = Arc::new(OnceLock::new());
+        let shared = Arc::new(Shared::default());
         let semaphore = Arc::new(Semaphore::new(config.queue_capacity));
         let reject_when_full = config.reject_when_full;
         let capacity = config.queue_capacity;
-        let worker = Worker::new(inner, config, rx, failure.clone());
+        let worker = Worker::new(inner, config, rx, shared.clone());
         let handle = Self {
             tx,
             semaphore,
@@ -86,7 +106,7 @@ where
             acquire: Mutex::new(None),
             reject_when_full,
             capacity,
-            failure,
+            shared,
         };
         (handle, worker)
     }
@@ -94,7 +114,7 @@ where
 
 impl<T, R> Batch<T, R> {
     fn closed_error(&self) -> BoxError {
-        match self.failure.get() {
+        match self.shared.failure.get() {
             Some(failed) => Box::new(failed.clone()),
             None => Box::new(Closed::new()),
         }
@@ -105,6 +125,19 @@ impl<T, R> Batch<T, R> {
     pub fn queued(&self) -> usize {
         self.capacity
             .saturating_sub(self.semaphore.available_permits())
+    }
+
+    /// A snapshot of the batcher's counters, shared by every clone.
+    pub fn stats(&self) -> BatchStats {
+        let s = &self.shared;
+        BatchStats {
+            queued: self.queued(),
+            batches: s.batches.load(Ordering::Relaxed),
+            items: s.items.load(Ordering::Relaxed),
+            failed_batches: s.failed_batches.load(Ordering::Relaxed),
+            rejected: s.rejected.load(Ordering::Relaxed),
+            closed: self.tx.is_closed(),
+        }
     }
 }
 
@@ -166,6 +199,7 @@ where
                 // Reject mode decides here; in backpressure mode this is a
                 // call without a ready `poll_ready`, refused the same way.
                 Err(_) => {
+                    self.shared.rejected.fetch_add(1, Ordering::Relaxed);
                     return ResponseFuture::failed(Box::new(Overloaded::new(Reason::QueueFull)));
                 }
             },
@@ -189,7 +223,7 @@ impl<T, R> Clone for Batch<T, R> {
             acquire: Mutex::new(None),
             reject_when_full: self.reject_when_full,
             capacity: self.capacity,
-            failure: self.failure.clone(),
+            shared: self.shared.clone(),
         }
     }
 }

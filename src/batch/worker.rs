@@ -20,7 +20,10 @@ use std::{
     mem,
     panic::{AssertUnwindSafe, catch_unwind},
     pin::Pin,
-    sync::{Arc, OnceLock},
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll},
     time::Duration,
 };
@@ -53,6 +56,17 @@ fn current_span() -> CallerSpan {
 fn current_span() -> CallerSpan {}
 
 type Answer<R> = oneshot::Sender<Result<R, BoxError>>;
+
+/// State shared by the handles and the worker.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    /// Set once, when the inner service fails `poll_ready`.
+    pub(crate) failure: OnceLock<BatchFailed>,
+    pub(crate) batches: AtomicU64,
+    pub(crate) items: AtomicU64,
+    pub(crate) failed_batches: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+}
 
 /// One queued item and the way back to its caller.
 pub(crate) struct Message<T, R> {
@@ -103,7 +117,7 @@ where
     armed: bool,
     expired: bool,
     in_flight: FuturesUnordered<BatchCall<S::Future, R>>,
-    failure: Arc<OnceLock<BatchFailed>>,
+    shared: Arc<Shared>,
 }
 
 impl<S, T, R> fmt::Debug for Worker<S, T, R>
@@ -129,7 +143,7 @@ where
         inner: S,
         config: BatchConfig<T>,
         rx: mpsc::UnboundedReceiver<Message<T, R>>,
-        failure: Arc<OnceLock<BatchFailed>>,
+        shared: Arc<Shared>,
     ) -> Self {
         let reserve = config.max_items.min(1024);
         Self {
@@ -150,7 +164,7 @@ where
             armed: false,
             expired: false,
             in_flight: FuturesUnordered::new(),
-            failure,
+            shared,
         }
     }
 }
@@ -230,8 +244,12 @@ where
                 fut: AssertUnwindSafe(fut).catch_unwind(),
                 answers,
                 span,
+                shared: self.shared.clone(),
             }),
-            Err(_) => answer_all(answers, || Box::new(Panicked::new())),
+            Err(_) => {
+                self.shared.failed_batches.fetch_add(1, Ordering::Relaxed);
+                answer_all(answers, || Box::new(Panicked::new()))
+            }
         }
         self.weight_sum = 0;
         self.armed = false;
@@ -248,7 +266,7 @@ where
         #[cfg(feature = "tracing")]
         tracing::warn!(error = %err, "batch inner service failed; batcher closed");
         let failed = BatchFailed::new(err);
-        let _ = self.failure.set(failed.clone());
+        let _ = self.shared.failure.set(failed.clone());
         self.inner = None;
         self.rx.close();
         self.rx_done = true;
@@ -355,6 +373,7 @@ pin_project! {
         fut: CatchUnwind<AssertUnwindSafe<F>>,
         answers: Vec<Answer<R>>,
         span: CallerSpan,
+        shared: Arc<Shared>,
     }
 }
 
@@ -377,6 +396,9 @@ where
             Poll::Ready(outcome) => outcome,
         };
         let answers = mem::take(this.answers);
+        if !matches!(&outcome, Ok(Ok(results)) if results.len() == answers.len()) {
+            this.shared.failed_batches.fetch_add(1, Ordering::Relaxed);
+        }
         match outcome {
             Ok(Ok(results)) if results.len() == answers.len() => {
                 for (tx, result) in answers.into_iter().zip(results) {
