@@ -126,21 +126,17 @@ where
             return ResponseFuture::direct(self.inner.call(req), respond, unshared);
         };
 
-        let mut calls = self.in_flight.lock();
-        if let Some(entry) = calls.get(&key) {
-            let joined = entry
-                .call
-                .downcast_ref::<WeakShared<BoxCall<M::Shared, M::Response, S::Error>>>()
-                .and_then(WeakShared::upgrade);
-            if let Some(shared) = joined {
-                drop(calls);
-                // Kept to call again if the response turns out not shareable;
-                // polled ready only then.
-                let recall = (self.inner.clone(), req);
-                return ResponseFuture::waiting(shared, Some(recall), respond, unshared);
-            }
+        if let Some(shared) = self.joinable(&key) {
+            // Kept to call again if the response turns out not shareable;
+            // polled ready only then.
+            let recall = (self.inner.clone(), req);
+            return ResponseFuture::waiting(shared, Some(recall), respond, unshared);
         }
 
+        // The inner service is called without the table locked, so an inner
+        // service that coalesces through the same table cannot deadlock. Two
+        // callers racing through this gap each make a call; only the first is
+        // shared.
         let id = self.in_flight.next_id.fetch_add(1, Ordering::Relaxed);
         let forget = Forget {
             in_flight: self.in_flight.clone(),
@@ -164,16 +160,47 @@ where
         });
         let shared = call.shared();
         if let Some(weak) = shared.downgrade() {
-            calls.insert(
-                key,
-                Entry {
-                    id,
-                    call: Box::new(weak),
-                },
-            );
+            let mut calls = self.in_flight.lock();
+            let taken = calls.get(&key).is_some_and(|entry| {
+                entry
+                    .call
+                    .downcast_ref::<WeakShared<BoxCall<M::Shared, M::Response, S::Error>>>()
+                    .is_some_and(|weak| weak.upgrade().is_some())
+            });
+            if !taken {
+                calls.insert(
+                    key,
+                    Entry {
+                        id,
+                        call: Box::new(weak),
+                    },
+                );
+            }
         }
-        drop(calls);
         ResponseFuture::waiting(shared, None, respond, unshared)
+    }
+}
+
+impl<S, K, Key, M> Coalesce<S, K, Key, M>
+where
+    Key: std::hash::Hash + Eq,
+{
+    /// The call in flight for `key`, if there is one that still has waiters.
+    fn joinable<Sh, R, E>(
+        &self,
+        key: &Key,
+    ) -> Option<futures_util::future::Shared<BoxCall<Sh, R, E>>>
+    where
+        Sh: Clone + 'static,
+        R: 'static,
+        E: Clone + 'static,
+    {
+        let calls = self.in_flight.lock();
+        calls
+            .get(key)?
+            .call
+            .downcast_ref::<WeakShared<BoxCall<Sh, R, E>>>()?
+            .upgrade()
     }
 }
 
