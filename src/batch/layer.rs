@@ -11,6 +11,22 @@ use crate::BoxError;
 /// Like `tower::buffer::BufferLayer`, every [`layer`](Layer::layer) call
 /// starts a new worker that owns the service it wraps: apply it once, to the
 /// one service that writes, and clone the resulting handle.
+///
+/// ```
+/// use std::convert::Infallible;
+/// use tower::{ServiceBuilder, ServiceExt, service_fn};
+/// use tower_spillway::batch::{BatchConfig, BatchLayer};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let lengths = ServiceBuilder::new()
+///     .layer(BatchLayer::new(BatchConfig::builder().max_items(64).build().unwrap()))
+///     .service(service_fn(|words: Vec<&'static str>| async move {
+///         Ok::<_, Infallible>(words.iter().map(|w| Ok::<_, Infallible>(w.len())).collect::<Vec<_>>())
+///     }));
+/// assert_eq!(lengths.oneshot("hello").await.unwrap(), 5);
+/// # }
+/// ```
 pub struct BatchLayer<T, R> {
     config: BatchConfig<T>,
     _r: PhantomData<fn() -> R>,

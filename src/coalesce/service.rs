@@ -86,6 +86,18 @@ pub struct Coalesce<S, K, Key, M = CloneResponse> {
     in_flight: Arc<InFlight<Key>>,
 }
 
+impl<S, K, Key> Coalesce<S, K, Key, CloneResponse> {
+    /// Coalesces calls of `inner` keyed by `key`, sharing `Clone` responses;
+    /// see [`CoalesceLayer::new`]. Clones of the service share one table of
+    /// calls in flight.
+    pub fn new<Req>(inner: S, key: K) -> Self
+    where
+        K: MakeKey<Req, Key = Key>,
+    {
+        Self::from_parts(inner, key, CloneResponse, Arc::new(InFlight::new()))
+    }
+}
+
 impl<S, K, Key, M> Coalesce<S, K, Key, M> {
     pub(crate) fn from_parts(inner: S, key: K, share: M, in_flight: Arc<InFlight<Key>>) -> Self {
         Self {
