@@ -75,9 +75,27 @@ mod http_key {
                 uri: req.uri().clone(),
                 host: single(header::HOST).ok()?,
                 authorization: single(header::AUTHORIZATION).ok()?,
-                cookie: single(header::COOKIE).ok()?,
+                cookie: cookies(headers)?,
             })
         }
+    }
+
+    /// All `Cookie` fields as one value: HTTP/2 clients may send each cookie
+    /// in its own field, to be read joined with `"; "` (RFC 9113, 8.2.3).
+    fn cookies(headers: &http::HeaderMap) -> Option<Option<HeaderValue>> {
+        let mut values = headers.get_all(header::COOKIE).iter();
+        let Some(first) = values.next() else {
+            return Some(None);
+        };
+        let Some(second) = values.next() else {
+            return Some(Some(first.clone()));
+        };
+        let mut joined = first.as_bytes().to_vec();
+        for v in std::iter::once(second).chain(values) {
+            joined.extend_from_slice(b"; ");
+            joined.extend_from_slice(v.as_bytes());
+        }
+        HeaderValue::from_bytes(&joined).ok().map(Some)
     }
 
     #[cfg(test)]
@@ -115,15 +133,31 @@ mod http_key {
         }
 
         #[test]
-        fn never_keys_other_methods_or_repeated_credentials() {
+        fn never_keys_other_methods_or_repeated_authorization() {
             assert!(key(Request::post("/a").body(()).unwrap()).is_none());
             assert!(key(Request::delete("/a").body(()).unwrap()).is_none());
             let twice = Request::get("/a")
+                .header("authorization", "Bearer a")
+                .header("authorization", "Bearer b")
+                .body(())
+                .unwrap();
+            assert!(key(twice).is_none());
+        }
+
+        #[test]
+        fn split_cookie_fields_key_like_one() {
+            let split = Request::get("/a")
                 .header("cookie", "a=1")
                 .header("cookie", "b=2")
                 .body(())
                 .unwrap();
-            assert!(key(twice).is_none());
+            let joined = Request::get("/a")
+                .header("cookie", "a=1; b=2")
+                .body(())
+                .unwrap();
+            let other = Request::get("/a").header("cookie", "a=1").body(()).unwrap();
+            assert_eq!(key(split.clone()), key(joined));
+            assert_ne!(key(split), key(other));
         }
     }
 }
