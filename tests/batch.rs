@@ -780,3 +780,61 @@ async fn axum_handlers_share_one_batcher() {
         batches.len()
     );
 }
+
+/// The HTTP face: a batcher of HTTP requests refuses with a 503 response and
+/// `Retry-After` instead of an error.
+#[tokio::test(start_paused = true)]
+async fn the_http_face_refuses_with_a_response() {
+    use http::{Request, Response, StatusCode};
+    use http_body_util::BodyExt;
+    use tower_spillway::Overloaded;
+
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let inner = {
+        let gate = gate.clone();
+        service_fn(move |reqs: Vec<Request<String>>| {
+            let gate = gate.clone();
+            async move {
+                let _ = gate.acquire().await.unwrap();
+                Ok::<_, Infallible>(
+                    reqs.into_iter()
+                        .map(|r| Ok::<_, Infallible>(Response::new(format!("echo {}", r.body()))))
+                        .collect::<Vec<_>>(),
+                )
+            }
+        })
+    };
+    let config = BatchConfig::builder()
+        .max_items(1)
+        .queue_capacity(1)
+        .reject_when_full(true)
+        .build()
+        .unwrap();
+    let batch = Batch::new(inner, config).http();
+
+    let mut held = Vec::new();
+    for i in 0..3 {
+        let req = Request::post("/items").body(i.to_string()).unwrap();
+        held.push(tokio::spawn(batch.clone().oneshot(req)));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let refused = batch
+        .clone()
+        .oneshot(Request::post("/items").body("3".into()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.headers().contains_key(http::header::RETRY_AFTER));
+    assert_eq!(
+        refused.extensions().get::<Overloaded>().map(|o| o.reason()),
+        Some(Reason::QueueFull)
+    );
+
+    gate.add_permits(10);
+    for (i, h) in held.into_iter().enumerate() {
+        let res = h.await.unwrap().unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, format!("echo {i}"));
+    }
+}

@@ -40,7 +40,9 @@
 //! slots. When it is full, `poll_ready` waits for room (backpressure), or,
 //! with [`reject_when_full`](BatchConfigBuilder::reject_when_full), `call`
 //! refuses at once with an [`Overloaded`](crate::Overloaded)
-//! ([`Reason::QueueFull`](crate::Reason::QueueFull)). A caller that drops its
+//! ([`Reason::QueueFull`](crate::Reason::QueueFull)) — or, after
+//! [`Batch::http`] / [`BatchLayer::http`], when the items are HTTP requests,
+//! with a `503` response and `Retry-After`. A caller that drops its
 //! future before its item is sent is skipped; after, the item is still written
 //! and its result discarded. If the worker stops (its runtime shuts down, or
 //! the [`Worker`] from [`Batch::pair`] is dropped), every pending caller gets

@@ -15,7 +15,7 @@ use super::{
     future::ResponseFuture,
     worker::{Message, Shared, Worker},
 };
-use crate::{BoxError, Overloaded, Reason};
+use crate::{AsError, BoxError, Overloaded, Reason, Reject};
 
 type Acquire = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
 
@@ -28,7 +28,13 @@ type Acquire = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireE
 ///
 /// Like `tower::buffer::Buffer`, the inner service is owned by a worker task;
 /// every clone of the handle shares it, its queue and its batches.
-pub struct Batch<T, R> {
+///
+/// Refusals (a full queue with
+/// [`reject_when_full`](super::BatchConfigBuilder::reject_when_full)) follow
+/// the rejection strategy `Rj` (see [`reject`](crate::reject)): an
+/// [`Overloaded`] error by default, or, after [`http`](Batch::http), a `503`
+/// response when the items are HTTP requests.
+pub struct Batch<T, R, Rj = AsError> {
     tx: mpsc::UnboundedSender<Message<T, R>>,
     semaphore: Arc<Semaphore>,
     permit: Option<OwnedSemaphorePermit>,
@@ -38,6 +44,7 @@ pub struct Batch<T, R> {
     reject_when_full: bool,
     capacity: usize,
     shared: Arc<Shared>,
+    reject: Rj,
 }
 
 /// Counters of a [`Batch`], from [`Batch::stats`].
@@ -107,12 +114,46 @@ where
             reject_when_full,
             capacity,
             shared,
+            reject: AsError,
         };
         (handle, worker)
     }
 }
 
-impl<T, R> Batch<T, R> {
+impl<T, R, Rj> Batch<T, R, Rj> {
+    /// This handle with another rejection strategy.
+    pub fn with_reject<Rj2>(self, reject: Rj2) -> Batch<T, R, Rj2> {
+        Batch {
+            tx: self.tx,
+            semaphore: self.semaphore,
+            permit: self.permit,
+            acquire: self.acquire,
+            reject_when_full: self.reject_when_full,
+            capacity: self.capacity,
+            shared: self.shared,
+            reject,
+        }
+    }
+
+    /// The HTTP face: refusals are `503` responses with `Retry-After`
+    /// ([`ProblemDetails`](crate::http::ProblemDetails)), for batchers whose
+    /// items are `http::Request`s.
+    #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+    pub fn http(self) -> Batch<T, R, crate::http::AsResponse> {
+        self.with_reject(crate::http::AsResponse::default())
+    }
+
+    /// The HTTP face with refusals built by `make`.
+    #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+    pub fn rejection<M: crate::http::MakeRejection>(
+        self,
+        make: M,
+    ) -> Batch<T, R, crate::http::AsResponse<M>> {
+        self.with_reject(crate::http::AsResponse::new(make))
+    }
+
     fn closed_error(&self) -> BoxError {
         match self.shared.failure.get() {
             Some(failed) => Box::new(failed.clone()),
@@ -141,16 +182,46 @@ impl<T, R> Batch<T, R> {
     }
 }
 
-impl<T, R> Service<T> for Batch<T, R>
+impl<T, R, Rj> Service<T> for Batch<T, R, Rj>
 where
     T: Send + 'static,
     R: Send + 'static,
+    Rj: Reject<T, R, BoxError>,
 {
-    type Response = R;
-    type Error = BoxError;
-    type Future = ResponseFuture<R>;
+    type Response = Rj::Response;
+    type Error = Rj::Error;
+    type Future = ResponseFuture<T, R, Rj>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Rj::Error>> {
+        self.poll_permit(cx).map_err(Rj::map_error)
+    }
+
+    fn call(&mut self, item: T) -> Self::Future {
+        let permit = match self.permit.take() {
+            Some(permit) => permit,
+            None => match self.semaphore.clone().try_acquire_owned() {
+                Ok(permit) => permit,
+                // Reject mode decides here; in backpressure mode this is a
+                // call without a ready `poll_ready`, refused the same way.
+                Err(_) => {
+                    self.shared.rejected.fetch_add(1, Ordering::Relaxed);
+                    let info = self.reject.info(&item);
+                    let overloaded = Overloaded::new(Reason::QueueFull);
+                    return ResponseFuture::done(self.reject.reject(info, overloaded));
+                }
+            },
+        };
+        let (tx, rx) = oneshot::channel();
+        let message = Message::new(item, tx, permit);
+        match self.tx.send(message) {
+            Ok(()) => ResponseFuture::waiting(rx),
+            Err(_) => ResponseFuture::done(Err(Rj::map_error(self.closed_error()))),
+        }
+    }
+}
+
+impl<T, R, Rj> Batch<T, R, Rj> {
+    fn poll_permit(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         if self.tx.is_closed() {
             return Poll::Ready(Err(self.closed_error()));
         }
@@ -190,30 +261,9 @@ where
             }
         }
     }
-
-    fn call(&mut self, item: T) -> Self::Future {
-        let permit = match self.permit.take() {
-            Some(permit) => permit,
-            None => match self.semaphore.clone().try_acquire_owned() {
-                Ok(permit) => permit,
-                // Reject mode decides here; in backpressure mode this is a
-                // call without a ready `poll_ready`, refused the same way.
-                Err(_) => {
-                    self.shared.rejected.fetch_add(1, Ordering::Relaxed);
-                    return ResponseFuture::failed(Box::new(Overloaded::new(Reason::QueueFull)));
-                }
-            },
-        };
-        let (tx, rx) = oneshot::channel();
-        let message = Message::new(item, tx, permit);
-        match self.tx.send(message) {
-            Ok(()) => ResponseFuture::waiting(rx),
-            Err(_) => ResponseFuture::failed(self.closed_error()),
-        }
-    }
 }
 
-impl<T, R> Clone for Batch<T, R> {
+impl<T, R, Rj: Clone> Clone for Batch<T, R, Rj> {
     /// A new handle to the same worker; it has not yet reserved a queue slot.
     fn clone(&self) -> Self {
         Self {
@@ -224,11 +274,12 @@ impl<T, R> Clone for Batch<T, R> {
             reject_when_full: self.reject_when_full,
             capacity: self.capacity,
             shared: self.shared.clone(),
+            reject: self.reject.clone(),
         }
     }
 }
 
-impl<T, R> fmt::Debug for Batch<T, R> {
+impl<T, R, Rj> fmt::Debug for Batch<T, R, Rj> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Batch")
             .field("reserved", &self.permit.is_some())
