@@ -286,4 +286,6 @@ async fn identical_concurrent_calls_share_one_inner_call_in_the_generic_face() {
         assert!(answers.into_iter().all(|a| a == Ok(7)));
         assert_eq!(calls.load(Ordering::SeqCst), round);
     }
+    let stats = svc.stats();
+    assert_eq!((stats.calls, stats.joined, stats.in_flight), (3, 189, 0));
 }

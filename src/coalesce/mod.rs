@@ -67,7 +67,7 @@ mod share;
 pub use key::MakeKey;
 #[cfg(feature = "http")]
 pub use key::{HttpKey, HttpRequestKey};
-pub use service::{Coalesce, CoalesceLayer};
+pub use service::{Coalesce, CoalesceLayer, CoalesceStats};
 #[cfg(feature = "http")]
 pub use share::{BufferBody, CoalesceBody, CollectBody, SharedResponse};
 pub use share::{CloneResponse, Collected, Share};

@@ -27,6 +27,24 @@ use super::{
 pub(crate) struct InFlight<K> {
     calls: Mutex<HashMap<K, Entry>>,
     next_id: AtomicU64,
+    joined: AtomicU64,
+    uncoalesced: AtomicU64,
+}
+
+/// Counters of a [`Coalesce`] (shared by every service its layer made), from
+/// [`Coalesce::stats`] or [`CoalesceLayer::stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct CoalesceStats {
+    /// Shared calls started (one per distinct key in flight).
+    pub calls: u64,
+    /// Requests that joined a call in flight instead of calling.
+    pub joined: u64,
+    /// Requests without a key, passed straight through.
+    pub uncoalesced: u64,
+    /// Distinct calls in flight now.
+    pub in_flight: usize,
 }
 
 struct Entry {
@@ -39,6 +57,17 @@ impl<K> InFlight<K> {
         Self {
             calls: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(0),
+            joined: AtomicU64::new(0),
+            uncoalesced: AtomicU64::new(0),
+        }
+    }
+
+    fn stats(&self) -> CoalesceStats {
+        CoalesceStats {
+            calls: self.next_id.load(Ordering::Relaxed),
+            joined: self.joined.load(Ordering::Relaxed),
+            uncoalesced: self.uncoalesced.load(Ordering::Relaxed),
+            in_flight: self.lock().len(),
         }
     }
 
@@ -112,6 +141,11 @@ impl<S, K, Key, M> Coalesce<S, K, Key, M> {
     pub fn in_flight(&self) -> usize {
         self.in_flight.lock().len()
     }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> CoalesceStats {
+        self.in_flight.stats()
+    }
 }
 
 impl<S, K, Key, M, Req> Service<Req> for Coalesce<S, K, Key, M>
@@ -135,10 +169,12 @@ where
         let respond = M::response;
         let unshared = M::unshared;
         let Some(key) = self.key.make_key(&req) else {
+            self.in_flight.uncoalesced.fetch_add(1, Ordering::Relaxed);
             return ResponseFuture::direct(self.inner.call(req), respond, unshared);
         };
 
         if let Some(shared) = self.joinable(&key) {
+            self.in_flight.joined.fetch_add(1, Ordering::Relaxed);
             // Kept to call again if the response turns out not shareable;
             // polled ready only then.
             let recall = (self.inner.clone(), req);
@@ -287,6 +323,11 @@ impl CoalesceLayer<super::HttpKey, super::HttpRequestKey, super::BufferBody> {
 }
 
 impl<K, Key, M> CoalesceLayer<K, Key, M> {
+    /// A snapshot of the counters of every service this layer made.
+    pub fn stats(&self) -> CoalesceStats {
+        self.in_flight.stats()
+    }
+
     /// Keys requests with `key` instead, keeping the sharing strategy; starts
     /// a new table of calls in flight.
     #[must_use]
