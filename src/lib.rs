@@ -18,6 +18,9 @@
 //! | [`retry_after`] | answer overload with 503/429 and an honest, jittered `Retry-After` (gRPC: trailers-only status with `grpc-retry-pushback-ms`); on clients, honour them with a shared cooldown and budgeted retries |
 //! | [`rate`] | GCRA rate limits: refuse callers over quota (429 with the exact wait, bounded keyed state), pace a client under a known quota |
 //! | [`shed`] | shed the least valuable work first under overload: per-priority thresholds or an adaptive admission level, with an observed `Retry-After` |
+//! | [`batch`] | gather single calls into batches for an inner `Service<Vec<T>>`, one result per caller |
+//! | [`coalesce`] | single-flight: identical in-flight requests share one inner call |
+//! | [`aggregate`] | merge commutative updates per key in memory and flush merged maps to the next tier |
 //! | [`http`], [`grpc`] | the refusal responses and body plumbing every HTTP face shares |
 //!
 //! # The overload contract
@@ -89,6 +92,9 @@ mod error;
 mod overloaded;
 mod signal;
 
+pub mod aggregate;
+pub mod batch;
+pub mod coalesce;
 pub mod limit;
 pub mod priority;
 pub mod reject;
@@ -105,6 +111,9 @@ pub mod http;
 pub mod rate;
 pub mod retry_after;
 
+pub use aggregate::{Aggregate, AggregateLayer, Merge};
+pub use batch::{Batch, BatchLayer};
+pub use coalesce::{Coalesce, CoalesceLayer};
 pub use error::{BoxError, ConfigError};
 pub use overloaded::{OverloadSource, Overloaded, Reason, find_overloaded, is_overloaded};
 pub use priority::Priority;

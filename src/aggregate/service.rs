@@ -1,0 +1,395 @@
+use std::{
+    collections::HashMap,
+    fmt,
+    future::{Future, Ready, poll_fn, ready},
+    hash::Hash,
+    pin::Pin,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use tokio::sync::{AcquireError, Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tower_service::Service;
+
+use super::{AggregateConfig, Merge, merge::merge_into};
+use crate::BoxError;
+
+type Acquire = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
+
+/// Merges updates per key in memory and flushes the merged map to an inner
+/// `Service<HashMap<K, V>>`; see the [module docs](super).
+///
+/// A cloneable handle: every clone shares one map and one flushing worker.
+/// It serves `(K, V)` (one update) and `HashMap<K, V>` (many, for example a
+/// lower tier's flush), so aggregates stack.
+pub struct Aggregate<K, V> {
+    shared: Arc<Shared<K, V>>,
+    tx: mpsc::UnboundedSender<Command<K, V>>,
+    slots: Arc<Semaphore>,
+    // Only touched through `&mut self`; see `Batch`.
+    acquire: Mutex<Option<Acquire>>,
+}
+
+struct Shared<K, V> {
+    state: Mutex<State<K, V>>,
+    keys: AtomicUsize,
+    max_keys: usize,
+    stats: Counters,
+    done: Notify,
+}
+
+struct State<K, V> {
+    map: HashMap<K, V>,
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Counters {
+    updates: AtomicU64,
+    flushes: AtomicU64,
+    keys_flushed: AtomicU64,
+    failed_flushes: AtomicU64,
+    shut_down: AtomicBool,
+}
+
+enum Command<K, V> {
+    /// A map that reached the key bound; the permit is a flush slot.
+    Flush(HashMap<K, V>, OwnedSemaphorePermit),
+    /// The final map; answer when everything before it has been flushed.
+    Shutdown(HashMap<K, V>, oneshot::Sender<()>),
+}
+
+/// Counters of an [`Aggregate`], from [`Aggregate::stats`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct AggregateStats {
+    /// Updates accepted (a map counts one per entry).
+    pub updates: u64,
+    /// Calls of the inner service, successful or not.
+    pub flushes: u64,
+    /// Keys sent to the inner service, summed over flushes.
+    pub keys_flushed: u64,
+    /// Flushes the inner service failed; their updates are lost (wrap the
+    /// inner service in a retry layer to avoid that).
+    pub failed_flushes: u64,
+    /// Keys merged in memory, waiting for the next flush.
+    pub pending_keys: usize,
+}
+
+/// The aggregate was shut down; the update was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Closed(());
+
+impl fmt::Display for Closed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("aggregate shut down")
+    }
+}
+
+impl std::error::Error for Closed {}
+
+impl<K, V> Aggregate<K, V>
+where
+    K: Hash + Eq + Send + 'static,
+    V: Merge + Send + 'static,
+{
+    /// Starts an aggregate flushing into `inner`, spawning its worker on the
+    /// current tokio runtime.
+    ///
+    /// # Panics
+    ///
+    /// When called outside a tokio runtime.
+    pub fn new<S>(inner: S, config: AggregateConfig) -> Self
+    where
+        S: Service<HashMap<K, V>> + Send + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send,
+    {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                map: HashMap::new(),
+                closed: false,
+            }),
+            keys: AtomicUsize::new(0),
+            max_keys: config.max_keys,
+            stats: Counters::default(),
+            done: Notify::new(),
+        });
+        tokio::spawn(run(inner, shared.clone(), rx, config.interval));
+        Self {
+            shared,
+            tx,
+            slots: Arc::new(Semaphore::new(config.max_pending_flushes)),
+            acquire: Mutex::new(None),
+        }
+    }
+
+    /// Flushes everything merged so far (after any flush already queued),
+    /// refuses later updates with [`Closed`], and resolves once the inner
+    /// service has answered the last flush. Every clone sees the shutdown.
+    ///
+    /// After it resolves, every accepted update has been sent to the inner
+    /// service exactly once.
+    pub fn shutdown(&self) -> impl Future<Output = ()> + Send + 'static {
+        let (done_tx, done_rx) = oneshot::channel();
+        let sent = {
+            let mut state = lock(&self.shared.state);
+            if state.closed {
+                false
+            } else {
+                state.closed = true;
+                let map = std::mem::take(&mut state.map);
+                self.shared.keys.store(0, Ordering::Relaxed);
+                self.tx.send(Command::Shutdown(map, done_tx)).is_ok()
+            }
+        };
+        let shared = self.shared.clone();
+        async move {
+            if sent {
+                let _ = done_rx.await;
+            } else {
+                // Shut down before: wait for the final flush.
+                loop {
+                    let notified = shared.done.notified();
+                    if shared.stats.shut_down.load(Ordering::Acquire) {
+                        break;
+                    }
+                    notified.await;
+                }
+            }
+        }
+    }
+}
+
+impl<K, V> Aggregate<K, V>
+where
+    K: Hash + Eq,
+    V: Merge,
+{
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> AggregateStats {
+        let c = &self.shared.stats;
+        AggregateStats {
+            updates: c.updates.load(Ordering::Relaxed),
+            flushes: c.flushes.load(Ordering::Relaxed),
+            keys_flushed: c.keys_flushed.load(Ordering::Relaxed),
+            failed_flushes: c.failed_flushes.load(Ordering::Relaxed),
+            pending_keys: self.shared.keys.load(Ordering::Relaxed),
+        }
+    }
+
+    fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // Below the key bound there is always room: updates to existing keys
+        // merge, and new keys are what the bound counts.
+        if self.shared.keys.load(Ordering::Relaxed) < self.shared.max_keys {
+            return Poll::Ready(Ok(()));
+        }
+        // At the bound with every flush slot busy: wait for a slot, then hand
+        // the full map to the worker.
+        let acquire = self
+            .acquire
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let fut = acquire.get_or_insert_with(|| Box::pin(self.slots.clone().acquire_owned()));
+        let permit = match fut.as_mut().poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(permit) => {
+                *acquire = None;
+                match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return Poll::Ready(Err(Box::new(Closed(())))),
+                }
+            }
+        };
+        self.hand_off(permit);
+        Poll::Ready(Ok(()))
+    }
+
+    /// Sends the current map to the worker if it is (still) at the bound.
+    fn hand_off(&self, permit: OwnedSemaphorePermit) {
+        let mut state = lock(&self.shared.state);
+        if state.map.len() >= self.shared.max_keys && !state.closed {
+            let map = std::mem::take(&mut state.map);
+            self.shared.keys.store(0, Ordering::Relaxed);
+            // The worker only stops after `shutdown` or when every handle is
+            // gone, so this send cannot fail while `closed` is false.
+            let _ = self.tx.send(Command::Flush(map, permit));
+        }
+    }
+
+    fn merge_all(&self, updates: impl IntoIterator<Item = (K, V)>) -> Result<(), BoxError> {
+        let mut state = lock(&self.shared.state);
+        if state.closed {
+            return Err(Box::new(Closed(())));
+        }
+        let mut n = 0;
+        for (k, v) in updates {
+            merge_into(&mut state.map, k, v);
+            n += 1;
+        }
+        let keys = state.map.len();
+        self.shared.keys.store(keys, Ordering::Relaxed);
+        self.shared.stats.updates.fetch_add(n, Ordering::Relaxed);
+        if keys >= self.shared.max_keys {
+            // Flush now if a slot is free; otherwise the next `poll_ready`
+            // waits for one.
+            if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+                let map = std::mem::take(&mut state.map);
+                self.shared.keys.store(0, Ordering::Relaxed);
+                let _ = self.tx.send(Command::Flush(map, permit));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Merging cannot leave the map half-updated in a way that matters more
+    // than losing the aggregate; keep serving after a panic elsewhere.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl<K, V> Service<(K, V)> for Aggregate<K, V>
+where
+    K: Hash + Eq,
+    V: Merge,
+{
+    type Response = ();
+    type Error = BoxError;
+    type Future = Ready<Result<(), BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.poll_room(cx)
+    }
+
+    fn call(&mut self, (k, v): (K, V)) -> Self::Future {
+        ready(self.merge_all([(k, v)]))
+    }
+}
+
+impl<K, V> Service<HashMap<K, V>> for Aggregate<K, V>
+where
+    K: Hash + Eq,
+    V: Merge,
+{
+    type Response = ();
+    type Error = BoxError;
+    type Future = Ready<Result<(), BoxError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.poll_room(cx)
+    }
+
+    fn call(&mut self, updates: HashMap<K, V>) -> Self::Future {
+        ready(self.merge_all(updates))
+    }
+}
+
+impl<K, V> Clone for Aggregate<K, V> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+            tx: self.tx.clone(),
+            slots: self.slots.clone(),
+            acquire: Mutex::new(None),
+        }
+    }
+}
+
+impl<K, V> fmt::Debug for Aggregate<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Aggregate")
+            .field("pending_keys", &self.shared.keys.load(Ordering::Relaxed))
+            .field("max_keys", &self.shared.max_keys)
+            .finish()
+    }
+}
+
+enum Event<K, V> {
+    Tick,
+    Command(Option<Command<K, V>>),
+}
+
+async fn run<S, K, V>(
+    mut inner: S,
+    shared: Arc<Shared<K, V>>,
+    mut rx: mpsc::UnboundedReceiver<Command<K, V>>,
+    interval: Duration,
+) where
+    S: Service<HashMap<K, V>>,
+    S::Error: Into<BoxError>,
+{
+    let start = tokio::time::Instant::now() + interval;
+    let mut ticker = tokio::time::interval_at(start, interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let event = poll_fn(|cx| {
+            if let Poll::Ready(cmd) = rx.poll_recv(cx) {
+                return Poll::Ready(Event::Command(cmd));
+            }
+            if ticker.poll_tick(cx).is_ready() {
+                return Poll::Ready(Event::Tick);
+            }
+            Poll::Pending
+        })
+        .await;
+        match event {
+            Event::Tick => {
+                let map = {
+                    let mut state = lock(&shared.state);
+                    shared.keys.store(0, Ordering::Relaxed);
+                    std::mem::take(&mut state.map)
+                };
+                flush(&mut inner, &shared, map).await;
+            }
+            Event::Command(Some(Command::Flush(map, _slot))) => {
+                flush(&mut inner, &shared, map).await;
+            }
+            Event::Command(Some(Command::Shutdown(map, done))) => {
+                flush(&mut inner, &shared, map).await;
+                shared.stats.shut_down.store(true, Ordering::Release);
+                shared.done.notify_waiters();
+                let _ = done.send(());
+                return;
+            }
+            Event::Command(None) => {
+                // Every handle is gone: flush what is left and stop.
+                let map = std::mem::take(&mut lock(&shared.state).map);
+                flush(&mut inner, &shared, map).await;
+                shared.stats.shut_down.store(true, Ordering::Release);
+                shared.done.notify_waiters();
+                return;
+            }
+        }
+    }
+}
+
+async fn flush<S, K, V>(inner: &mut S, shared: &Shared<K, V>, map: HashMap<K, V>)
+where
+    S: Service<HashMap<K, V>>,
+    S::Error: Into<BoxError>,
+{
+    if map.is_empty() {
+        return;
+    }
+    let keys = map.len() as u64;
+    shared.stats.flushes.fetch_add(1, Ordering::Relaxed);
+    shared.stats.keys_flushed.fetch_add(keys, Ordering::Relaxed);
+    let ready: Result<(), BoxError> = poll_fn(|cx| inner.poll_ready(cx)).await.map_err(Into::into);
+    let result: Result<(), BoxError> = match ready {
+        Ok(()) => inner.call(map).await.map(drop).map_err(Into::into),
+        Err(err) => Err(err),
+    };
+    if let Err(err) = result {
+        shared.stats.failed_flushes.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "tracing")]
+        tracing::warn!(error = %err, keys, "aggregate flush failed; its updates are lost");
+        drop(err);
+    }
+}

@@ -1,0 +1,422 @@
+//! The worker: gathers queued items into batches, calls the inner service and
+//! hands each result to its caller.
+//!
+//! State machine, re-run on every wake-up:
+//!
+//! 1. collect finished batches (their callers are already answered);
+//! 2. pull queued items while the batch being gathered is not full;
+//! 3. if the batch is due (full, `max_wait` elapsed, the queue closed, or, for
+//!    the opportunistic policy, nothing in flight) and fewer than
+//!    `max_in_flight` batches are in the inner service, wait for the inner
+//!    service to be ready and send it;
+//! 4. otherwise arm the `max_wait` timer and sleep.
+//!
+//! Items stay in the queue (and hold their queue slot) while the batch is full
+//! and cannot be sent, so the queue bound is real backpressure.
+
+use std::{
+    fmt,
+    future::Future,
+    mem,
+    panic::{AssertUnwindSafe, catch_unwind},
+    pin::Pin,
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use futures_util::{FutureExt, StreamExt, future::CatchUnwind, stream::FuturesUnordered};
+use pin_project_lite::pin_project;
+use tokio::{
+    sync::{OwnedSemaphorePermit, mpsc, oneshot},
+    time::{Instant, Sleep},
+};
+use tower_service::Service;
+
+use super::{
+    BatchConfig, Flush,
+    config::Weigher,
+    error::{BatchFailed, LengthMismatch, Panicked},
+};
+use crate::BoxError;
+
+#[cfg(feature = "tracing")]
+type CallerSpan = tracing::Span;
+#[cfg(not(feature = "tracing"))]
+type CallerSpan = ();
+
+#[cfg(feature = "tracing")]
+fn current_span() -> CallerSpan {
+    tracing::Span::current()
+}
+#[cfg(not(feature = "tracing"))]
+fn current_span() -> CallerSpan {}
+
+type Answer<R> = oneshot::Sender<Result<R, BoxError>>;
+
+/// State shared by the handles and the worker.
+#[derive(Debug, Default)]
+pub(crate) struct Shared {
+    /// Set once, when the inner service fails `poll_ready`.
+    pub(crate) failure: OnceLock<BatchFailed>,
+    pub(crate) batches: AtomicU64,
+    pub(crate) items: AtomicU64,
+    pub(crate) failed_batches: AtomicU64,
+    pub(crate) rejected: AtomicU64,
+}
+
+/// One queued item and the way back to its caller.
+pub(crate) struct Message<T, R> {
+    item: T,
+    tx: Answer<R>,
+    span: CallerSpan,
+    // Released when the item leaves the queue for a batch.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl<T, R> Message<T, R> {
+    pub(crate) fn new(item: T, tx: Answer<R>, permit: OwnedSemaphorePermit) -> Self {
+        Self {
+            item,
+            tx,
+            span: current_span(),
+            _permit: permit,
+        }
+    }
+}
+
+/// The batcher's worker: a future that runs until every handle is dropped
+/// and every queued item has been answered. [`Batch::new`](super::Batch::new)
+/// spawns it; [`Batch::pair`](super::Batch::pair) hands it to the caller.
+///
+/// Dropping it early answers every pending caller with
+/// [`Closed`](super::error::Closed).
+pub struct Worker<S, T, R>
+where
+    S: Service<Vec<T>>,
+{
+    inner: Option<S>,
+    rx: mpsc::UnboundedReceiver<Message<T, R>>,
+    rx_done: bool,
+    max_items: usize,
+    max_wait: Duration,
+    flush: Flush,
+    weight: Option<(u64, Weigher<T>)>,
+    max_in_flight: usize,
+    // The batch being gathered.
+    items: Vec<T>,
+    answers: Vec<Answer<R>>,
+    spans: Vec<CallerSpan>,
+    weight_sum: u64,
+    // An item that did not fit the current batch's weight; it opens the next.
+    carry: Option<Message<T, R>>,
+    sleep: Pin<Box<Sleep>>,
+    armed: bool,
+    expired: bool,
+    in_flight: FuturesUnordered<BatchCall<S::Future, R>>,
+    shared: Arc<Shared>,
+}
+
+impl<S, T, R> fmt::Debug for Worker<S, T, R>
+where
+    S: Service<Vec<T>>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Worker")
+            .field("gathering", &self.items.len())
+            .field("in_flight", &self.in_flight.len())
+            .field("closed", &self.rx_done)
+            .finish()
+    }
+}
+
+impl<S, T, R, E> Worker<S, T, R>
+where
+    S: Service<Vec<T>, Response = Vec<Result<R, E>>>,
+    S::Error: Into<BoxError>,
+    E: Into<BoxError>,
+{
+    pub(crate) fn new(
+        inner: S,
+        config: BatchConfig<T>,
+        rx: mpsc::UnboundedReceiver<Message<T, R>>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let reserve = config.max_items.min(1024);
+        Self {
+            inner: Some(inner),
+            rx,
+            rx_done: false,
+            max_items: config.max_items,
+            max_wait: config.max_wait,
+            flush: config.flush,
+            weight: config.weight,
+            max_in_flight: config.max_in_flight,
+            items: Vec::with_capacity(reserve),
+            answers: Vec::with_capacity(reserve),
+            spans: Vec::new(),
+            weight_sum: 0,
+            carry: None,
+            sleep: Box::pin(tokio::time::sleep_until(Instant::now())),
+            armed: false,
+            expired: false,
+            in_flight: FuturesUnordered::new(),
+            shared,
+        }
+    }
+}
+
+impl<S, T, R, E> Worker<S, T, R>
+where
+    S: Service<Vec<T>, Response = Vec<Result<R, E>>>,
+    S::Error: Into<BoxError>,
+    E: Into<BoxError>,
+{
+    fn is_full(&self) -> bool {
+        self.items.len() >= self.max_items
+            || self.carry.is_some()
+            || matches!(&self.weight, Some((max, _)) if self.weight_sum >= *max)
+    }
+
+    fn accept(&mut self, msg: Message<T, R>) {
+        // A caller that gave up before its item was sent is skipped.
+        if msg.tx.is_closed() {
+            return;
+        }
+        let mut w = 0;
+        if let Some((max, weigh)) = &self.weight {
+            w = weigh(&msg.item);
+            if !self.items.is_empty() && self.weight_sum.saturating_add(w) > *max {
+                self.carry = Some(msg);
+                return;
+            }
+        }
+        if self.items.is_empty() {
+            self.armed = false;
+            self.expired = false;
+        }
+        self.weight_sum = self.weight_sum.saturating_add(w);
+        let Message { item, tx, span, .. } = msg;
+        self.items.push(item);
+        self.answers.push(tx);
+        #[cfg(feature = "tracing")]
+        self.spans.push(span);
+        #[cfg(not(feature = "tracing"))]
+        let () = span;
+    }
+
+    fn is_due(&self) -> bool {
+        self.is_full()
+            || self.rx_done
+            || self.expired
+            || self.max_wait.is_zero()
+            || (self.flush == Flush::Opportunistic && self.in_flight.is_empty())
+    }
+
+    fn dispatch(&mut self) {
+        let reserve = self.max_items.min(1024);
+        let items = mem::replace(&mut self.items, Vec::with_capacity(reserve));
+        let answers = mem::replace(&mut self.answers, Vec::with_capacity(reserve));
+        #[cfg(feature = "tracing")]
+        let span = {
+            let span = tracing::debug_span!("batch", items = items.len());
+            for caller in self.spans.drain(..) {
+                span.follows_from(&caller);
+            }
+            span
+        };
+        #[cfg(not(feature = "tracing"))]
+        let span = ();
+        let inner = self
+            .inner
+            .as_mut()
+            .expect("dispatch only with a live inner service");
+        let call = catch_unwind(AssertUnwindSafe(|| {
+            #[cfg(feature = "tracing")]
+            let _entered = span.enter();
+            inner.call(items)
+        }));
+        match call {
+            Ok(fut) => self.in_flight.push(BatchCall {
+                fut: AssertUnwindSafe(fut).catch_unwind(),
+                answers,
+                span,
+                shared: self.shared.clone(),
+            }),
+            Err(_) => {
+                self.shared.failed_batches.fetch_add(1, Ordering::Relaxed);
+                answer_all(answers, || Box::new(Panicked::new()))
+            }
+        }
+        self.weight_sum = 0;
+        self.armed = false;
+        self.expired = false;
+        if let Some(msg) = self.carry.take() {
+            self.accept(msg);
+        }
+    }
+
+    /// The inner service failed in `poll_ready`: it cannot take more batches.
+    /// Answer everything queued or gathered, refuse new items, and finish
+    /// once the batches already in flight have been answered.
+    fn fail(&mut self, err: BoxError) {
+        #[cfg(feature = "tracing")]
+        tracing::warn!(error = %err, "batch inner service failed; batcher closed");
+        let failed = BatchFailed::new(err);
+        let _ = self.shared.failure.set(failed.clone());
+        self.inner = None;
+        self.rx.close();
+        self.rx_done = true;
+        self.items.clear();
+        self.spans.clear();
+        let answers = mem::take(&mut self.answers);
+        answer_all(answers, || Box::new(failed.clone()));
+        if let Some(msg) = self.carry.take() {
+            let _ = msg.tx.send(Err(Box::new(failed.clone())));
+        }
+        while let Ok(msg) = self.rx.try_recv() {
+            let _ = msg.tx.send(Err(Box::new(failed.clone())));
+        }
+    }
+
+    fn run(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            // 1. Finished batches.
+            while let Poll::Ready(Some(())) = self.in_flight.poll_next_unpin(cx) {}
+
+            // 2. Gather.
+            while !self.rx_done && !self.is_full() {
+                match self.rx.poll_recv(cx) {
+                    Poll::Ready(Some(msg)) => self.accept(msg),
+                    Poll::Ready(None) => self.rx_done = true,
+                    Poll::Pending => break,
+                }
+            }
+
+            if self.items.is_empty() {
+                if self.rx_done && self.in_flight.is_empty() {
+                    return Poll::Ready(());
+                }
+                return Poll::Pending;
+            }
+
+            // 3. Send when due and there is room in flight.
+            if self.is_due() {
+                if self.in_flight.len() < self.max_in_flight {
+                    let inner = self
+                        .inner
+                        .as_mut()
+                        .expect("items imply a live inner service");
+                    match catch_unwind(AssertUnwindSafe(|| inner.poll_ready(cx))) {
+                        Ok(Poll::Ready(Ok(()))) => {
+                            self.dispatch();
+                            continue;
+                        }
+                        Ok(Poll::Ready(Err(err))) => {
+                            self.fail(err.into());
+                            continue;
+                        }
+                        Err(_) => {
+                            self.fail(Box::new(Panicked::new()));
+                            continue;
+                        }
+                        Ok(Poll::Pending) => {}
+                    }
+                }
+                // Woken by the inner service or by a finished batch.
+                return Poll::Pending;
+            }
+
+            // 4. Not due yet: wait for more items, a finished batch, or max_wait.
+            if !self.armed {
+                self.sleep.as_mut().reset(Instant::now() + self.max_wait);
+                self.armed = true;
+            }
+            match self.sleep.as_mut().poll(cx) {
+                Poll::Ready(()) => self.expired = true,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl<S, T, R, E> Future for Worker<S, T, R>
+where
+    S: Service<Vec<T>, Response = Vec<Result<R, E>>>,
+    S::Error: Into<BoxError>,
+    E: Into<BoxError>,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.get_mut().run(cx)
+    }
+}
+
+// No field is structurally pinned: the inner service is only used through
+// `&mut`, its futures live in (`Unpin`) `FuturesUnordered`, the timer is boxed.
+impl<S, T, R> Unpin for Worker<S, T, R> where S: Service<Vec<T>> {}
+
+fn answer_all<R>(answers: Vec<Answer<R>>, err: impl Fn() -> BoxError) {
+    for tx in answers {
+        let _ = tx.send(Err(err()));
+    }
+}
+
+pin_project! {
+    /// One batch in the inner service; answers its callers when it resolves.
+    struct BatchCall<F, R> {
+        #[pin]
+        fut: CatchUnwind<AssertUnwindSafe<F>>,
+        answers: Vec<Answer<R>>,
+        span: CallerSpan,
+        shared: Arc<Shared>,
+    }
+}
+
+impl<F, R, E, SE> Future for BatchCall<F, R>
+where
+    F: Future<Output = Result<Vec<Result<R, E>>, SE>>,
+    SE: Into<BoxError>,
+    E: Into<BoxError>,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        #[cfg(feature = "tracing")]
+        let _entered = this.span.enter();
+        #[cfg(not(feature = "tracing"))]
+        let () = *this.span;
+        let outcome = match this.fut.poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(outcome) => outcome,
+        };
+        let answers = mem::take(this.answers);
+        if !matches!(&outcome, Ok(Ok(results)) if results.len() == answers.len()) {
+            this.shared.failed_batches.fetch_add(1, Ordering::Relaxed);
+        }
+        match outcome {
+            Ok(Ok(results)) if results.len() == answers.len() => {
+                for (tx, result) in answers.into_iter().zip(results) {
+                    let _ = tx.send(result.map_err(Into::into));
+                }
+            }
+            Ok(Ok(results)) => {
+                let mismatch = LengthMismatch::new(answers.len(), results.len());
+                #[cfg(feature = "tracing")]
+                tracing::warn!(%mismatch, "batch answered with the wrong number of results");
+                answer_all(answers, || Box::new(mismatch));
+            }
+            Ok(Err(err)) => {
+                let failed = BatchFailed::new(err.into());
+                answer_all(answers, || Box::new(failed.clone()));
+            }
+            Err(_panic) => answer_all(answers, || Box::new(Panicked::new())),
+        }
+        Poll::Ready(())
+    }
+}

@@ -1,0 +1,163 @@
+use std::hash::Hash;
+
+/// Picks the key under which identical requests share one call; `None` means
+/// "never share this request".
+///
+/// Closures `Fn(&Req) -> Option<K>` implement it.
+pub trait MakeKey<Req> {
+    /// The key: two requests with equal keys get the same answer.
+    type Key: Hash + Eq + Clone + Send + Sync + 'static;
+
+    /// The key of `req`, or `None` to send it on its own.
+    fn make_key(&self, req: &Req) -> Option<Self::Key>;
+}
+
+impl<F, Req, K> MakeKey<Req> for F
+where
+    F: Fn(&Req) -> Option<K>,
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+{
+    type Key = K;
+
+    fn make_key(&self, req: &Req) -> Option<K> {
+        self(req)
+    }
+}
+
+#[cfg(feature = "http")]
+pub use self::http_key::{HttpKey, HttpRequestKey};
+
+#[cfg(feature = "http")]
+mod http_key {
+    use http::{HeaderValue, Method, Request, Uri, header};
+
+    use super::MakeKey;
+
+    /// The default key of the HTTP face: shares `GET` and `HEAD` requests with
+    /// the same method, URI, `Host`, `Authorization` and `Cookie`.
+    ///
+    /// The credentials are part of the key so that one user never receives a
+    /// response made for another; `Host` is, because a server sees only the
+    /// path in the URI and may serve several hosts. Other methods are never
+    /// shared: they may change state.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct HttpKey;
+
+    /// The key [`HttpKey`] builds.
+    #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+    pub struct HttpRequestKey {
+        method: Method,
+        uri: Uri,
+        host: Option<HeaderValue>,
+        authorization: Option<HeaderValue>,
+        cookie: Option<HeaderValue>,
+    }
+
+    impl<B> MakeKey<Request<B>> for HttpKey {
+        type Key = HttpRequestKey;
+
+        fn make_key(&self, req: &Request<B>) -> Option<HttpRequestKey> {
+            let method = req.method();
+            if method != Method::GET && method != Method::HEAD {
+                return None;
+            }
+            let headers = req.headers();
+            // A header sent twice cannot be keyed by its first value alone.
+            let single = |name: header::HeaderName| -> Result<Option<HeaderValue>, ()> {
+                let mut values = headers.get_all(name).iter();
+                match (values.next(), values.next()) {
+                    (v, None) => Ok(v.cloned()),
+                    (Some(_), Some(_)) | (None, Some(_)) => Err(()),
+                }
+            };
+            Some(HttpRequestKey {
+                method: method.clone(),
+                uri: req.uri().clone(),
+                host: single(header::HOST).ok()?,
+                authorization: single(header::AUTHORIZATION).ok()?,
+                cookie: cookies(headers)?,
+            })
+        }
+    }
+
+    /// All `Cookie` fields as one value: HTTP/2 clients may send each cookie
+    /// in its own field, to be read joined with `"; "` (RFC 9113, 8.2.3).
+    fn cookies(headers: &http::HeaderMap) -> Option<Option<HeaderValue>> {
+        let mut values = headers.get_all(header::COOKIE).iter();
+        let Some(first) = values.next() else {
+            return Some(None);
+        };
+        let Some(second) = values.next() else {
+            return Some(Some(first.clone()));
+        };
+        let mut joined = first.as_bytes().to_vec();
+        for v in std::iter::once(second).chain(values) {
+            joined.extend_from_slice(b"; ");
+            joined.extend_from_slice(v.as_bytes());
+        }
+        HeaderValue::from_bytes(&joined).ok().map(Some)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn key(req: Request<()>) -> Option<HttpRequestKey> {
+            HttpKey.make_key(&req)
+        }
+
+        #[test]
+        fn keys_get_and_head_by_target_and_credentials() {
+            let get = |auth: Option<&str>| {
+                let mut b = Request::get("/items?page=1");
+                if let Some(a) = auth {
+                    b = b.header(header::AUTHORIZATION, a);
+                }
+                b.body(()).unwrap()
+            };
+            assert_eq!(key(get(Some("Bearer a"))), key(get(Some("Bearer a"))));
+            assert_ne!(key(get(Some("Bearer a"))), key(get(Some("Bearer b"))));
+            assert_ne!(key(get(Some("Bearer a"))), key(get(None)));
+            let head = Request::head("/items?page=1").body(()).unwrap();
+            assert!(key(head).is_some());
+            assert_ne!(
+                key(Request::get("/a").body(()).unwrap()),
+                key(Request::get("/b").body(()).unwrap())
+            );
+            assert_ne!(
+                key(Request::get("/a").header("host", "x").body(()).unwrap()),
+                key(Request::get("/a").header("host", "y").body(()).unwrap())
+            );
+            let cookie = |c| Request::get("/a").header("cookie", c).body(()).unwrap();
+            assert_ne!(key(cookie("s=1")), key(cookie("s=2")));
+        }
+
+        #[test]
+        fn never_keys_other_methods_or_repeated_authorization() {
+            assert!(key(Request::post("/a").body(()).unwrap()).is_none());
+            assert!(key(Request::delete("/a").body(()).unwrap()).is_none());
+            let twice = Request::get("/a")
+                .header("authorization", "Bearer a")
+                .header("authorization", "Bearer b")
+                .body(())
+                .unwrap();
+            assert!(key(twice).is_none());
+        }
+
+        #[test]
+        fn split_cookie_fields_key_like_one() {
+            let split = Request::get("/a")
+                .header("cookie", "a=1")
+                .header("cookie", "b=2")
+                .body(())
+                .unwrap();
+            let joined = Request::get("/a")
+                .header("cookie", "a=1; b=2")
+                .body(())
+                .unwrap();
+            let other = Request::get("/a").header("cookie", "a=1").body(()).unwrap();
+            assert_eq!(key(split.clone()), key(joined));
+            assert_ne!(key(split), key(other));
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! Single-flight: identical requests in flight at the same time share one
+//! call to the inner service.
+//!
+//! When a thousand clients ask for the same hot page at once, the backend
+//! needs to render it once. [`Coalesce`] keys each request; the first request
+//! with a key calls the inner service, and every request with the same key
+//! that arrives before that call completes waits for it and receives a copy
+//! of its response. When the call completes, the key is forgotten: there is
+//! no caching, and the next request calls again.
+//!
+//! - The shared call keeps running while any waiter remains, even if the
+//!   caller that started it leaves; it stops when every waiter has gone.
+//! - Its error reaches every waiter (the inner error type must be `Clone`);
+//!   a panic reaches every waiter as a panic (the first waiter to see it
+//!   resumes the original payload), as it would have without coalescing.
+//!
+//! # Two faces
+//!
+//! - [`CoalesceLayer::new`] takes a key function (a [`MakeKey`], such as a
+//!   closure `Fn(&Req) -> Option<Key>`; `None` means "never share") and shares
+//!   responses that are `Clone` ([`CloneResponse`]).
+//! - [`CoalesceLayer::http`] keys `GET` and `HEAD` requests by method, URI,
+//!   `Host`, `Authorization` and `Cookie` ([`HttpKey`]) — so one user never
+//!   receives a response made for another — and shares responses by reading
+//!   their bodies into memory up to a cap ([`BufferBody`], 1 MiB by default).
+//!   A larger body goes to the caller that made the call, and the other
+//!   waiters make their own calls. Other methods pass straight through.
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use tower_spillway::coalesce::CoalesceLayer;
+//!
+//! let app: Router = Router::new()
+//!     .route("/report", get(|| async { "expensive" }))
+//!     .layer(CoalesceLayer::http().max_body(256 * 1024));
+//! ```
+//!
+//! The generic face, keyed by a closure:
+//!
+//! ```
+//! use tower::{ServiceBuilder, ServiceExt, service_fn};
+//! use tower_spillway::coalesce::CoalesceLayer;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let lookup = ServiceBuilder::new()
+//!     .layer(CoalesceLayer::new(|user: &u64| Some(*user)))
+//!     .service_fn(|user: u64| async move { Ok::<_, std::convert::Infallible>(format!("user {user}")) });
+//! assert_eq!(lookup.oneshot(7).await.unwrap(), "user 7");
+//! # }
+//! ```
+//!
+//! # Differences from Go's `singleflight` and tower
+//!
+//! tower has no single-flight layer. Go's `singleflight.Group.Do` shares a
+//! value and an error; so does the generic face here. The HTTP face shares
+//! responses whose bodies are streams, which single-flight crates that
+//! require `Clone` responses cannot, and puts the caller's credentials in the
+//! default key. Like `singleflight` (and unlike a cache), nothing outlives
+//! the call.
+
+pub mod future;
+mod key;
+mod service;
+mod share;
+
+pub use key::MakeKey;
+#[cfg(feature = "http")]
+pub use key::{HttpKey, HttpRequestKey};
+pub use service::{Coalesce, CoalesceLayer, CoalesceStats};
+#[cfg(feature = "http")]
+pub use share::{BufferBody, CoalesceBody, CollectBody, SharedResponse};
+pub use share::{CloneResponse, Collected, Share};

@@ -1,0 +1,291 @@
+//! `Coalesce`: the HTTP face over a real axum server and hyper client, and the
+//! generic face's sharing of errors, panics and abandoned calls.
+
+use std::{
+    convert::Infallible,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{Router, extract::State, http::HeaderMap, routing::get};
+use bytes::Bytes;
+use futures_util::future::join_all;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+use tower_spillway::coalesce::CoalesceLayer;
+
+type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+
+async fn slow_page(State(calls): State<Arc<AtomicUsize>>, headers: HeaderMap) -> String {
+    let n = calls.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let user = headers
+        .get("authorization")
+        .map_or("anonymous", |v| v.to_str().unwrap_or("?"))
+        .to_string();
+    format!("page for {user}, render #{n}")
+}
+
+async fn big_page(State(calls): State<Arc<AtomicUsize>>) -> String {
+    calls.fetch_add(1, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    "x".repeat(4096)
+}
+
+/// Serves the app on 127.0.0.1:0 with `CoalesceLayer::http()` in front of
+/// every route, and returns its address and the handlers' call counter.
+async fn serve(max_body: usize) -> (String, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let app = Router::new()
+        .route("/page", get(slow_page).post(slow_page))
+        .route("/big", get(big_page))
+        .with_state(calls.clone())
+        .layer(CoalesceLayer::http().max_body(max_body));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), calls)
+}
+
+fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+async fn fetch(
+    client: &HttpClient,
+    method: Method,
+    url: &str,
+    auth: Option<&str>,
+) -> (StatusCode, String) {
+    let mut req = Request::builder().method(method).uri(url);
+    if let Some(auth) = auth {
+        req = req.header("authorization", auth);
+    }
+    let res = client
+        .request(req.body(Empty::new()).unwrap())
+        .await
+        .unwrap();
+    let status = res.status();
+    let body = res.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+#[tokio::test]
+async fn identical_concurrent_requests_make_one_inner_call() {
+    let (base, calls) = serve(1 << 20).await;
+    let client = client();
+    let url = format!("{base}/page");
+    let answers = join_all((0..64).map(|_| fetch(&client, Method::GET, &url, None))).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    for (status, body) in answers {
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body, "page for anonymous, render #0");
+    }
+
+    // The key is forgotten once the call completes: no caching.
+    let (_, body) = fetch(&client, Method::GET, &url, None).await;
+    assert_eq!(body, "page for anonymous, render #1");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn different_credentials_make_separate_calls() {
+    let (base, calls) = serve(1 << 20).await;
+    let client = client();
+    let url = format!("{base}/page");
+    let users = ["Bearer alice", "Bearer bob"];
+    let answers =
+        join_all((0..20).map(|i| fetch(&client, Method::GET, &url, Some(users[i % 2])))).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    for (i, (_, body)) in answers.into_iter().enumerate() {
+        assert!(
+            body.starts_with(&format!("page for {},", users[i % 2])),
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn other_methods_are_never_shared() {
+    let (base, calls) = serve(1 << 20).await;
+    let client = client();
+    let url = format!("{base}/page");
+    let answers = join_all((0..5).map(|_| fetch(&client, Method::POST, &url, None))).await;
+    assert!(answers.iter().all(|(s, _)| *s == StatusCode::OK));
+    assert_eq!(calls.load(Ordering::SeqCst), 5);
+}
+
+#[tokio::test]
+async fn bodies_over_the_cap_are_not_shared_but_complete() {
+    let (base, calls) = serve(1024).await;
+    let client = client();
+    let url = format!("{base}/big");
+    let answers = join_all((0..6).map(|_| fetch(&client, Method::GET, &url, None))).await;
+    for (status, body) in answers {
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body.len(), 4096, "every caller gets the whole body");
+    }
+    // The first call's response went to its caller; the five others called again.
+    assert_eq!(calls.load(Ordering::SeqCst), 6);
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Failed(&'static str);
+
+#[tokio::test(start_paused = true)]
+async fn errors_reach_every_waiter() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = {
+        let calls = calls.clone();
+        ServiceBuilder::new()
+            .layer(CoalesceLayer::new(|k: &u32| Some(*k)))
+            .service(service_fn(move |_k: u32| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    Err::<String, _>(Failed("backend down"))
+                }
+            }))
+    };
+    let answers = join_all((0..10).map(|_| svc.clone().oneshot(1))).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert!(answers.iter().all(|a| *a == Err(Failed("backend down"))));
+}
+
+#[tokio::test(start_paused = true)]
+async fn panics_reach_every_waiter() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = {
+        let calls = calls.clone();
+        ServiceBuilder::new()
+            .layer(CoalesceLayer::new(|k: &u32| Some(*k)))
+            .service(service_fn(move |_k: u32| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    panic!("render failed");
+                    #[allow(unreachable_code)]
+                    Ok::<String, Infallible>(String::new())
+                }
+            }))
+    };
+    let waiters: Vec<_> = (0..5)
+        .map(|_| tokio::spawn(svc.clone().oneshot(1)))
+        .collect();
+    for waiter in waiters {
+        let err = waiter.await.unwrap_err();
+        assert!(err.is_panic());
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // Nothing is left behind: the next call runs afresh.
+    let mut svc = svc;
+    assert_eq!(svc.ready().await.unwrap().in_flight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_shared_call_outlives_its_first_caller_but_not_its_last() {
+    let started = Arc::new(AtomicUsize::new(0));
+    let finished = Arc::new(AtomicUsize::new(0));
+    let svc = {
+        let (started, finished) = (started.clone(), finished.clone());
+        ServiceBuilder::new()
+            .layer(CoalesceLayer::new(|k: &u32| Some(*k)))
+            .service(service_fn(move |k: u32| {
+                started.fetch_add(1, Ordering::SeqCst);
+                let finished = finished.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    finished.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, Infallible>(k * 10)
+                }
+            }))
+    };
+
+    // The first caller leaves; the follower still gets the shared answer.
+    let first = tokio::spawn(svc.clone().oneshot(4));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let follower = tokio::spawn(svc.clone().oneshot(4));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    first.abort();
+    assert_eq!(follower.await.unwrap().unwrap(), 40);
+    assert_eq!(
+        (
+            started.load(Ordering::SeqCst),
+            finished.load(Ordering::SeqCst)
+        ),
+        (1, 1)
+    );
+
+    // Every waiter leaves: the call is dropped and its key forgotten.
+    let a = tokio::spawn(svc.clone().oneshot(5));
+    let b = tokio::spawn(svc.clone().oneshot(5));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    a.abort();
+    b.abort();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        (
+            started.load(Ordering::SeqCst),
+            finished.load(Ordering::SeqCst)
+        ),
+        (2, 1)
+    );
+    let mut svc = svc;
+    let ready = svc.ready().await.unwrap();
+    assert_eq!(ready.in_flight(), 0);
+    assert_eq!(ready.call(5).await.unwrap(), 50);
+    assert_eq!(started.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_without_a_key_pass_straight_through() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = {
+        let calls = calls.clone();
+        ServiceBuilder::new()
+            .layer(CoalesceLayer::new(|k: &u32| (*k != 0).then_some(*k)))
+            .service(service_fn(move |k: u32| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    Ok::<_, Infallible>(k)
+                }
+            }))
+    };
+    join_all((0..4).map(|_| svc.clone().oneshot(0))).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+}
+
+#[tokio::test]
+async fn identical_concurrent_calls_share_one_inner_call_in_the_generic_face() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = {
+        let calls = calls.clone();
+        ServiceBuilder::new()
+            .layer(CoalesceLayer::new(|k: &u64| Some(*k)))
+            .service(service_fn(move |k: u64| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    // In flight until every caller has arrived (a call that
+                    // completes before a request arrives is not shared).
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    Ok::<_, Infallible>(k)
+                }
+            }))
+    };
+    for round in 1..=3 {
+        let answers = join_all((0..64).map(|_| svc.clone().oneshot(7))).await;
+        assert!(answers.into_iter().all(|a| a == Ok(7)));
+        assert_eq!(calls.load(Ordering::SeqCst), round);
+    }
+    let stats = svc.stats();
+    assert_eq!((stats.calls, stats.joined, stats.in_flight), (3, 189, 0));
+}
