@@ -1,0 +1,88 @@
+//! The shop being protected: four routes over a simulated database.
+//!
+//! The database has `slots` write slots and takes `service_ms` per write. It
+//! gets slower when oversubscribed, as real databases do under lock and
+//! connection contention: every request holding or waiting for a slot beyond
+//! the slot count adds half a service time, up to five times the base. A write
+//! that has started runs to the end even if its client has given up, so work
+//! done for timed-out callers is wasted, as it is in a real database.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{Router, extract::State, http::StatusCode, routing::post};
+use tokio::sync::Semaphore;
+
+#[derive(Debug)]
+pub struct Database {
+    slots: Arc<Semaphore>,
+    slot_count: usize,
+    service: Duration,
+    /// Requests holding or waiting for a slot.
+    active: AtomicUsize,
+}
+
+impl Database {
+    pub fn new(slots: usize, service: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            slots: Arc::new(Semaphore::new(slots)),
+            slot_count: slots,
+            service,
+            active: AtomicUsize::new(0),
+        })
+    }
+
+    /// Writes per second the database sustains when not oversubscribed.
+    pub fn capacity_rps(&self) -> f64 {
+        self.slot_count as f64 / self.service.as_secs_f64()
+    }
+
+    pub fn slot_count(&self) -> usize {
+        self.slot_count
+    }
+
+    /// Requests holding or waiting for a slot.
+    pub fn busy(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// One write. It runs on its own task, so a caller that goes away does not
+    /// stop it.
+    pub async fn write(self: &Arc<Self>) {
+        let db = Arc::clone(self);
+        let task = tokio::spawn(async move {
+            let active = db.active.fetch_add(1, Ordering::Relaxed) + 1;
+            let slot = db
+                .slots
+                .acquire()
+                .await
+                .expect("the semaphore is never closed");
+            let over: f64 = active.saturating_sub(db.slot_count) as f64 / db.slot_count as f64;
+            let slowdown = (1.0 + 0.5 * over).min(5.0);
+            tokio::time::sleep(db.service.mul_f64(slowdown)).await;
+            drop(slot);
+            db.active.fetch_sub(1, Ordering::Relaxed);
+        });
+        let _ = task.await;
+    }
+}
+
+async fn write(State(db): State<Arc<Database>>) -> (StatusCode, &'static str) {
+    db.write().await;
+    (StatusCode::OK, "{\"ok\":true}")
+}
+
+/// The four routes of the sale, each a database write.
+pub fn app(db: Arc<Database>) -> Router {
+    Router::new()
+        .route("/payments", post(write))
+        .route("/orders", post(write))
+        .route("/likes", post(write))
+        .route("/analytics", post(write))
+        .with_state(db)
+}

@@ -1,0 +1,189 @@
+//! Open-loop traffic: Poisson arrivals sent on schedule, whatever the server
+//! does, each with a client timeout. A closed loop (N clients that wait for
+//! their answers) would slow down with the server and hide its collapse.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use tokio::time::Instant;
+use tower_spillway::{Priority, retry_after::parse_retry_after};
+
+/// The sale's routes and their share of the traffic.
+pub const ROUTES: [(Priority, &str, f64); 4] = [
+    (Priority::Critical, "/payments", 0.05),
+    (Priority::High, "/orders", 0.15),
+    (Priority::Default, "/likes", 0.30),
+    (Priority::Low, "/analytics", 0.50),
+];
+
+#[derive(Debug, Clone, Copy)]
+pub struct Phase {
+    pub duration: Duration,
+    /// Offered requests per second.
+    pub rate: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// Refused with 503/429 and a valid `Retry-After`.
+    Shed,
+    /// Refused without a usable `Retry-After`.
+    ShedNoHint,
+    Timeout,
+    Error,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    pub priority: Priority,
+    /// When it was sent and answered, from the start of the run.
+    pub sent: Duration,
+    pub done: Duration,
+    pub outcome: Outcome,
+}
+
+impl Sample {
+    pub fn latency(&self) -> Duration {
+        self.done - self.sent
+    }
+}
+
+/// Counters the progress line reads every second.
+#[derive(Debug, Default)]
+pub struct Live {
+    pub sent: AtomicU64,
+    pub ok: AtomicU64,
+    pub shed: AtomicU64,
+    pub timeout: AtomicU64,
+    pub error: AtomicU64,
+}
+
+/// Sends the phases' traffic to `addr` and returns every request's fate.
+pub async fn drive(
+    addr: SocketAddr,
+    phases: &[Phase],
+    timeout: Duration,
+    live: Arc<Live>,
+) -> Vec<Sample> {
+    // One HTTP/2 connection multiplexes every request, so the client needs no
+    // socket per outstanding request however badly the server falls behind.
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let samples = Arc::new(Mutex::new(Vec::with_capacity(64 * 1024)));
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut next = start;
+    let mut phase_end = start;
+    for phase in phases {
+        phase_end += phase.duration;
+        while next < phase_end {
+            tokio::time::sleep_until(next).await;
+            let (priority, path) = pick_route();
+            let client = client.clone();
+            let samples = Arc::clone(&samples);
+            let live = Arc::clone(&live);
+            live.sent.fetch_add(1, Ordering::Relaxed);
+            tasks.spawn(async move {
+                let sent = start.elapsed();
+                let outcome = send(&client, addr, path, timeout).await;
+                let done = start.elapsed();
+                match outcome {
+                    Outcome::Ok => &live.ok,
+                    Outcome::Shed | Outcome::ShedNoHint => &live.shed,
+                    Outcome::Timeout => &live.timeout,
+                    Outcome::Error => &live.error,
+                }
+                .fetch_add(1, Ordering::Relaxed);
+                samples.lock().unwrap().push(Sample {
+                    priority,
+                    sent,
+                    done,
+                    outcome,
+                });
+            });
+            // Reap finished tasks as we go so the set stays small.
+            while tasks.try_join_next().is_some() {}
+            next += exponential(phase.rate);
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    Arc::try_unwrap(samples)
+        .map(|m| m.into_inner().unwrap())
+        .unwrap_or_default()
+}
+
+fn pick_route() -> (Priority, &'static str) {
+    let mut x = fastrand::f64();
+    for (priority, path, share) in ROUTES {
+        if x < share {
+            return (priority, path);
+        }
+        x -= share;
+    }
+    (ROUTES[3].0, ROUTES[3].1)
+}
+
+/// The gap to the next Poisson arrival at `rate` per second.
+fn exponential(rate: f64) -> Duration {
+    let u = 1.0 - fastrand::f64(); // (0, 1]
+    Duration::from_secs_f64(-u.ln() / rate)
+}
+
+async fn send(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Outcome {
+    let req = Request::post(format!("http://{addr}{path}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from_static(b"{\"item\":42}")))
+        .expect("a valid request");
+    let exchange = async {
+        let res = match client.request(req).await {
+            Ok(res) => res,
+            Err(e) => {
+                if std::env::var_os("FLASH_SALE_DEBUG").is_some() {
+                    eprintln!("request failed: {e:?}");
+                }
+                return None;
+            }
+        };
+        let status = res.status();
+        let hint = res
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| parse_retry_after(v.as_bytes(), std::time::SystemTime::now()));
+        res.into_body().collect().await.ok()?;
+        Some((status, hint))
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Err(_) => Outcome::Timeout,
+        Ok(None) => Outcome::Error,
+        Ok(Some((status, _))) if status.is_success() => Outcome::Ok,
+        Ok(Some((StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS, hint))) => {
+            match hint {
+                Some(d) if d >= Duration::from_secs(1) => Outcome::Shed,
+                _ => Outcome::ShedNoHint,
+            }
+        }
+        Ok(Some((status, _))) => {
+            if std::env::var_os("FLASH_SALE_DEBUG").is_some() {
+                eprintln!("unexpected status {status}");
+            }
+            Outcome::Error
+        }
+    }
+}

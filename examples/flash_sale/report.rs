@@ -1,0 +1,282 @@
+//! Figures from the samples: the side-by-side table, the JSON, the chart.
+
+use std::{path::Path, time::Duration};
+
+use serde_json::{Value, json};
+use tower_spillway::Priority;
+
+use crate::load::{Outcome, ROUTES, Sample};
+
+/// One scenario's run.
+#[derive(Debug)]
+pub struct Run {
+    pub name: &'static str,
+    pub samples: Vec<Sample>,
+    /// The spike, from the start of the run.
+    pub spike: (Duration, Duration),
+    /// The database's capacity in writes per second.
+    pub capacity_rps: f64,
+    /// The adaptive limit sampled over time (seconds, limit), if the stack has one.
+    pub limit: Vec<(f64, f64)>,
+    pub duration: Duration,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Stats {
+    pub offered: u64,
+    pub ok: u64,
+    pub shed: u64,
+    pub shed_no_hint: u64,
+    pub timeout: u64,
+    pub error: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl Stats {
+    pub fn of<'a>(samples: impl Iterator<Item = &'a Sample>) -> Stats {
+        let mut s = Stats::default();
+        let mut latencies = Vec::new();
+        for sample in samples {
+            s.offered += 1;
+            match sample.outcome {
+                Outcome::Ok => {
+                    s.ok += 1;
+                    latencies.push(sample.latency().as_secs_f64() * 1e3);
+                }
+                Outcome::Shed => s.shed += 1,
+                Outcome::ShedNoHint => s.shed_no_hint += 1,
+                Outcome::Timeout => s.timeout += 1,
+                Outcome::Error => s.error += 1,
+            }
+        }
+        latencies.sort_by(f64::total_cmp);
+        s.p50_ms = percentile(&latencies, 0.50);
+        s.p99_ms = percentile(&latencies, 0.99);
+        s
+    }
+
+    pub fn ok_frac(&self) -> f64 {
+        if self.offered == 0 {
+            1.0
+        } else {
+            self.ok as f64 / self.offered as f64
+        }
+    }
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+impl Run {
+    pub fn stats(&self, priority: Priority) -> Stats {
+        Stats::of(self.samples.iter().filter(|s| s.priority == priority))
+    }
+
+    /// Requests sent during the spike.
+    pub fn spike_stats(&self, priority: Option<Priority>) -> Stats {
+        let (from, to) = self.spike;
+        Stats::of(
+            self.samples.iter().filter(|s| {
+                s.sent >= from && s.sent < to && priority.is_none_or(|p| s.priority == p)
+            }),
+        )
+    }
+
+    /// Successes per second during the spike, as a fraction of capacity.
+    pub fn spike_goodput_frac(&self) -> f64 {
+        let secs = (self.spike.1 - self.spike.0).as_secs_f64();
+        self.spike_stats(None).ok as f64 / secs / self.capacity_rps
+    }
+
+    /// High's successes during the spike as a fraction of the most it could
+    /// get: the capacity left after Critical, or all of High's traffic.
+    pub fn spike_high_frac_of_best(&self) -> f64 {
+        let secs = (self.spike.1 - self.spike.0).as_secs_f64();
+        let critical = self.spike_stats(Some(Priority::Critical));
+        let high = self.spike_stats(Some(Priority::High));
+        let left = (self.capacity_rps * secs - critical.ok as f64).max(0.0);
+        let best = left.min(high.offered as f64);
+        if best == 0.0 {
+            1.0
+        } else {
+            high.ok as f64 / best
+        }
+    }
+}
+
+pub fn print_table(runs: &[Run]) {
+    println!();
+    println!(
+        "{:<12} {:<9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "scenario", "priority", "offered", "ok", "shed", "timeout", "p50 ms", "p99 ms"
+    );
+    for run in runs {
+        for (priority, _, _) in ROUTES {
+            let s = run.stats(priority);
+            println!(
+                "{:<12} {:<9} {:>8} {:>8} {:>8} {:>8} {:>8.0} {:>8.0}",
+                run.name,
+                priority.as_str(),
+                s.offered,
+                s.ok,
+                s.shed + s.shed_no_hint,
+                s.timeout + s.error,
+                s.p50_ms,
+                s.p99_ms
+            );
+        }
+    }
+    println!();
+    println!("during the spike:");
+    println!(
+        "{:<12} {:>10} {:>10} {:>10} {:>10} {:>10} {:>14}",
+        "scenario", "critical", "high", "default", "low", "goodput", "high of best"
+    );
+    for run in runs {
+        let pct = |p| format!("{:.1}%", 100.0 * run.spike_stats(Some(p)).ok_frac());
+        println!(
+            "{:<12} {:>10} {:>10} {:>10} {:>10} {:>9.0}% {:>13.0}%",
+            run.name,
+            pct(Priority::Critical),
+            pct(Priority::High),
+            pct(Priority::Default),
+            pct(Priority::Low),
+            100.0 * run.spike_goodput_frac(),
+            100.0 * run.spike_high_frac_of_best(),
+        );
+    }
+    println!("(share of each tier's requests that succeeded; goodput as a share of capacity)");
+}
+
+fn stats_json(s: &Stats) -> Value {
+    json!({
+        "offered": s.offered,
+        "ok": s.ok,
+        "shed": s.shed + s.shed_no_hint,
+        "shed_without_retry_after": s.shed_no_hint,
+        "timeout": s.timeout + s.error,
+        "p50_ms": (s.p50_ms * 10.0).round() / 10.0,
+        "p99_ms": (s.p99_ms * 10.0).round() / 10.0,
+    })
+}
+
+pub fn to_json(runs: &[Run]) -> Value {
+    let mut scenarios = serde_json::Map::new();
+    for run in runs {
+        let mut per = serde_json::Map::new();
+        let mut spike = serde_json::Map::new();
+        for (priority, _, _) in ROUTES {
+            per.insert(priority.as_str().into(), stats_json(&run.stats(priority)));
+            spike.insert(
+                priority.as_str().into(),
+                stats_json(&run.spike_stats(Some(priority))),
+            );
+        }
+        spike.insert(
+            "goodput_of_capacity".into(),
+            json!(run.spike_goodput_frac()),
+        );
+        spike.insert("high_of_best".into(), json!(run.spike_high_frac_of_best()));
+        per.insert("spike".into(), Value::Object(spike));
+        scenarios.insert(run.name.into(), Value::Object(per));
+    }
+    json!({
+        "capacity_rps": runs.first().map(|r| r.capacity_rps),
+        "scenarios": scenarios,
+    })
+}
+
+/// Successes per second per priority over time, one panel per scenario, and
+/// the adaptive limit.
+pub fn write_svg(runs: &[Run], path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    use plotters::prelude::*;
+
+    let panels = runs.len() + 1;
+    let root = SVGBackend::new(path, (900, 260 * panels as u32)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let areas = root.split_evenly((panels, 1));
+    let colors = [RED, BLUE, GREEN, BLACK];
+    let secs = runs
+        .iter()
+        .map(|r| r.duration.as_secs_f64().ceil())
+        .fold(1.0, f64::max);
+    let capacity = runs.first().map_or(1.0, |r| r.capacity_rps);
+
+    for (run, area) in runs.iter().zip(&areas) {
+        let mut chart = ChartBuilder::on(area)
+            .caption(
+                format!("{}: successes per second", run.name),
+                ("sans-serif", 18),
+            )
+            .margin(8)
+            .x_label_area_size(28)
+            .y_label_area_size(48)
+            .build_cartesian_2d(0.0..secs, 0.0..capacity * 1.2)?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds")
+            .light_line_style(WHITE)
+            .draw()?;
+        chart.draw_series(std::iter::once(Rectangle::new(
+            [
+                (run.spike.0.as_secs_f64(), 0.0),
+                (run.spike.1.as_secs_f64(), capacity * 1.2),
+            ],
+            RGBColor(255, 240, 200).filled(),
+        )))?;
+        for ((priority, _, _), color) in ROUTES.iter().zip(colors) {
+            // Half-second bins, scaled to a rate per second.
+            const BIN: f64 = 0.5;
+            let mut bins = vec![0u32; (secs / BIN) as usize + 1];
+            let last = bins.len() - 1;
+            for s in run
+                .samples
+                .iter()
+                .filter(|s| s.priority == *priority && s.outcome == Outcome::Ok)
+            {
+                bins[((s.done.as_secs_f64() / BIN) as usize).min(last)] += 1;
+            }
+            chart
+                .draw_series(LineSeries::new(
+                    bins.iter()
+                        .enumerate()
+                        .map(|(i, n)| ((i as f64 + 0.5) * BIN, f64::from(*n) / BIN)),
+                    color.stroke_width(2),
+                ))?
+                .label(priority.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+    }
+
+    let limit_run = runs.iter().find(|r| !r.limit.is_empty());
+    if let (Some(run), Some(area)) = (limit_run, areas.last()) {
+        let max = run.limit.iter().map(|p| p.1).fold(1.0, f64::max);
+        let mut chart = ChartBuilder::on(area)
+            .caption(
+                format!("{}: adaptive concurrency limit", run.name),
+                ("sans-serif", 18),
+            )
+            .margin(8)
+            .x_label_area_size(28)
+            .y_label_area_size(48)
+            .build_cartesian_2d(0.0..secs, 0.0..max * 1.2)?;
+        chart.configure_mesh().x_desc("seconds").draw()?;
+        chart.draw_series(LineSeries::new(
+            run.limit.iter().copied(),
+            MAGENTA.stroke_width(2),
+        ))?;
+    }
+    root.present()?;
+    Ok(())
+}
