@@ -98,7 +98,7 @@ fn spillway(app: axum::Router) -> (axum::Router, Arc<dyn Fn() -> usize + Send + 
         .max_limit(200)
         .growth(Growth::PerLimit)
         .decrease_once_per_rtt(true)
-        .latency_target(LatencyTarget::min_rtt_multiple(1.5))
+        .latency_target(LatencyTarget::min_rtt_multiple(1.25))
         .build()
         .expect("a valid AIMD configuration");
     let limit = AdaptiveLimitLayer::new(aimd)
