@@ -132,10 +132,7 @@ pub fn app(config: &Config) -> (Router, Handles) {
     // ... so health checks and stats never wait for a permit; the shedder
     // lets them through by `operational`.
     let app = Router::new()
-        .route(
-            "/healthz",
-            get(|| async { Json(json!({ "status": "ok" })) }),
-        )
+        .route("/healthz", get(healthz))
         .route("/stats", get(stats))
         .with_state(handles.clone())
         .merge(protected)
@@ -153,6 +150,10 @@ async fn write(
     db.write().await;
     let priority = priority.map_or(Priority::Default, |Extension(p)| p);
     Json(json!({ "ok": true, "priority": priority.as_str() }))
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
 }
 
 async fn stats(State(handles): State<Handles>) -> Json<Value> {
