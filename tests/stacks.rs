@@ -19,7 +19,7 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 use tokio::time::Instant;
-use tower_spillway::retry_after::parse_retry_after;
+use tower_spillway::retry_after::{parse_pushback_ms, parse_retry_after};
 
 #[path = "../examples/flash_sale/backend.rs"]
 #[allow(dead_code)]
@@ -27,6 +27,10 @@ mod backend;
 
 #[path = "../examples/axum_stack/stack.rs"]
 mod axum_stack;
+
+#[path = "../examples/tonic_stack/shop.rs"]
+#[allow(dead_code)]
+mod shop;
 
 type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 
@@ -321,4 +325,227 @@ async fn axum_priority_header_is_trusted_only_when_asked() {
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["priority"], "low", "trusted: {trusted}");
     }
+}
+
+// ---- tonic ----------------------------------------------------------------
+
+async fn serve_tonic(config: &shop::Config) -> (SocketAddr, shop::Handles) {
+    let incoming =
+        tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = incoming.local_addr().unwrap();
+    let (server, handles) = shop::serve(incoming, config).await;
+    tokio::spawn(async move { server.await.unwrap() });
+    (addr, handles)
+}
+
+async fn channel(addr: SocketAddr) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn write_request(api_key: &str) -> tonic::Request<shop::WriteRequest> {
+    let mut req = tonic::Request::new(shop::WriteRequest {
+        item: "sku-1".into(),
+        quantity: 1,
+    });
+    req.metadata_mut()
+        .insert("x-api-key", api_key.parse().unwrap());
+    req
+}
+
+/// The pushback a refusal carries, if valid.
+fn pushback(status: &tonic::Status) -> Option<Duration> {
+    let value = status.metadata().get("grpc-retry-pushback-ms")?;
+    parse_pushback_ms(value.as_bytes())
+}
+
+async fn health_check(addr: SocketAddr) -> (Duration, tonic::Result<()>) {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let mut health = HealthClient::new(channel(addr).await);
+    let start = Instant::now();
+    let res = health
+        .check(HealthCheckRequest {
+            service: "shop.v1.Shop".into(),
+        })
+        .await;
+    let took = start.elapsed();
+    let res = res.map(|r| {
+        assert_eq!(
+            r.into_inner().status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+    });
+    (took, res)
+}
+
+/// Overloaded, the server refuses a call with a trailers-only `UNAVAILABLE`
+/// carrying `grpc-retry-pushback-ms`; the client's honour layer then holds
+/// every call back until the pushback has passed, and the next call (a
+/// Critical payment) succeeds. Health checks answer at once meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tonic_refusal_is_unavailable_with_pushback_and_the_client_waits_it_out() {
+    let config = shop::Config {
+        capacity: 2,
+        service: Duration::from_millis(200),
+        quota_per_key: 100_000,
+    };
+    let (addr, handles) = serve_tonic(&config).await;
+    let (client, cooldowns, _) = shop::client(channel(addr).await, 32);
+
+    // 32 callers of `Like` against a limit of 4 and 0.2 s writes.
+    let (first_tx, mut first_rx) = tokio::sync::mpsc::unbounded_channel();
+    let flood: Vec<_> = (0..32)
+        .map(|_| {
+            let (mut client, first_tx) = (client.clone(), first_tx.clone());
+            tokio::spawn(async move {
+                loop {
+                    match client.call(shop::Method::Like, write_request("shop")).await {
+                        Ok(_) => {}
+                        Err(status) => {
+                            let _ = first_tx.send((Instant::now(), status));
+                            return;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let (refused_at, status) = tokio::time::timeout(Duration::from_secs(10), first_rx.recv())
+        .await
+        .expect("a call is refused")
+        .unwrap();
+
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    let wait = pushback(&status).expect("a valid grpc-retry-pushback-ms");
+    assert!(
+        (Duration::from_millis(1)..=Duration::from_secs(5)).contains(&wait),
+        "pushback {wait:?}"
+    );
+    assert!(
+        cooldowns.cooldown_until().is_some(),
+        "the client cools down"
+    );
+    assert!(cooldowns.snapshot().cooldowns >= 1);
+
+    // The server is still busy: the gRPC health service bypasses the
+    // shedder and sits outside the limiter.
+    assert!(handles.limit.in_flight() >= 1);
+    let (took, res) = health_check(addr).await;
+    res.expect("health checks are never refused");
+    assert!(
+        took < Duration::from_millis(400),
+        "health check took {took:?}"
+    );
+
+    for task in flood {
+        task.abort();
+    }
+    let mut client = client.clone();
+    let reply = client
+        .call(shop::Method::Pay, write_request("shop"))
+        .await
+        .expect("the payment succeeds after the cooldown")
+        .into_inner();
+    assert_eq!(reply.priority, "critical");
+    let waited = refused_at.elapsed();
+    assert!(
+        waited + Duration::from_millis(100) >= wait,
+        "the call went out before the pushback ({wait:?}) had passed: {waited:?}"
+    );
+}
+
+/// Under a flood of Low calls from a plain client (no honour layer), every
+/// Critical call succeeds while Low calls are refused as `UNAVAILABLE` with
+/// a pushback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tonic_burst_keeps_critical_and_refuses_low() {
+    let config = shop::Config {
+        capacity: 4,
+        service: Duration::from_millis(50),
+        quota_per_key: 100_000,
+    };
+    let (addr, handles) = serve_tonic(&config).await;
+    let plain = shop::ShopClient::new(channel(addr).await);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let refused = Arc::new(AtomicU64::new(0));
+    let flood: Vec<_> = (0..100)
+        .map(|_| {
+            let (mut client, stop, refused) = (plain.clone(), stop.clone(), refused.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    if let Err(status) = client
+                        .call(shop::Method::Track, write_request("jobs"))
+                        .await
+                    {
+                        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                        assert!(pushback(&status).is_some(), "{status:?}");
+                        refused.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            })
+        })
+        .collect();
+    let limit = handles.limit.clone();
+    wait_until("the limiter refuses", || {
+        let s = limit.snapshot();
+        s.rejected_queue_full + s.rejected_queue_timeout > 0
+    })
+    .await;
+
+    let mut client = plain.clone();
+    for i in 0..10 {
+        let reply = client
+            .call(shop::Method::Pay, write_request("shop"))
+            .await
+            .unwrap_or_else(|s| panic!("payment {i} refused: {s:?}"))
+            .into_inner();
+        assert_eq!(reply.priority, "critical");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for task in flood {
+        task.await.unwrap();
+    }
+    assert!(refused.load(Ordering::Relaxed) > 0);
+    let shed = handles.shed.snapshot();
+    assert_eq!(shed.admitted.critical, 10);
+    assert_eq!(shed.shed.critical, 0);
+}
+
+/// Each API key has its own quota: over it, `RESOURCE_EXHAUSTED` with the
+/// wait as pushback; another key is unaffected.
+#[tokio::test]
+async fn tonic_quota_per_api_key_is_resource_exhausted_with_pushback() {
+    let config = shop::Config {
+        capacity: 4,
+        service: Duration::from_millis(1),
+        quota_per_key: 2,
+    };
+    let (addr, handles) = serve_tonic(&config).await;
+    let mut client = shop::ShopClient::new(channel(addr).await);
+
+    client
+        .call(shop::Method::Like, write_request("a"))
+        .await
+        .unwrap();
+    let status = client
+        .call(shop::Method::Like, write_request("a"))
+        .await
+        .expect_err("over quota");
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    let wait = pushback(&status).expect("a valid grpc-retry-pushback-ms");
+    assert!(
+        wait > Duration::ZERO && wait <= Duration::from_millis(500),
+        "{wait:?}"
+    );
+    client
+        .call(shop::Method::Like, write_request("b"))
+        .await
+        .unwrap();
+    assert_eq!(handles.rate.snapshot().limited, 1);
 }
