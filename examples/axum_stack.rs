@@ -28,8 +28,9 @@
 //! JSON body once the write is done. With `--trust-priority-header`, a caller's
 //! `x-priority: critical|high|default|low` overrides the route table (without
 //! it, the header can only lower a request's priority). With the `tracing`
-//! feature the layers' transitions (shedding started/stopped, limit moved) are
-//! printed.
+//! feature (`--features serde,tracing`) the layers' transitions are printed:
+//! shedding started and stopped, and with `SPILLWAY_LOG=debug` every move of
+//! the admission level and the concurrency limit.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -96,10 +97,21 @@ fn usage(error: &str) -> ! {
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
+    // The layers' transitions, not every request: shedding started and
+    // stopped (info, warn); with SPILLWAY_LOG=debug also every move of the
+    // admission level and the concurrency limit.
     #[cfg(feature = "tracing")]
-    tracing_subscriber::fmt()
-        .with_max_level(tracing_subscriber::filter::LevelFilter::DEBUG)
-        .init();
+    {
+        use tracing_subscriber::{filter::LevelFilter, filter::Targets, prelude::*};
+        let level = std::env::var("SPILLWAY_LOG")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(LevelFilter::INFO);
+        tracing_subscriber::registry()
+            .with(tracing_subscriber::fmt::layer())
+            .with(Targets::new().with_target("tower_spillway", level))
+            .init();
+    }
 
     let Args { addr, config } = args();
     let (app, _handles) = stack::app(&config);

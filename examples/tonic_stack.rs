@@ -112,10 +112,21 @@ impl Seen {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // The layers' transitions, not every request: shedding started and
+    // stopped (info, warn); with SPILLWAY_LOG=debug also every move of the
+    // admission level and the concurrency limit.
     #[cfg(feature = "tracing")]
-    tracing_subscriber::fmt()
-        .with_max_level(tracing_subscriber::filter::LevelFilter::DEBUG)
-        .init();
+    {
+        use tracing_subscriber::{filter::LevelFilter, filter::Targets, prelude::*};
+        let level = std::env::var("SPILLWAY_LOG")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(LevelFilter::INFO);
+        tracing_subscriber::registry()
+            .with(tracing_subscriber::fmt::layer())
+            .with(Targets::new().with_target("tower_spillway", level))
+            .init();
+    }
 
     let args = args();
     let incoming = TcpIncoming::bind("127.0.0.1:0".parse()?)?;

@@ -8,6 +8,7 @@ use std::{sync::Arc, time::Duration};
 use axum::{
     Extension, Json, Router,
     body::Body,
+    body::Bytes,
     extract::State,
     http::{Method, Request},
     routing::{get, post},
@@ -142,14 +143,17 @@ pub fn app(config: &Config) -> (Router, Handles) {
     (app, handles)
 }
 
-/// One database write; the answer says what the request was worth.
+/// One database write; the answer says what the request was worth. The
+/// request body (any, up to axum's default 2 MB) is read before the write,
+/// as a real handler would.
 async fn write(
     State(db): State<Arc<Database>>,
     priority: Option<Extension<Priority>>,
+    body: Bytes,
 ) -> Json<Value> {
     db.write().await;
     let priority = priority.map_or(Priority::Default, |Extension(p)| p);
-    Json(json!({ "ok": true, "priority": priority.as_str() }))
+    Json(json!({ "ok": true, "priority": priority.as_str(), "received_bytes": body.len() }))
 }
 
 async fn healthz() -> Json<Value> {
