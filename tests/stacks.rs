@@ -166,7 +166,9 @@ async fn axum_healthz_is_never_shed_nor_queued_while_saturated() {
         trust_priority_header: false,
     };
     let (addr, handles) = serve_axum(&config).await;
-    let flood = Flood::start(&h2_client(), addr, "/likes", 40);
+    // Critical writes: never shed, so they keep the limiter full and its
+    // queue long.
+    let flood = Flood::start(&h2_client(), addr, "/payments", 40);
     let limit = handles.limit.clone();
     wait_until("the limiter is saturated and refusing", || {
         let s = limit.snapshot();
