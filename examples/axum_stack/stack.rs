@@ -1,4 +1,4 @@
-//! The stack itself: copy `protected` (and `operational`) into your service.
+//! The stack itself: copy `app` (with `routes` and `operational`) into your service.
 //!
 //! Shared by `examples/axum_stack.rs` and `tests/stacks.rs`, so the tests run
 //! exactly what the example serves.
