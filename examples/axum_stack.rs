@@ -1,0 +1,134 @@
+//! The overload stack to copy into an axum service.
+//!
+//! Four routes over a simulated database (`C` write slots, `M` ms per write,
+//! slower when oversubscribed; see `flash_sale/backend.rs`), protected by:
+//!
+//! 1. `PriorityLayer` with a route table: `POST /payments` Critical,
+//!    `/orders` High, `/likes` Default, `/analytics` Low;
+//! 2. `PriorityShedLayer`, adaptive, steering on the limiter's queueing delay:
+//!    the lowest priorities are refused first, with `503` and `Retry-After`;
+//! 3. `AdaptiveLimitLayer` (AIMD with a latency target) and its bounded,
+//!    priority-ordered wait queue: `503` and `Retry-After` when full or too
+//!    slow.
+//!
+//! `GET /healthz` and `GET /stats` (the layers' figures as JSON) sit outside
+//! the limiter and bypass the shedder: never refused, never queued.
+//!
+//! ```text
+//! cargo run --release --example axum_stack --features serde -- \
+//!     [--addr 127.0.0.1:3000] [--capacity 20] [--service-ms 20] [--trust-priority-header]
+//!
+//! curl -X POST localhost:3000/payments
+//! curl localhost:3000/stats
+//! # under load, from any HTTP/1.1 or HTTP/2 client:
+//! oha -z 10s -c 400 -m POST http://127.0.0.1:3000/analytics
+//! ```
+//!
+//! Every route takes POST with any (or no) body and answers `200` with a small
+//! JSON body once the write is done. With `--trust-priority-header`, a caller's
+//! `x-priority: critical|high|default|low` overrides the route table (without
+//! it, the header can only lower a request's priority). With the `tracing`
+//! feature (`--features serde,tracing`) the layers' transitions are printed:
+//! shedding started and stopped, and with `SPILLWAY_LOG=debug` every move of
+//! the admission level and the concurrency limit.
+
+use std::{net::SocketAddr, time::Duration};
+
+#[path = "flash_sale/backend.rs"]
+#[allow(dead_code)]
+mod backend;
+#[path = "axum_stack/stack.rs"]
+mod stack;
+
+struct Args {
+    addr: SocketAddr,
+    config: stack::Config,
+}
+
+fn args() -> Args {
+    let mut args = Args {
+        addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
+        config: stack::Config::default(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || {
+            it.next()
+                .unwrap_or_else(|| usage(&format!("{flag} needs a value")))
+        };
+        match flag.as_str() {
+            "--addr" => {
+                args.addr = value()
+                    .parse()
+                    .unwrap_or_else(|_| usage("--addr HOST:PORT"))
+            }
+            "--capacity" => {
+                args.config.capacity = value()
+                    .parse()
+                    .ok()
+                    .filter(|&c| c > 0)
+                    .unwrap_or_else(|| usage("--capacity: a positive number of write slots"))
+            }
+            "--service-ms" => {
+                let ms: u64 = value()
+                    .parse()
+                    .ok()
+                    .filter(|&ms| ms > 0)
+                    .unwrap_or_else(|| usage("--service-ms: positive milliseconds per write"));
+                args.config.service = Duration::from_millis(ms);
+            }
+            "--trust-priority-header" => args.config.trust_priority_header = true,
+            "-h" | "--help" => usage(""),
+            other => usage(&format!("unknown flag {other}")),
+        }
+    }
+    args
+}
+
+fn usage(error: &str) -> ! {
+    if !error.is_empty() {
+        eprintln!("error: {error}");
+    }
+    eprintln!(
+        "usage: axum_stack [--addr HOST:PORT] [--capacity C] [--service-ms M] [--trust-priority-header]"
+    );
+    std::process::exit(if error.is_empty() { 0 } else { 2 })
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    // The layers' transitions, not every request: shedding started and
+    // stopped (info, warn); with SPILLWAY_LOG=debug also every move of the
+    // admission level and the concurrency limit.
+    #[cfg(feature = "tracing")]
+    {
+        use tracing_subscriber::{filter::LevelFilter, filter::Targets, prelude::*};
+        let level = std::env::var("SPILLWAY_LOG")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(LevelFilter::INFO);
+        tracing_subscriber::registry()
+            .with(tracing_subscriber::fmt::layer())
+            .with(Targets::new().with_target("tower_spillway", level))
+            .init();
+    }
+
+    let Args { addr, config } = args();
+    let (app, _handles) = stack::app(&config);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    println!(
+        "serving on http://{} (database: {} slots x {} ms = {:.0} writes/s; x-priority {})",
+        listener.local_addr()?,
+        config.capacity,
+        config.service.as_millis(),
+        config.capacity as f64 / config.service.as_secs_f64(),
+        if config.trust_priority_header {
+            "trusted"
+        } else {
+            "can only lower"
+        },
+    );
+    println!("routes: POST /payments /orders /likes /analytics; GET /healthz /stats");
+    // axum::serve speaks HTTP/1.1 and HTTP/2 (prior knowledge) on one port.
+    axum::serve(listener, app).await
+}

@@ -1,0 +1,165 @@
+//! The stack itself: copy `app` (with `routes` and `operational`) into your service.
+//!
+//! Shared by `examples/axum_stack.rs` and `tests/stacks.rs`, so the tests run
+//! exactly what the example serves.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Extension, Json, Router,
+    body::Body,
+    body::Bytes,
+    extract::State,
+    http::{Method, Request},
+    routing::{get, post},
+};
+use serde_json::{Value, json};
+use tower_spillway::{
+    Priority,
+    limit::{AdaptiveLimitLayer, Aimd, Growth, LatencyTarget, LimitHandle},
+    priority::{HeaderPriority, PriorityLayer, RouteTable},
+    shed::{Adaptive, Bypass, HealthChecks, PriorityShedLayer, ShedHandle},
+};
+
+use crate::backend::Database;
+
+/// What the command line sets.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The database's write slots.
+    pub capacity: usize,
+    /// The database's time per write.
+    pub service: Duration,
+    /// Let callers set their priority with `x-priority` (raise it too).
+    pub trust_priority_header: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            capacity: 20,
+            service: Duration::from_millis(20),
+            trust_priority_header: false,
+        }
+    }
+}
+
+/// The handles a `/stats` endpoint, a metrics exporter or a test reads.
+#[derive(Debug, Clone)]
+pub struct Handles {
+    pub limit: LimitHandle,
+    pub shed: ShedHandle,
+    pub db: Arc<Database>,
+}
+
+impl Handles {
+    /// The figures `/stats` serves.
+    pub fn stats(&self) -> Value {
+        json!({
+            "limit": self.limit.snapshot(),
+            "shed": self.shed.snapshot(),
+            "database": { "slots": self.db.slot_count(), "busy": self.db.busy() },
+        })
+    }
+}
+
+/// Which route is worth what. Everything else is `Default`.
+pub fn routes() -> RouteTable {
+    RouteTable::new()
+        .route(Some(Method::POST), "/payments", Priority::Critical)
+        .route(None, "/orders", Priority::High)
+        .route(None, "/likes", Priority::Default)
+        .route(None, "/analytics", Priority::Low)
+}
+
+/// Requests no overload layer may refuse or delay: health checks (the
+/// load balancer must not think a busy instance is dead) and `/stats` (it is
+/// needed most when the service is busiest).
+pub fn operational(req: &Request<Body>) -> bool {
+    HealthChecks.bypass(req) || req.uri().path() == "/stats"
+}
+
+/// The whole application: the protected routes and the operational ones.
+pub fn app(config: &Config) -> (Router, Handles) {
+    let db = Database::new(config.capacity, config.service);
+
+    // The adaptive limit: AIMD that grows about one per round trip, cuts at
+    // most once per round trip, and counts a success slower than 1.5x the
+    // recent minimum latency as an overload signal. Waiters queue by
+    // priority, 64 at most, for at most 500 ms (100 ms once a queue stands).
+    let aimd = Aimd::builder()
+        .min_limit(4)
+        .initial_limit(config.capacity.max(4))
+        .max_limit(200.max(config.capacity))
+        .growth(Growth::PerLimit)
+        .decrease_once_per_rtt(true)
+        .latency_target(LatencyTarget::min_rtt_multiple(1.5))
+        .build()
+        .expect("a valid AIMD configuration");
+    let limit = AdaptiveLimitLayer::new(aimd)
+        .max_queue(64)
+        .queue_timeout(Duration::from_millis(500))
+        .standing_queue(Duration::from_millis(100), Duration::from_millis(100))
+        .http();
+    let limit_handle = limit.handle();
+
+    // The shedder steers on the limiter's queue: while requests wait longer
+    // than the target, it refuses the lowest (priority, cohort) slots first,
+    // with a `Retry-After` of how long the backlog takes to drain.
+    let shed = PriorityShedLayer::adaptive(Adaptive::default())
+        .signal(limit_handle.clone())
+        .bypass(operational as fn(&Request<Body>) -> bool)
+        .http();
+    let shed_handle = shed.handle();
+
+    // A client may always lower its own priority with `x-priority`; raising
+    // it needs an operator who trusts every caller.
+    let classify = HeaderPriority::with_base(routes()).trusted(config.trust_priority_header);
+
+    let handles = Handles {
+        limit: limit_handle,
+        shed: shed_handle,
+        db: Arc::clone(&db),
+    };
+
+    // The limiter wraps only the routes that use the database ...
+    let protected = Router::new()
+        .route("/payments", post(write))
+        .route("/orders", post(write))
+        .route("/likes", post(write))
+        .route("/analytics", post(write))
+        .with_state(db)
+        .layer(limit);
+    // ... so health checks and stats never wait for a permit; the shedder
+    // lets them through by `operational`.
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/stats", get(stats))
+        .with_state(handles.clone())
+        .merge(protected)
+        // The last layer is the outermost: classify first, then shed.
+        .layer(shed)
+        .layer(PriorityLayer::new(classify));
+    (app, handles)
+}
+
+/// One database write; the answer says what the request was worth. The
+/// request body (any, up to axum's default 2 MB) is read before the write,
+/// as a real handler would.
+async fn write(
+    State(db): State<Arc<Database>>,
+    priority: Option<Extension<Priority>>,
+    body: Bytes,
+) -> Json<Value> {
+    db.write().await;
+    let priority = priority.map_or(Priority::Default, |Extension(p)| p);
+    Json(json!({ "ok": true, "priority": priority.as_str(), "received_bytes": body.len() }))
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn stats(State(handles): State<Handles>) -> Json<Value> {
+    Json(handles.stats())
+}

@@ -1,0 +1,333 @@
+//! A gRPC shop over the simulated database, its protection, and a client
+//! that adapts to it: copy `serve` and `client`.
+//!
+//! Shared by `examples/tonic_stack.rs` and `tests/stacks.rs`. The service is
+//! written by hand (prost messages, tonic's codegen types) so no `protoc` is
+//! needed; a generated service takes its place unchanged:
+//!
+//! ```text
+//! package shop.v1;
+//! service Shop {
+//!   rpc Pay(WriteRequest) returns (WriteReply);         // Critical
+//!   rpc PlaceOrder(WriteRequest) returns (WriteReply);  // High
+//!   rpc Like(WriteRequest) returns (WriteReply);        // Default
+//!   rpc Track(WriteRequest) returns (WriteReply);       // Low
+//! }
+//! message WriteRequest { string item = 1; uint32 quantity = 2; }
+//! message WriteReply { bool ok = 1; string priority = 2; }
+//! ```
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use tonic::{
+    Status,
+    body::Body,
+    server::NamedService,
+    service::LayerExt as _,
+    transport::{Channel, Server, server::TcpIncoming},
+};
+use tonic_prost::ProstCodec;
+use tower::{BoxError, Service, ServiceBuilder};
+use tower_spillway::{
+    Priority,
+    limit::{AdaptiveLimitLayer, Aimd, Growth, HttpOutcomes, LatencyTarget, LimitHandle},
+    priority::{GrpcMethods, PriorityLayer},
+    rate::{ApiKey, Quota, RateLimitHandle, RateLimitLayer},
+    retry_after::{HonorRetryAfterHandle, HonorRetryAfterLayer, ReplayBody},
+    shed::{Adaptive, HealthChecks, PriorityShedLayer, ShedHandle},
+};
+
+use crate::backend::Database;
+
+/// `shop.v1.WriteRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WriteRequest {
+    #[prost(string, tag = "1")]
+    pub item: String,
+    #[prost(uint32, tag = "2")]
+    pub quantity: u32,
+}
+
+/// `shop.v1.WriteReply`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WriteReply {
+    #[prost(bool, tag = "1")]
+    pub ok: bool,
+    /// The priority the server gave the call.
+    #[prost(string, tag = "2")]
+    pub priority: String,
+}
+
+/// The methods of `shop.v1.Shop`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Pay,
+    PlaceOrder,
+    Like,
+    Track,
+}
+
+impl Method {
+    pub const ALL: [Method; 4] = [Method::Pay, Method::PlaceOrder, Method::Like, Method::Track];
+
+    pub const fn path(self) -> &'static str {
+        match self {
+            Method::Pay => "/shop.v1.Shop/Pay",
+            Method::PlaceOrder => "/shop.v1.Shop/PlaceOrder",
+            Method::Like => "/shop.v1.Shop/Like",
+            Method::Track => "/shop.v1.Shop/Track",
+        }
+    }
+
+    pub const fn priority(self) -> Priority {
+        match self {
+            Method::Pay => Priority::Critical,
+            Method::PlaceOrder => Priority::High,
+            Method::Like => Priority::Default,
+            Method::Track => Priority::Low,
+        }
+    }
+
+    fn from_path(path: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.path() == path)
+    }
+}
+
+/// The service: every method is one database write.
+#[derive(Debug, Clone)]
+pub struct ShopServer {
+    db: Arc<Database>,
+}
+
+impl ShopServer {
+    pub fn new(db: Arc<Database>) -> Self {
+        Self { db }
+    }
+}
+
+impl NamedService for ShopServer {
+    const NAME: &'static str = "shop.v1.Shop";
+}
+
+impl<B> Service<http::Request<B>> for ShopServer
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<BoxError> + Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let db = Arc::clone(&self.db);
+        let known = Method::from_path(req.uri().path()).is_some();
+        Box::pin(async move {
+            if !known {
+                return Ok(Status::unimplemented("no such method").into_http());
+            }
+            let write = tower::service_fn(move |req: tonic::Request<WriteRequest>| {
+                let db = Arc::clone(&db);
+                async move {
+                    let priority = req.extensions().get::<Priority>().copied();
+                    db.write().await;
+                    Ok::<_, Status>(tonic::Response::new(WriteReply {
+                        ok: true,
+                        priority: priority.unwrap_or_default().as_str().to_owned(),
+                    }))
+                }
+            });
+            let mut grpc = tonic::server::Grpc::new(ProstCodec::default());
+            Ok(grpc.unary(write, req).await)
+        })
+    }
+}
+
+/// The server's settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The database's write slots.
+    pub capacity: usize,
+    /// The database's time per write.
+    pub service: Duration,
+    /// Calls per second each API key (`x-api-key`) may make.
+    pub quota_per_key: u32,
+}
+
+/// The server's figures.
+#[derive(Debug, Clone)]
+pub struct Handles {
+    pub limit: LimitHandle,
+    pub shed: ShedHandle,
+    pub rate: RateLimitHandle<Option<http::HeaderValue>>,
+}
+
+/// Which method is worth what.
+pub fn methods() -> GrpcMethods {
+    Method::ALL
+        .into_iter()
+        .fold(GrpcMethods::new(), |m, method| {
+            m.method(method.path(), method.priority())
+        })
+}
+
+/// Serves the shop and the gRPC health service on `incoming`:
+///
+/// - every call: `PriorityLayer` (by method), then `PriorityShedLayer`
+///   (adaptive, on the limiter's queue; health checks bypass it);
+/// - shop calls only: a rate limit per API key (`RESOURCE_EXHAUSTED` with the
+///   exact wait), then the adaptive limit (AIMD, priority queue).
+///
+/// Every refusal is a trailers-only `UNAVAILABLE` (capacity) or
+/// `RESOURCE_EXHAUSTED` (quota) with `grpc-retry-pushback-ms`.
+pub async fn serve(
+    incoming: TcpIncoming,
+    config: &Config,
+) -> (
+    impl Future<Output = Result<(), tonic::transport::Error>> + Send + 'static,
+    Handles,
+) {
+    let db = Database::new(config.capacity, config.service);
+    let aimd = Aimd::builder()
+        .min_limit(4)
+        .initial_limit(config.capacity.max(4))
+        .max_limit(200.max(config.capacity))
+        .growth(Growth::PerLimit)
+        .decrease_once_per_rtt(true)
+        .latency_target(LatencyTarget::min_rtt_multiple(1.5))
+        .build()
+        .expect("a valid AIMD configuration");
+    let limit = AdaptiveLimitLayer::new(aimd)
+        .max_queue(64)
+        .queue_timeout(Duration::from_millis(500))
+        .standing_queue(Duration::from_millis(100), Duration::from_millis(100))
+        .http();
+    let shed = PriorityShedLayer::adaptive(Adaptive::default())
+        .signal(limit.handle())
+        .bypass(HealthChecks)
+        .http();
+    let quota = Quota::per_second(config.quota_per_key)
+        .and_then(|q| q.burst(config.quota_per_key.div_ceil(10)))
+        .expect("a positive quota");
+    let rate = RateLimitLayer::keyed(quota, ApiKey).http();
+    let handles = Handles {
+        limit: limit.handle(),
+        shed: shed.handle(),
+        rate: rate.handle(),
+    };
+
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_serving::<ShopServer>().await;
+
+    // The edge of the server, for every service.
+    let edge = ServiceBuilder::new()
+        .layer(PriorityLayer::new(methods()))
+        .layer(shed);
+    // The shop's own protection: `named_layer` keeps the service's gRPC name.
+    let shop = ServiceBuilder::new()
+        .layer(rate)
+        .layer(limit)
+        .named_layer(ShopServer::new(db));
+    let server = Server::builder()
+        .layer(edge)
+        .add_service(health)
+        .add_service(shop)
+        .serve_with_incoming(incoming);
+    (server, handles)
+}
+
+/// A typed client for `shop.v1.Shop` over any gRPC transport stack.
+#[derive(Debug, Clone)]
+pub struct ShopClient<T> {
+    inner: tonic::client::Grpc<T>,
+}
+
+impl<T> ShopClient<T>
+where
+    T: tonic::client::GrpcService<Body>,
+    T::Error: Into<BoxError>,
+    T::ResponseBody: http_body::Body<Data = Bytes> + Send + 'static,
+    <T::ResponseBody as http_body::Body>::Error: Into<BoxError> + Send,
+{
+    pub fn new(inner: T) -> Self {
+        Self {
+            inner: tonic::client::Grpc::new(inner),
+        }
+    }
+
+    /// Calls `method`.
+    pub async fn call(
+        &mut self,
+        method: Method,
+        request: tonic::Request<WriteRequest>,
+    ) -> Result<tonic::Response<WriteReply>, Status> {
+        self.inner
+            .ready()
+            .await
+            .map_err(|e| Status::unknown(format!("service was not ready: {}", e.into())))?;
+        let path = http::uri::PathAndQuery::from_static(method.path());
+        self.inner.unary(request, path, ProstCodec::default()).await
+    }
+}
+
+/// The client stack around a `Channel`, outermost first:
+///
+/// - `HonorRetryAfterLayer`: a refusal's `grpc-retry-pushback-ms` opens a
+///   cooldown every clone waits out before its next call (no retries here,
+///   so the caller sees each refusal);
+/// - `AdaptiveLimitLayer` with `HttpOutcomes`: fewer calls in flight when the
+///   server refuses (gRPC 8/14) or slows down, more when it recovers.
+pub fn client(
+    channel: Channel,
+    tasks: usize,
+) -> (
+    ShopClient<
+        impl tonic::client::GrpcService<
+            Body,
+            Error: Into<BoxError>,
+            ResponseBody: http_body::Body<Data = Bytes, Error: Into<BoxError> + Send>
+                              + Send
+                              + 'static,
+            Future: Send,
+        > + Clone
+        + Send
+        + 'static,
+    >,
+    HonorRetryAfterHandle,
+    LimitHandle,
+) {
+    let honour = HonorRetryAfterLayer::new();
+    let cooldowns = honour.handle();
+    let aimd = Aimd::builder()
+        .min_limit(1)
+        .initial_limit(tasks.max(1))
+        .max_limit(tasks.max(1) * 4)
+        .growth(Growth::PerLimit)
+        .decrease_once_per_rtt(true)
+        .build()
+        .expect("a valid AIMD configuration");
+    let limit = AdaptiveLimitLayer::new(aimd)
+        .outcomes(HttpOutcomes::new())
+        // A closed-loop caller has nothing better to do than wait its turn.
+        .max_queue(tasks)
+        .queue_timeout(Duration::from_secs(30))
+        .without_standing_queue();
+    let limit_handle = limit.handle();
+    let stack = ServiceBuilder::new()
+        .layer(honour)
+        .layer(limit)
+        .map_request(|req: http::Request<ReplayBody<Body>>| req.map(Body::new))
+        .service(channel);
+    (ShopClient::new(stack), cooldowns, limit_handle)
+}
