@@ -113,25 +113,39 @@ impl Run {
 pub fn print_table(runs: &[Run]) {
     println!();
     println!(
-        "{:<12} {:<9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
-        "scenario", "priority", "offered", "ok", "shed", "timeout", "p50 ms", "p99 ms"
+        "{:<12} {:<9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7}",
+        "scenario",
+        "priority",
+        "offered",
+        "ok",
+        "shed+RA",
+        "shed",
+        "timeout",
+        "failed",
+        "p50 ms",
+        "p99 ms"
     );
     for run in runs {
         for (priority, _, _) in ROUTES {
             let s = run.stats(priority);
             println!(
-                "{:<12} {:<9} {:>8} {:>8} {:>8} {:>8} {:>8.0} {:>8.0}",
+                "{:<12} {:<9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7.0} {:>7.0}",
                 run.name,
                 priority.as_str(),
                 s.offered,
                 s.ok,
-                s.shed + s.shed_no_hint,
-                s.timeout + s.error,
+                s.shed,
+                s.shed_no_hint,
+                s.timeout,
+                s.error,
                 s.p50_ms,
                 s.p99_ms
             );
         }
     }
+    println!(
+        "(shed+RA: refused with a valid Retry-After; shed: refused without one; failed: connection errors)"
+    );
     println!();
     println!("during the spike:");
     println!(
@@ -160,7 +174,8 @@ fn stats_json(s: &Stats) -> Value {
         "ok": s.ok,
         "shed": s.shed + s.shed_no_hint,
         "shed_without_retry_after": s.shed_no_hint,
-        "timeout": s.timeout + s.error,
+        "timeout": s.timeout,
+        "failed": s.error,
         "p50_ms": (s.p50_ms * 10.0).round() / 10.0,
         "p99_ms": (s.p99_ms * 10.0).round() / 10.0,
     })
