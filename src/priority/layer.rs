@@ -71,13 +71,20 @@ impl<C> PriorityLayer<C, NoCohorts> {
     }
 
     /// Also assigns each request a [`Cohort`] from its caller.
+    ///
+    /// This makes a new layer; clones of the old one keep assigning none.
     #[must_use]
-    pub fn cohorts<K>(self, cohorts: Cohorts<K>) -> PriorityLayer<C, K> {
-        let shared = Arc::try_unwrap(self.shared)
-            .unwrap_or_else(|_| unreachable!("a layer under construction is not shared"));
+    pub fn cohorts<K>(self, cohorts: Cohorts<K>) -> PriorityLayer<C, K>
+    where
+        C: Clone,
+    {
+        let classify = match Arc::try_unwrap(self.shared) {
+            Ok(shared) => shared.classify,
+            Err(shared) => shared.classify.clone(),
+        };
         PriorityLayer {
             shared: Arc::new(Shared {
-                classify: shared.classify,
+                classify,
                 cohorts: Some(cohorts),
             }),
         }
@@ -194,7 +201,10 @@ mod tests {
 
     #[tokio::test]
     async fn cohorts_from_header_are_stable_per_caller() {
-        let layer = PriorityLayer::new(Priority::Low).cohorts(
+        // Configuring a layer that was already cloned is fine.
+        let original = PriorityLayer::new(Priority::Low);
+        let _clone = original.clone();
+        let layer = original.cohorts(
             Cohorts::new(HeaderKey(http::HeaderName::from_static("x-user"))).period(Duration::ZERO),
         );
         let svc = layer.layer(echo());

@@ -87,11 +87,16 @@ impl<M> RetryAfterLayer<M> {
     /// Adds a retry hint computed by `policy` (with no observed hint, so its
     /// default delay, jittered) to inner 503/429 responses, and trailers-only
     /// gRPC 14/8 answers, that carry none.
+    ///
+    /// This makes a new layer; clones of the old one keep their setting.
     #[must_use]
-    pub fn fill_missing(self, policy: RetryAfterPolicy) -> Self {
+    pub fn fill_missing(self, policy: RetryAfterPolicy) -> Self
+    where
+        M: Clone,
+    {
         let make = match Arc::try_unwrap(self.config) {
             Ok(config) => config.make,
-            Err(_) => unreachable!("a layer under construction is not shared"),
+            Err(config) => config.make.clone(),
         };
         Self {
             config: Arc::new(Config {
@@ -295,7 +300,10 @@ mod tests {
             })
         };
         let policy = RetryAfterPolicy::new().default_delay(Duration::from_secs(5));
-        let filled = RetryAfterLayer::new().fill_missing(policy.clone());
+        // Configuring a layer that was already cloned is fine too.
+        let original = RetryAfterLayer::new();
+        let _clone = original.clone();
+        let filled = original.fill_missing(policy.clone());
 
         let res = filled
             .layer(answer(503))
