@@ -390,7 +390,7 @@ impl Shared {
         if self.queued() == 0 {
             st.last_empty = now;
         }
-        let timeout = self.wait_timeout(&st, now);
+        let timeout = self.wait_timeout(&st, now, p);
         let (tx, rx) = oneshot::channel();
         let id = st.next_id;
         st.next_id += 1;
@@ -414,11 +414,17 @@ impl Shared {
         })
     }
 
-    /// How long a waiter arriving (or dequeued) at `now` may have waited.
-    fn wait_timeout(&self, st: &State, now: Instant) -> Duration {
+    /// How long a waiter of `priority` arriving (or dequeued) at `now` may
+    /// have waited. The standing-queue rule drains a queue that has stopped
+    /// emptying by shortening the wait of everything below Critical; Critical
+    /// waiters, served first anyway, keep the full timeout, so a standing
+    /// queue of lesser work never times out the work that must get through.
+    fn wait_timeout(&self, st: &State, now: Instant, priority: Priority) -> Duration {
         match self.config.standing {
             Some((interval, short))
-                if self.queued() > 0 && now.saturating_duration_since(st.last_empty) > interval =>
+                if priority < Priority::Critical
+                    && self.queued() > 0
+                    && now.saturating_duration_since(st.last_empty) > interval =>
             {
                 short.min(self.config.timeout)
             }
@@ -436,7 +442,7 @@ impl Shared {
             .rev()
             .find(|&i| !st.queues[i].is_empty() && self.admissible(st, Priority::ALL[i]))
         {
-            let timeout = self.wait_timeout(st, now);
+            let timeout = self.wait_timeout(st, now, Priority::ALL[i]);
             let Some(waiter) = st.queues[i].pop_front() else {
                 break;
             };

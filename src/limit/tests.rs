@@ -263,6 +263,34 @@ async fn standing_queue_shortens_the_wait_and_expired_waiters_are_refused_at_deq
 }
 
 #[tokio::test(start_paused = true)]
+async fn critical_waiters_keep_the_full_timeout_in_a_standing_queue() {
+    let (mut svc, _handle, started) = setup(
+        fixed(1)
+            .queue_timeout(Duration::from_secs(1))
+            .standing_queue(Duration::from_millis(100), Duration::from_millis(10)),
+    );
+    let (run, c0) = send(&mut svc, Priority::Default, "running").await;
+    let (_low_tx, low) = send(&mut svc, Priority::Low, "low").await;
+    tokio::time::advance(Duration::from_millis(150)).await;
+    // The queue is standing: a Low arrival gets 10 ms, a Critical one the
+    // full second.
+    let (critical_tx, critical) = send(&mut svc, Priority::Critical, "critical").await;
+    let (_late_tx, late) = send(&mut svc, Priority::Low, "late").await;
+    tokio::time::advance(Duration::from_millis(200)).await;
+    settle().await;
+    assert_eq!(reason(late.await.unwrap()), Reason::QueueTimeout);
+    assert!(!critical.is_finished(), "Critical still waits after 200 ms");
+
+    run.send(Ok(())).unwrap();
+    c0.await.unwrap().unwrap();
+    settle().await;
+    assert_eq!(*started.lock().unwrap(), ["running", "critical"]);
+    critical_tx.send(Ok(())).unwrap();
+    critical.await.unwrap().unwrap();
+    assert_eq!(reason(low.await.unwrap()), Reason::QueueTimeout);
+}
+
+#[tokio::test(start_paused = true)]
 async fn shrinking_never_cancels_running_work() {
     let aimd = Aimd::builder()
         .min_limit(1)
