@@ -65,6 +65,7 @@ impl<T, R, Rj> BatchLayer<T, R, Rj> {
         self.with_reject(crate::http::AsResponse::new(make))
     }
 
+    #[cfg(feature = "http")]
     fn with_reject<Rj2>(self, reject: Rj2) -> BatchLayer<T, R, Rj2> {
         BatchLayer {
             config: self.config,
