@@ -20,7 +20,6 @@ use std::{
     hint::black_box,
     pin::pin,
     task::{Context, Poll, Waker},
-    time::Duration,
 };
 
 use bytes::Bytes;
@@ -28,9 +27,11 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Method, Request, Response};
 use http_body_util::Empty;
 use tower::{Service, ServiceBuilder};
+#[path = "../examples/flash_sale/protect.rs"]
+mod protect;
+
 use tower_spillway::{
     Priority,
-    limit::{AdaptiveLimitLayer, Aimd, Growth, LatencyTarget},
     priority::{PriorityLayer, RouteTable},
     shed::{Adaptive, PriorityShedLayer},
 };
@@ -74,18 +75,9 @@ fn spillway() -> impl Service<Request<Body>> + Clone + Send {
         .route(None, "/orders", Priority::High)
         .route(None, "/likes", Priority::Default)
         .route(None, "/analytics", Priority::Low);
-    let aimd = Aimd::builder()
-        .max_limit(1_000)
-        .initial_limit(1_000)
-        .growth(Growth::PerLimit)
-        .decrease_once_per_rtt(true)
-        .latency_target(LatencyTarget::min_rtt_multiple(1.25))
-        .build()
-        .unwrap();
-    let limit = AdaptiveLimitLayer::new(aimd)
-        .max_queue(64)
-        .queue_timeout(Duration::from_millis(500))
-        .http();
+    // The examples' limit, with room for every request: the cost measured is
+    // admitting and releasing, never waiting.
+    let limit = protect::adaptive_limit(1_000, 1.25);
     let shed = PriorityShedLayer::adaptive(Adaptive::default())
         .signal(limit.handle())
         .http();

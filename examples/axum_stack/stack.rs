@@ -16,7 +16,7 @@ use axum::{
 use serde_json::{Value, json};
 use tower_spillway::{
     Priority,
-    limit::{AdaptiveLimitLayer, Aimd, Growth, LatencyTarget, LimitHandle},
+    limit::LimitHandle,
     priority::{HeaderPriority, PriorityLayer, RouteTable},
     shed::{Adaptive, Bypass, HealthChecks, PriorityShedLayer, ShedHandle},
 };
@@ -83,24 +83,9 @@ pub fn operational(req: &Request<Body>) -> bool {
 pub fn app(config: &Config) -> (Router, Handles) {
     let db = Database::new(config.capacity, config.service);
 
-    // The adaptive limit: AIMD that grows about one per round trip, cuts at
-    // most once per round trip, and counts a success slower than 1.5x the
-    // recent minimum latency as an overload signal. Waiters queue by
-    // priority, 64 at most, for at most 500 ms (100 ms once a queue stands).
-    let aimd = Aimd::builder()
-        .min_limit(4)
-        .initial_limit(config.capacity.max(4))
-        .max_limit(200.max(config.capacity))
-        .growth(Growth::PerLimit)
-        .decrease_once_per_rtt(true)
-        .latency_target(LatencyTarget::min_rtt_multiple(1.5))
-        .build()
-        .expect("a valid AIMD configuration");
-    let limit = AdaptiveLimitLayer::new(aimd)
-        .max_queue(64)
-        .queue_timeout(Duration::from_millis(500))
-        .standing_queue(Duration::from_millis(100), Duration::from_millis(100))
-        .http();
+    // The adaptive limit (see `protect.rs`): AIMD steered by latency, a
+    // bounded wait queue ordered by priority.
+    let limit = crate::protect::adaptive_limit(config.capacity, 1.5);
     let limit_handle = limit.handle();
 
     // The shedder steers on the limiter's queue: while requests wait longer

@@ -20,6 +20,7 @@
 
 mod backend;
 mod load;
+mod protect;
 mod report;
 mod stacks;
 

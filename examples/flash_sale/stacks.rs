@@ -1,6 +1,6 @@
 //! The three ways of serving the shop.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc};
 
 use axum::{error_handling::HandleErrorLayer, http::StatusCode};
 use http::Method;
@@ -11,7 +11,6 @@ use hyper_util::{
 use tower::{BoxError, ServiceBuilder};
 use tower_spillway::{
     Priority,
-    limit::{AdaptiveLimitLayer, Aimd, Growth, LatencyTarget},
     priority::{PriorityLayer, RouteTable},
     shed::{Adaptive, PriorityShedLayer},
 };
@@ -92,20 +91,7 @@ fn spillway(app: axum::Router) -> (axum::Router, Arc<dyn Fn() -> usize + Send + 
         .route(None, "/orders", Priority::High)
         .route(None, "/likes", Priority::Default)
         .route(None, "/analytics", Priority::Low);
-    let aimd = Aimd::builder()
-        .min_limit(4)
-        .initial_limit(20)
-        .max_limit(200)
-        .growth(Growth::PerLimit)
-        .decrease_once_per_rtt(true)
-        .latency_target(LatencyTarget::min_rtt_multiple(1.25))
-        .build()
-        .expect("a valid AIMD configuration");
-    let limit = AdaptiveLimitLayer::new(aimd)
-        .max_queue(64)
-        .queue_timeout(Duration::from_millis(500))
-        .standing_queue(Duration::from_millis(100), Duration::from_millis(100))
-        .http();
+    let limit = crate::protect::adaptive_limit(20, 1.25);
     let handle = limit.handle();
     // The shedder steers on the limiter's queue: when requests wait longer
     // than the target, it refuses the lowest (priority, cohort) slots first.

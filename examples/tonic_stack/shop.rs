@@ -38,7 +38,7 @@ use tonic_prost::ProstCodec;
 use tower::{BoxError, Service, ServiceBuilder};
 use tower_spillway::{
     Priority,
-    limit::{AdaptiveLimitLayer, Aimd, Growth, HttpOutcomes, LatencyTarget, LimitHandle},
+    limit::{AdaptiveLimitLayer, Aimd, Growth, HttpOutcomes, LimitHandle},
     priority::{GrpcMethods, PriorityLayer},
     rate::{ApiKey, Quota, RateLimitHandle, RateLimitLayer},
     retry_after::{HonorRetryAfterHandle, HonorRetryAfterLayer, ReplayBody},
@@ -199,20 +199,7 @@ pub async fn serve(
     Handles,
 ) {
     let db = Database::new(config.capacity, config.service);
-    let aimd = Aimd::builder()
-        .min_limit(4)
-        .initial_limit(config.capacity.max(4))
-        .max_limit(200.max(config.capacity))
-        .growth(Growth::PerLimit)
-        .decrease_once_per_rtt(true)
-        .latency_target(LatencyTarget::min_rtt_multiple(1.5))
-        .build()
-        .expect("a valid AIMD configuration");
-    let limit = AdaptiveLimitLayer::new(aimd)
-        .max_queue(64)
-        .queue_timeout(Duration::from_millis(500))
-        .standing_queue(Duration::from_millis(100), Duration::from_millis(100))
-        .http();
+    let limit = crate::protect::adaptive_limit(config.capacity, 1.5);
     let shed = PriorityShedLayer::adaptive(Adaptive::default())
         .signal(limit.handle())
         .bypass(HealthChecks)
