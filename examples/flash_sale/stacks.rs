@@ -1,6 +1,6 @@
 //! The three ways of serving the shop.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{error_handling::HandleErrorLayer, http::StatusCode};
 use http::Method;
@@ -95,7 +95,16 @@ fn spillway(app: axum::Router) -> (axum::Router, Arc<dyn Fn() -> usize + Send + 
     let handle = limit.handle();
     // The shedder steers on the limiter's queue: when requests wait longer
     // than the target, it refuses the lowest (priority, cohort) slots first.
-    let shed = PriorityShedLayer::adaptive(Adaptive::default())
+    // A 100 ms target lets a useful backlog of the best waiters (about 40
+    // here) stand in the limiter's priority queue, so the database never
+    // idles while the shedder turns the bulk of the spike away. (With the
+    // default 20 ms the shedder sometimes cut so deep that the database
+    // idled: 90 % goodput instead of 98 %.)
+    let adaptive = Adaptive::builder()
+        .target(Duration::from_millis(100))
+        .build()
+        .expect("a valid adaptive configuration");
+    let shed = PriorityShedLayer::adaptive(adaptive)
         .signal(handle.clone())
         .http();
     let app = app
