@@ -73,7 +73,6 @@ pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// splitmix64's finaliser: a bijective mix whose output bits each depend on
 /// every input bit.
-#[allow(dead_code)]
 pub(crate) const fn mix64(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
