@@ -137,6 +137,7 @@
 //!   admissions.
 
 mod aimd;
+mod gradient;
 mod handle;
 mod layer;
 mod outcome;
@@ -146,6 +147,7 @@ mod service;
 pub mod future;
 
 pub use aimd::{Aimd, AimdBuilder, Algorithm, Fixed, Growth, LatencyTarget, Sample};
+pub use gradient::{Gradient, GradientBuilder};
 pub use handle::{LimitHandle, LimitSnapshot, QueuedByPriority};
 pub use layer::AdaptiveLimitLayer;
 #[cfg(feature = "http")]

@@ -1,0 +1,387 @@
+//! [`Gradient`]: a delay-gradient limit whose latency baseline cannot follow a
+//! standing queue up.
+//!
+//! A limit that learns from latency needs to know what the backend's latency
+//! is *without* a queue. A minimum over the last few hundred samples is not
+//! that once a queue stands inside the backend: every sample is then slow, the
+//! "minimum" is the queueing delay itself, and the limit grows into the
+//! overload it should be measuring. `Gradient` keeps the two apart:
+//!
+//! - it decides once per **window**: the first `window_samples` samples
+//!   admitted after the previous decision, so about once per round trip, and
+//!   always on requests that ran under the limit being judged;
+//! - a window's statistic is its fastest sample, robust to stragglers;
+//! - the **baseline** is the least window statistic over a long horizon (one
+//!   to two `baseline_period`s, 10–20 s by default), far longer than the
+//!   round trips an overload is answered in. Because every congested window
+//!   cuts the limit *below* the knee (by the ratio baseline / window), the
+//!   windows that follow run without a queue and refresh the baseline with
+//!   the real figure: the baseline never drifts up under a sustained
+//!   overload. It is only accepted higher when the limit has sat at its floor
+//!   and the backend is still slow (Envoy's gradient controller measures its
+//!   minimum at the floor for the same reason): the backend itself got slower;
+//! - until the first congestion, a saturated window grows the limit by half
+//!   (slow start, as TCP does), so a backend of any size is found within a few
+//!   round trips; afterwards by a small fraction of the limit per window.
+
+use std::time::Duration;
+
+use super::{Algorithm, Sample};
+use crate::ConfigError;
+
+/// A delay-gradient concurrency limit with a long-horizon latency baseline;
+/// the default algorithm for servers.
+///
+/// Once per window (the first `window_samples` requests admitted after the
+/// previous decision):
+///
+/// - a **drop** in the window (an overload answer, an error, an rtt over the
+///   timeout) multiplies the limit by `backoff` (0.9);
+/// - a window whose fastest request is slower than the baseline by more
+///   than the tolerance (10 %, at least 0.5 ms) is **congested**: the limit
+///   is multiplied by baseline / fastest (at most 0.95, at least 0.5), which
+///   is where the queue it saw would be gone;
+/// - a window that was **saturated** (a request was admitted with the whole
+///   limit in flight) and not congested grows the limit: by half during slow
+///   start, by 2 % (at least one) afterwards;
+/// - anything else leaves the limit where it is: an idle service learns
+///   nothing about its capacity.
+///
+/// Defaults: initial 10, min 1, max 1000, backoff 0.9, timeout 5 s, windows
+/// of 10 samples, tolerance 10 % (at least 0.5 ms), baseline period 10 s.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_spillway::limit::{Algorithm, Gradient, Sample};
+///
+/// let ms = Duration::from_millis(1);
+/// let mut g = Gradient::builder().window_samples(2).build()?;
+/// assert_eq!(g.limit(), 10);
+/// // Two saturated, uncongested samples: slow start grows the limit by half.
+/// g.update(Sample::success(20 * ms, 10));
+/// assert_eq!(g.update(Sample::success(20 * ms, 10).started_at(ms)), 15);
+/// # Ok::<(), tower_spillway::ConfigError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Gradient {
+    config: GradientBuilder,
+    limit: usize,
+    slow_start: bool,
+    window: Window,
+    baseline: Baseline,
+    /// Congested windows in a row with the limit at its floor.
+    floor_streak: u32,
+}
+
+/// The samples of the window being gathered.
+#[derive(Debug, Clone, Copy, Default)]
+struct Window {
+    /// Samples admitted before this are from an earlier limit: ignored.
+    opened: Duration,
+    count: u32,
+    fastest: Option<Duration>,
+    drops: u32,
+    saturated: bool,
+    /// The latest end among the window's samples: the next window opens there.
+    last_end: Duration,
+}
+
+/// The least window statistic over the current and the previous period.
+#[derive(Debug, Clone, Copy)]
+struct Baseline {
+    period: Duration,
+    started: Option<Duration>,
+    current: Option<Duration>,
+    previous: Option<Duration>,
+}
+
+impl Baseline {
+    fn observe(&mut self, value: Duration, now: Duration) {
+        match self.started {
+            Some(start) if now.saturating_sub(start) < self.period => {}
+            Some(_) => {
+                self.previous = self.current.take();
+                self.started = Some(now);
+            }
+            None => self.started = Some(now),
+        }
+        self.current = Some(self.current.map_or(value, |c| c.min(value)));
+    }
+
+    fn get(&self) -> Option<Duration> {
+        match (self.current, self.previous) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Accepts `value` as the baseline from now on.
+    fn reset(&mut self, value: Duration, now: Duration) {
+        self.started = Some(now);
+        self.current = Some(value);
+        self.previous = None;
+    }
+}
+
+impl Default for Gradient {
+    fn default() -> Self {
+        GradientBuilder::default().into_gradient()
+    }
+}
+
+impl Gradient {
+    /// A builder starting from the defaults.
+    pub fn builder() -> GradientBuilder {
+        GradientBuilder::default()
+    }
+
+    /// The latency the backend has without a queue, as far as the samples
+    /// have shown; `None` before the first window.
+    pub fn baseline(&self) -> Option<Duration> {
+        self.baseline.get()
+    }
+
+    /// `true` until the first congested or dropped window.
+    pub fn in_slow_start(&self) -> bool {
+        self.slow_start
+    }
+
+    /// Ends the window: moves the limit and opens the next one.
+    fn decide(&mut self) {
+        let w = std::mem::take(&mut self.window);
+        self.window.opened = w.last_end;
+        let c = &self.config;
+        let limit = self.limit as f64;
+        let next = if w.drops > 0 {
+            self.slow_start = false;
+            self.floor_streak = 0;
+            // The epsilon keeps 20 × 0.9 at 18 whatever the rounding of 0.9.
+            (limit * c.backoff + 1e-9).floor()
+        } else if let Some(fastest) = w.fastest {
+            self.baseline.observe(fastest, w.last_end);
+            let base = self.baseline.get().unwrap_or(fastest);
+            let slack = base.mul_f64(c.tolerance).max(c.tolerance_floor);
+            if fastest > base.saturating_add(slack) {
+                self.slow_start = false;
+                if self.limit <= c.min {
+                    self.floor_streak += 1;
+                    if self.floor_streak >= FLOOR_WINDOWS {
+                        // Nothing left to cut and still slow: the backend
+                        // itself got slower. Its new speed is the baseline.
+                        self.baseline.reset(fastest, w.last_end);
+                        self.floor_streak = 0;
+                    }
+                }
+                let ratio = base.as_secs_f64() / fastest.as_secs_f64().max(f64::MIN_POSITIVE);
+                (limit * ratio.clamp(0.5, 0.95)).floor()
+            } else {
+                self.floor_streak = 0;
+                if w.saturated {
+                    if self.slow_start {
+                        (limit * 1.5).ceil().max(limit + 1.0)
+                    } else {
+                        (limit + (limit * c.growth).round()).max(limit + 1.0)
+                    }
+                } else {
+                    limit
+                }
+            }
+        } else {
+            limit
+        };
+        self.limit = (next as usize).clamp(c.min, c.max);
+    }
+}
+
+/// Congested windows at the floor after which a slower baseline is accepted.
+const FLOOR_WINDOWS: u32 = 3;
+
+impl Algorithm for Gradient {
+    fn limit(&self) -> usize {
+        self.limit
+    }
+
+    fn update(&mut self, sample: Sample) -> usize {
+        // A request admitted before the last decision ran under another
+        // limit: it says nothing about this one.
+        if sample.start < self.window.opened {
+            return self.limit;
+        }
+        let end = sample.start.saturating_add(sample.rtt);
+        let w = &mut self.window;
+        w.count += 1;
+        w.last_end = w.last_end.max(end);
+        if sample.dropped || sample.rtt > self.config.timeout {
+            w.drops += 1;
+        } else {
+            w.fastest = Some(w.fastest.map_or(sample.rtt, |f| f.min(sample.rtt)));
+        }
+        w.saturated |= sample.in_flight >= self.limit;
+        if w.count >= self.config.window_samples {
+            self.decide();
+        }
+        self.limit
+    }
+}
+
+/// Builds a [`Gradient`]; [`build`](Self::build) rejects out-of-range
+/// settings.
+#[derive(Debug, Clone)]
+pub struct GradientBuilder {
+    initial: usize,
+    min: usize,
+    max: usize,
+    backoff: f64,
+    timeout: Duration,
+    window_samples: u32,
+    tolerance: f64,
+    tolerance_floor: Duration,
+    growth: f64,
+    baseline_period: Duration,
+}
+
+impl Default for GradientBuilder {
+    fn default() -> Self {
+        Self {
+            initial: 10,
+            min: 1,
+            max: 1000,
+            backoff: 0.9,
+            timeout: Duration::from_secs(5),
+            window_samples: 10,
+            tolerance: 0.1,
+            tolerance_floor: Duration::from_micros(500),
+            growth: 0.02,
+            baseline_period: Duration::from_secs(10),
+        }
+    }
+}
+
+impl GradientBuilder {
+    /// The limit to start from (default 10, between min and max). Slow start
+    /// finds the capacity from any start within a few round trips; a backend
+    /// whose slot count is known can start there.
+    #[must_use]
+    pub fn initial_limit(mut self, initial: usize) -> Self {
+        self.initial = initial;
+        self
+    }
+
+    /// The least limit (default 1, at least 1).
+    #[must_use]
+    pub fn min_limit(mut self, min: usize) -> Self {
+        self.min = min;
+        self
+    }
+
+    /// The greatest limit (default 1000).
+    #[must_use]
+    pub fn max_limit(mut self, max: usize) -> Self {
+        self.max = max;
+        self
+    }
+
+    /// The factor a window with a drop multiplies the limit by (default 0.9,
+    /// in `[0.5, 1)`).
+    #[must_use]
+    pub fn backoff_ratio(mut self, ratio: f64) -> Self {
+        self.backoff = ratio;
+        self
+    }
+
+    /// A request slower than this counts as a drop (default 5 s, non-zero).
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Samples per decision (default 10, at least 1).
+    #[must_use]
+    pub fn window_samples(mut self, samples: u32) -> Self {
+        self.window_samples = samples;
+        self
+    }
+
+    /// How much slower than the baseline a window's fastest request may be
+    /// before it counts as queueing: `fraction` of the baseline (default 0.1,
+    /// in `(0, 1]`), and at least `floor` (default 0.5 ms), so timer jitter
+    /// on a fast backend is not a queue. Raise it for a backend whose
+    /// latency varies widely on its own.
+    #[must_use]
+    pub fn tolerance(mut self, fraction: f64, floor: Duration) -> Self {
+        self.tolerance = fraction;
+        self.tolerance_floor = floor;
+        self
+    }
+
+    /// The limit's growth per saturated window after slow start, as a
+    /// fraction of the limit (default 0.02, in `(0, 0.5]`; at least one).
+    #[must_use]
+    pub fn growth(mut self, fraction: f64) -> Self {
+        self.growth = fraction;
+        self
+    }
+
+    /// How long a baseline is remembered: the baseline is the least window
+    /// over the current and the previous period (default 10 s, non-zero).
+    #[must_use]
+    pub fn baseline_period(mut self, period: Duration) -> Self {
+        self.baseline_period = period;
+        self
+    }
+
+    /// Validates the settings.
+    pub fn build(self) -> Result<Gradient, ConfigError> {
+        if self.min == 0 {
+            return Err(ConfigError::new("min_limit", "must be at least 1"));
+        }
+        if self.max < self.min {
+            return Err(ConfigError::new("max_limit", "must be at least min_limit"));
+        }
+        if !(self.min..=self.max).contains(&self.initial) {
+            return Err(ConfigError::new(
+                "initial_limit",
+                "must lie between min_limit and max_limit",
+            ));
+        }
+        if !(0.5..1.0).contains(&self.backoff) {
+            return Err(ConfigError::new("backoff_ratio", "must lie in [0.5, 1)"));
+        }
+        if self.timeout.is_zero() {
+            return Err(ConfigError::new("timeout", "must be non-zero"));
+        }
+        if self.window_samples == 0 {
+            return Err(ConfigError::new("window_samples", "must be at least 1"));
+        }
+        if !(self.tolerance > 0.0 && self.tolerance <= 1.0) {
+            return Err(ConfigError::new("tolerance", "must lie in (0, 1]"));
+        }
+        if !(self.growth > 0.0 && self.growth <= 0.5) {
+            return Err(ConfigError::new("growth", "must lie in (0, 0.5]"));
+        }
+        if self.baseline_period.is_zero() {
+            return Err(ConfigError::new("baseline_period", "must be non-zero"));
+        }
+        Ok(self.into_gradient())
+    }
+
+    fn into_gradient(self) -> Gradient {
+        Gradient {
+            limit: self.initial,
+            slow_start: true,
+            window: Window::default(),
+            baseline: Baseline {
+                period: self.baseline_period,
+                started: None,
+                current: None,
+                previous: None,
+            },
+            floor_streak: 0,
+            config: self,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
