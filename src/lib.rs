@@ -95,6 +95,7 @@ mod signal;
 pub mod aggregate;
 pub mod batch;
 pub mod coalesce;
+pub mod deadline;
 pub mod limit;
 pub mod priority;
 pub mod reject;

@@ -16,6 +16,12 @@ pub enum Reason {
     QueueFull,
     /// The request waited in the queue for longer than allowed.
     QueueTimeout,
+    /// The queue ahead of the request would take longer to serve than the
+    /// request may wait: refused at once instead of waiting to be refused.
+    ExpectedWait,
+    /// The caller's own deadline (`grpc-timeout`, a timeout header) ends
+    /// before the request could be served.
+    Deadline,
     /// The caller exceeded a rate limit (a quota, not a capacity problem).
     RateLimited,
     /// A client-side cooldown is open: the remote asked callers to back off.
@@ -35,16 +41,20 @@ impl Reason {
             Reason::Shed => "shed",
             Reason::QueueFull => "queue_full",
             Reason::QueueTimeout => "queue_timeout",
+            Reason::ExpectedWait => "expected_wait",
+            Reason::Deadline => "deadline",
             Reason::RateLimited => "rate_limited",
             Reason::Cooldown => "cooldown",
         }
     }
 
     /// Every reason, in declaration order (useful for per-reason counters).
-    pub const ALL: [Reason; 5] = [
+    pub const ALL: [Reason; 7] = [
         Reason::Shed,
         Reason::QueueFull,
         Reason::QueueTimeout,
+        Reason::ExpectedWait,
+        Reason::Deadline,
         Reason::RateLimited,
         Reason::Cooldown,
     ];
@@ -152,6 +162,10 @@ impl fmt::Display for Overloaded {
             Reason::Shed => "request shed: service overloaded",
             Reason::QueueFull => "service overloaded: wait queue full",
             Reason::QueueTimeout => "service overloaded: timed out in the wait queue",
+            Reason::ExpectedWait => "service overloaded: the wait would be too long",
+            Reason::Deadline => {
+                "service overloaded: the request's deadline ends before it could be served"
+            }
             Reason::RateLimited => "rate limit exceeded",
             Reason::Cooldown => "remote asked callers to back off",
         };

@@ -2,6 +2,8 @@
 
 use std::{sync::Arc, time::Duration};
 
+use crate::Priority;
+
 /// A live measure of how loaded a service is.
 ///
 /// A load shedder reads it on every request, so implementations must be
@@ -31,6 +33,20 @@ pub trait LoadSignal {
     fn queue_delay(&self) -> Option<Duration> {
         None
     }
+
+    /// `true` when the source forecasts its own refusals through
+    /// [`refusing`](Self::refusing): an adaptive shedder in front of it then
+    /// refuses exactly what the source would, at once and without a lock,
+    /// instead of steering on the queue delay.
+    fn forecasts_refusals(&self) -> bool {
+        false
+    }
+
+    /// The highest priority the source refuses now whatever its queue holds
+    /// (it refuses every lower one too); `None` when it refuses none.
+    fn refusing(&self) -> Option<Priority> {
+        None
+    }
 }
 
 impl<F> LoadSignal for F
@@ -49,5 +65,13 @@ impl<T: LoadSignal + ?Sized> LoadSignal for Arc<T> {
 
     fn queue_delay(&self) -> Option<Duration> {
         (**self).queue_delay()
+    }
+
+    fn forecasts_refusals(&self) -> bool {
+        (**self).forecasts_refusals()
+    }
+
+    fn refusing(&self) -> Option<Priority> {
+        (**self).refusing()
     }
 }

@@ -691,6 +691,7 @@ async fn stress(layer: AdaptiveLimitLayer, max_peak: usize) {
     let mut tasks = Vec::new();
     for t in 0..16usize {
         let svc = svc.clone();
+        let handle2 = handle.clone();
         tasks.push(tokio::spawn(async move {
             let mut refused = 0;
             for i in 0..1_000usize {
@@ -703,7 +704,12 @@ async fn stress(layer: AdaptiveLimitLayer, max_peak: usize) {
                 }
                 if let Err(e) = call.await {
                     if let Some(o) = find_overloaded(e.as_ref()) {
-                        assert_eq!(o.reason(), Reason::QueueTimeout);
+                        assert_eq!(
+                            o.reason(),
+                            Reason::QueueTimeout,
+                            "{o:?} {:?}",
+                            handle2.snapshot()
+                        );
                         refused += 1;
                     }
                 }

@@ -73,6 +73,21 @@ impl LimitHandle {
         Some(Instant::now().saturating_duration_since(since))
     }
 
+    /// The forecast service rate, in requests per second: the limit over
+    /// the mean rtt. `None` before the first sample (and always for an
+    /// algorithm that takes none, such as [`Fixed`](super::Fixed)).
+    pub fn service_rate(&self) -> Option<f64> {
+        let rate = f64::from_bits(self.shared.counters.service_rate.load(Relaxed));
+        (rate > 0.0).then_some(rate)
+    }
+
+    /// The highest priority the limiter refuses at its door now whatever
+    /// its queue holds, because higher priorities alone leave it no slot
+    /// within its queue timeout; `None` when it refuses none.
+    pub fn refusing(&self) -> Option<Priority> {
+        <Self as LoadSignal>::refusing(self)
+    }
+
     /// Samples that reported a drop, since the limiter was built.
     pub fn drops(&self) -> u64 {
         self.shared.counters.drops.load(Relaxed)
@@ -98,6 +113,10 @@ impl LimitHandle {
             samples: c.samples.load(Relaxed),
             drops: c.drops.load(Relaxed),
             rejected_queue_full: c.queue_full.load(Relaxed),
+            rejected_expected_wait: c.expected_wait.load(Relaxed),
+            rejected_deadline: c.deadline.load(Relaxed),
+            service_rate: self.service_rate(),
+            refusing: self.refusing(),
             rejected_queue_timeout: c.queue_timeout.load(Relaxed),
         }
     }
@@ -111,11 +130,30 @@ impl LoadSignal for LimitHandle {
     fn queue_delay(&self) -> Option<Duration> {
         Some(self.oldest_wait().unwrap_or(Duration::ZERO))
     }
+
+    /// `true` once the limiter has a forecast (its algorithm takes samples
+    /// and one has been taken).
+    fn forecasts_refusals(&self) -> bool {
+        self.service_rate().is_some()
+    }
+
+    fn refusing(&self) -> Option<Priority> {
+        // An empty queue refuses nothing it would not also refuse at the
+        // head of the queue, and a stale forecast must not outlive the
+        // overload: with nobody waiting, let the limiter decide.
+        if self.queued() == 0 {
+            return None;
+        }
+        match self.shared.counters.refusing.load(Relaxed) {
+            0 => None,
+            n => Priority::ALL.get(n - 1).copied(),
+        }
+    }
 }
 
 /// The figures of a [`LimitHandle`] at one moment (serialisable with the
 /// `serde` feature, durations in milliseconds).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct LimitSnapshot {
@@ -147,6 +185,16 @@ pub struct LimitSnapshot {
     pub rejected_queue_full: u64,
     /// Requests refused because they waited too long.
     pub rejected_queue_timeout: u64,
+    /// Requests refused at once (or taken out of the queue) because the
+    /// queue ahead of them would not have been served within their timeout.
+    pub rejected_expected_wait: u64,
+    /// Requests refused at once because their caller's deadline ended
+    /// before their expected wait.
+    pub rejected_deadline: u64,
+    /// The forecast service rate, requests per second.
+    pub service_rate: Option<f64>,
+    /// The highest priority refused at the door whatever the queue holds.
+    pub refusing: Option<Priority>,
 }
 
 /// Waiting requests by priority.

@@ -137,6 +137,7 @@
 //!   admissions.
 
 mod aimd;
+mod forecast;
 mod gradient;
 mod handle;
 mod layer;

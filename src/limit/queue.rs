@@ -29,7 +29,10 @@ use std::{
 
 use tokio::{sync::oneshot, time::Instant};
 
-use super::{Algorithm, Sample};
+use super::{
+    Algorithm, Sample,
+    forecast::{Counts, Forecast},
+};
 use crate::{Priority, Reason};
 
 /// What a request's permit tells the algorithm when it ends.
@@ -123,9 +126,9 @@ pub(crate) struct QueueConfig {
 impl Default for QueueConfig {
     fn default() -> Self {
         Self {
-            max_len: 128,
+            max_len: 1024,
             timeout: Duration::from_secs(1),
-            standing: Some((Duration::from_millis(100), Duration::from_millis(10))),
+            standing: None,
             reserved: Reserved::new(),
         }
     }
@@ -143,6 +146,8 @@ type GrantResult = Result<Grant, Reason>;
 struct Waiter {
     id: u64,
     enqueued: Instant,
+    /// When it stops waiting: its queue timeout or its caller's deadline.
+    deadline: Instant,
     tx: oneshot::Sender<GrantResult>,
 }
 
@@ -155,6 +160,7 @@ struct State {
     samples: u64,
     drops: u64,
     next_id: u64,
+    forecast: Forecast,
     /// When the queue was last empty, for the standing-queue rule.
     last_empty: Instant,
     #[cfg(feature = "tracing")]
@@ -180,6 +186,17 @@ pub(crate) struct Counters {
     pub(crate) drops: AtomicU64,
     pub(crate) queue_full: AtomicU64,
     pub(crate) queue_timeout: AtomicU64,
+    /// Refused at once because the forecast wait exceeded the budget.
+    pub(crate) expected_wait: AtomicU64,
+    /// Refused at once because the caller's deadline ends sooner.
+    pub(crate) deadline: AtomicU64,
+    /// Requests taken (admitted or queued), by priority.
+    pub(crate) arrivals: [AtomicU64; 4],
+    /// The highest priority refused whatever the queue holds (index + 1;
+    /// zero: none): a shedder in front refuses it without the lock.
+    pub(crate) refusing: AtomicUsize,
+    /// The forecast service rate, as `f64` bits (zero: none yet).
+    pub(crate) service_rate: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -238,7 +255,8 @@ impl fmt::Debug for Shared {
 pub(crate) enum Admission {
     Admitted(Permit),
     Queued(Ticket),
-    Rejected(Reason),
+    /// Refused, with a hint of when the backlog will have drained.
+    Rejected(Reason, Option<Duration>),
 }
 
 impl Shared {
@@ -258,6 +276,7 @@ impl Shared {
                 samples: 0,
                 drops: 0,
                 next_id: 0,
+                forecast: Forecast::new(),
                 last_empty: now,
                 #[cfg(feature = "tracing")]
                 last_log: now,
@@ -339,7 +358,9 @@ impl Shared {
         None
     }
 
+    /// The permit of a request admitted at once.
     fn permit(self: &Arc<Self>, p: Priority, in_flight: usize) -> Permit {
+        self.counters.arrivals[p.index()].fetch_add(1, Relaxed);
         Permit {
             start: self.sampling.then(Instant::now),
             shared: Arc::clone(self),
@@ -349,8 +370,9 @@ impl Shared {
         }
     }
 
-    /// Admits a request of priority `p` now, queues it, or refuses it.
-    pub(crate) fn acquire(self: &Arc<Self>, p: Priority) -> Admission {
+    /// Admits a request of priority `p` now, queues it, or refuses it. A
+    /// `deadline` (the caller's) shortens how long it may wait.
+    pub(crate) fn acquire(self: &Arc<Self>, p: Priority, deadline: Option<Instant>) -> Admission {
         if self.fast && self.queued() == 0 {
             if let Some(n) = self.try_take() {
                 return Admission::Admitted(self.permit(p, n));
@@ -367,19 +389,35 @@ impl Shared {
             }
         }
 
-        if self.config.max_len == 0 {
-            drop(st);
-            self.counters.queue_full.fetch_add(1, Relaxed);
-            return Admission::Rejected(Reason::QueueFull);
-        }
         let now = Instant::now();
+        if self.refresh_forecast(&mut st, now) {
+            self.evict_hopeless(&mut st, now);
+        }
+        if self.config.max_len == 0 {
+            return self.refuse(st, Reason::QueueFull);
+        }
+        let budget = self.budget(&st, now, p, deadline);
+        if budget.is_zero() {
+            return self.refuse(st, Reason::Deadline);
+        }
+        // Refuse at the door what the queue could not serve in time.
+        let ahead = self.ahead_of(&st, p) + 1;
+        let limit = self.counters.steady.limit.load(Relaxed);
+        if let Some(wait) = st.forecast.wait(p, ahead, limit) {
+            if wait > budget {
+                let reason = if budget < self.wait_timeout(&st, now, p) {
+                    Reason::Deadline
+                } else {
+                    Reason::ExpectedWait
+                };
+                return self.refuse(st, reason);
+            }
+        }
         if self.queued() >= self.config.max_len {
             // Full: make room by refusing the newest waiter of the lowest
             // priority below this one, or refuse this request.
             let Some(lowest) = (0..p.index()).find(|&i| !st.queues[i].is_empty()) else {
-                drop(st);
-                self.counters.queue_full.fetch_add(1, Relaxed);
-                return Admission::Rejected(Reason::QueueFull);
+                return self.refuse(st, Reason::QueueFull);
             };
             if let Some(evicted) = st.queues[lowest].pop_back() {
                 self.counters.steady.queued.fetch_sub(1, SeqCst);
@@ -390,16 +428,20 @@ impl Shared {
         if self.queued() == 0 {
             st.last_empty = now;
         }
-        let timeout = self.wait_timeout(&st, now, p);
+        let until = now.checked_add(budget).unwrap_or(now);
         let (tx, rx) = oneshot::channel();
         let id = st.next_id;
         st.next_id += 1;
         st.queues[p.index()].push_back(Waiter {
             id,
             enqueued: now,
+            deadline: until,
             tx,
         });
         self.counters.steady.queued.fetch_add(1, SeqCst);
+        self.counters.arrivals[p.index()].fetch_add(1, Relaxed);
+        // Those now behind it wait longer: refuse the ones that no longer can.
+        self.evict_hopeless(&mut st, now);
         // A slot freed by a lock-free release since we looked is found here
         // (see the type's docs); the grant waits in the channel.
         self.drain(&mut st, now);
@@ -409,9 +451,117 @@ impl Shared {
             shared: Arc::clone(self),
             id,
             priority: p,
-            deadline: now + timeout,
+            deadline: until,
             rx: Some(rx),
         })
+    }
+
+    /// Counts a refusal and gives its retry hint: how long the backlog takes
+    /// to drain (lock held, then released).
+    fn refuse(&self, st: MutexGuard<'_, State>, reason: Reason) -> Admission {
+        let c = &self.counters;
+        match reason {
+            Reason::ExpectedWait => &c.expected_wait,
+            Reason::Deadline => &c.deadline,
+            _ => &c.queue_full,
+        }
+        .fetch_add(1, Relaxed);
+        let backlog = self.queued() + 1;
+        let hint = st
+            .forecast
+            .drain_time(backlog, c.steady.limit.load(Relaxed));
+        self.publish_refusing(&st);
+        drop(st);
+        Admission::Rejected(reason, hint)
+    }
+
+    /// How long a request of `priority` arriving at `now` may wait: its
+    /// queue timeout, or less if its caller's `deadline` is sooner (lock held).
+    fn budget(
+        &self,
+        st: &State,
+        now: Instant,
+        priority: Priority,
+        deadline: Option<Instant>,
+    ) -> Duration {
+        let timeout = self.wait_timeout(st, now, priority);
+        match deadline {
+            Some(d) => timeout.min(d.saturating_duration_since(now)),
+            None => timeout,
+        }
+    }
+
+    /// Waiters that a request of `p` would have ahead of it: every waiter of
+    /// its priority and above (lock held).
+    fn ahead_of(&self, st: &State, p: Priority) -> usize {
+        st.queues[p.index()..].iter().map(VecDeque::len).sum()
+    }
+
+    /// Measures arrival rates when a measurement is due; `true` when they
+    /// changed (lock held).
+    fn refresh_forecast(&self, st: &mut State, now: Instant) -> bool {
+        let c = &self.counters;
+        let counts = Counts {
+            arrivals: std::array::from_fn(|i| c.arrivals[i].load(Relaxed)),
+            completions: c.hot.released.load(Relaxed),
+        };
+        let changed = st.forecast.observe(now, counts);
+        if changed {
+            self.publish_refusing(st);
+        }
+        changed
+    }
+
+    /// Refuses, from the lowest priority up, the newest waiters whose
+    /// forecast wait now ends after their deadline: higher priorities that
+    /// arrived since they queued push them back, and they would only time
+    /// out later (lock held).
+    fn evict_hopeless(&self, st: &mut State, now: Instant) {
+        let limit = self.counters.steady.limit.load(Relaxed);
+        for i in 0..4 {
+            while let Some(back) = st.queues[i].back() {
+                let ahead: usize = st.queues[i..].iter().map(VecDeque::len).sum();
+                let left = back.deadline.saturating_duration_since(now);
+                let hopeless = st
+                    .forecast
+                    .wait(Priority::ALL[i], ahead, limit)
+                    .is_some_and(|wait| wait > left);
+                if !hopeless {
+                    break;
+                }
+                if let Some(evicted) = st.queues[i].pop_back() {
+                    self.counters.steady.queued.fetch_sub(1, SeqCst);
+                    let _ = evicted.tx.send(Err(Reason::ExpectedWait));
+                    self.counters.expected_wait.fetch_add(1, Relaxed);
+                }
+            }
+            if !st.queues[i].is_empty() {
+                // The waiters above this one have fewer ahead of them.
+                break;
+            }
+        }
+    }
+
+    /// Publishes the highest priority that would be refused even at the head
+    /// of its own tier: higher priorities alone leave it no slot in time
+    /// (lock held).
+    fn publish_refusing(&self, st: &State) {
+        let limit = self.counters.steady.limit.load(Relaxed);
+        let mut refusing = 0;
+        for i in (0..4).rev() {
+            let ahead: usize = st.queues[i + 1..].iter().map(VecDeque::len).sum();
+            let hopeless = st
+                .forecast
+                .wait(Priority::ALL[i], ahead + 1, limit)
+                .is_some_and(|w| w > self.config.timeout);
+            if hopeless {
+                refusing = i + 1;
+                break;
+            }
+        }
+        self.counters.refusing.store(refusing, Relaxed);
+        let rate = st.forecast.service_rate(limit).unwrap_or(0.0);
+        self.counters.service_rate.store(rate.to_bits(), Relaxed);
     }
 
     /// How long a waiter of `priority` arriving (or dequeued) at `now` may
@@ -446,7 +596,7 @@ impl Shared {
             let Some(waiter) = st.queues[i].pop_front() else {
                 break;
             };
-            if now.saturating_duration_since(waiter.enqueued) > timeout {
+            if now.saturating_duration_since(waiter.enqueued) > timeout || now > waiter.deadline {
                 self.counters.steady.queued.fetch_sub(1, SeqCst);
                 let _ = waiter.tx.send(Err(Reason::QueueTimeout));
                 self.counters.queue_timeout.fetch_add(1, Relaxed);
@@ -530,6 +680,9 @@ impl Shared {
                 in_flight,
                 dropped,
             };
+            if !dropped {
+                st.forecast.on_rtt(sample.rtt);
+            }
             let before = c.steady.limit.load(Relaxed);
             let limit = st.algorithm.update(sample).max(1);
             st.samples += 1;

@@ -94,7 +94,8 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let priority = self.classify.classify(&req);
-        match self.shared.acquire(priority) {
+        let deadline = self.classify.deadline(&req).map(|d| d.instant());
+        match self.shared.acquire(priority, deadline) {
             Admission::Admitted(permit) => {
                 // Should the inner call panic, the permit is dropped while
                 // unwinding, which releases it.
@@ -114,10 +115,13 @@ where
                     self.outcomes.clone(),
                 )
             }
-            Admission::Rejected(reason) => {
+            Admission::Rejected(reason, hint) => {
                 let info = self.reject.info(&req);
                 self.reject.discard(req);
-                let overloaded = Overloaded::new(reason).with_priority(priority);
+                let mut overloaded = Overloaded::new(reason).with_priority(priority);
+                if let Some(hint) = hint {
+                    overloaded = overloaded.with_retry_after(hint);
+                }
                 ResponseFuture::done(self.reject.reject(info, overloaded))
             }
         }

@@ -1,4 +1,5 @@
 use super::{Cohort, Priority};
+use crate::deadline::Deadline;
 
 /// Decides a request's [`Priority`].
 ///
@@ -22,6 +23,14 @@ pub trait Classify<Req> {
     /// Adaptive shedding refuses part of a tier by cohort; without one, it
     /// picks a cohort per request at random. The default knows none.
     fn cohort(&self, _req: &Req) -> Option<Cohort> {
+        None
+    }
+
+    /// When `req`'s caller stops waiting, when the classifier knows it.
+    ///
+    /// The limiter refuses at once a request whose deadline ends before its
+    /// expected wait would. The default knows none.
+    fn deadline(&self, _req: &Req) -> Option<Deadline> {
         None
     }
 }
@@ -62,5 +71,10 @@ impl<B> Classify<http::Request<B>> for FromExtensions {
     /// The [`Cohort`] a [`PriorityLayer`](super::PriorityLayer) stamped, if any.
     fn cohort(&self, req: &http::Request<B>) -> Option<Cohort> {
         req.extensions().get::<Cohort>().copied()
+    }
+
+    /// The [`Deadline`] a [`DeadlineLayer`](crate::deadline::DeadlineLayer) stamped, if any.
+    fn deadline(&self, req: &http::Request<B>) -> Option<Deadline> {
+        req.extensions().get::<Deadline>().copied()
     }
 }

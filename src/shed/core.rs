@@ -429,8 +429,6 @@ pub(crate) struct Controller {
     baseline: WindowedMin,
     last_delay: Option<Duration>,
     hold_until: Option<Instant>,
-    /// Windows in a row with the queue all but empty.
-    calm_streak: u32,
 }
 
 impl Controller {
@@ -446,7 +444,6 @@ impl Controller {
             },
             last_delay: None,
             hold_until: None,
-            calm_streak: 0,
         }
     }
 
@@ -499,22 +496,17 @@ impl Controller {
             let above = f64::from(from.saturating_sub(min)) * self.config.decrease;
             let to = (min + above as u32).min(from.saturating_sub(1)).max(min);
             self.level = to;
-            self.calm_streak = 0;
             Movement::Down { from, to }
         } else {
             // Nothing waits below (an empty queue, or an idle service): the
-            // overload is over, so recover quickly.
+            // overload is over, and everything is admitted again at once.
+            // Should it come back, the next window over target cuts again;
+            // holding the level would refuse calm traffic for many windows.
             let empty = match window.queue_delay {
                 Some(queue) => queue.is_zero(),
                 None => window.min_latency.is_none() && window.in_flight == 0,
             };
-            let step = if empty {
-                self.calm_streak = self.calm_streak.saturating_add(1);
-                (self.config.increase << (self.calm_streak - 1).min(5)).min(TIER)
-            } else {
-                self.calm_streak = 0;
-                self.config.increase
-            };
+            let step = if empty { SLOTS } else { self.config.increase };
             let to = (from + step).min(SLOTS);
             self.level = to;
             Movement::Up { from, to }
@@ -752,7 +744,7 @@ mod tests {
     }
 
     #[test]
-    fn recovery_speeds_up_once_the_queue_empties() {
+    fn admission_opens_fully_once_the_queue_empties() {
         let t0 = Instant::now();
         let mut ctl = Controller::new(Adaptive::default());
         let over = window(None, Some(50), 10);
@@ -761,21 +753,14 @@ mod tests {
         }
         let low = ctl.level();
         assert!(low < 200, "{low}");
-        // Empty queue: 4, 8, 16, 32, 64, 128, 128 ...
+        // One window with the queue empty: everything is admitted again.
         let calm = window(None, Some(0), 10);
-        let ups: Vec<u32> = (0..7)
-            .map(
-                |i| match ctl.on_window(&calm, t0 + Duration::from_secs(10 + i)) {
-                    Movement::Up { from, to } => to - from,
-                    m => panic!("{m:?}"),
-                },
-            )
-            .map(|step| step.min(128))
-            .collect();
-        assert_eq!(&ups[..5], [4, 8, 16, 32, 64]);
         assert_eq!(
-            ctl.level(),
-            SLOTS.min(low + 4 + 8 + 16 + 32 + 64 + 128 + 128)
+            ctl.on_window(&calm, t0 + Duration::from_secs(10)),
+            Movement::Up {
+                from: low,
+                to: SLOTS
+            }
         );
         // A window merely within target steps slowly again.
         let mut ctl = Controller::new(Adaptive::default());

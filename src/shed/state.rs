@@ -201,6 +201,21 @@ impl State {
                 Ok(claimed) => (claimed, 0),
                 Err(load) => return Err(self.refuse(priority, load, signal, policy, None)),
             },
+            Mode::Adaptive(_) if signal.is_some_and(|s| s.forecasts_refusals()) => {
+                // The signal forecasts its own refusals (an adaptive
+                // limiter's handle): refuse exactly what it would refuse,
+                // now, and nothing it would still serve.
+                // Critical is left to the limiter, which serves it first.
+                if priority < Priority::Critical
+                    && signal
+                        .and_then(|s| s.refusing())
+                        .is_some_and(|refusing| priority <= refusing)
+                {
+                    return Err(self.refuse(priority, usize::MAX, signal, policy, None));
+                }
+                self.in_flight.fetch_add(1, Ordering::AcqRel);
+                (false, 0)
+            }
             Mode::Adaptive(adaptive) => {
                 let now = Instant::now();
                 let level = self.maybe_close_window(adaptive, now, signal);
