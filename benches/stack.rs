@@ -27,11 +27,10 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Method, Request, Response};
 use http_body_util::Empty;
 use tower::{Service, ServiceBuilder};
-#[path = "../examples/flash_sale/protect.rs"]
-mod protect;
 
 use tower_spillway::{
     Priority,
+    limit::{AdaptiveLimitLayer, Gradient},
     priority::{PriorityLayer, RouteTable},
     shed::{Adaptive, PriorityShedLayer},
 };
@@ -75,9 +74,9 @@ fn spillway() -> impl Service<Request<Body>> + Clone + Send {
         .route(None, "/orders", Priority::High)
         .route(None, "/likes", Priority::Default)
         .route(None, "/analytics", Priority::Low);
-    // The examples' limit, with room for every request: the cost measured is
-    // admitting and releasing, never waiting.
-    let limit = protect::adaptive_limit(1_000, 1.25);
+    // The README's stack, with the defaults: an uncontended request is
+    // admitted at once, so the cost measured is admitting and releasing.
+    let limit = AdaptiveLimitLayer::new(Gradient::default()).http();
     let shed = PriorityShedLayer::adaptive(Adaptive::default())
         .signal(limit.handle())
         .http();

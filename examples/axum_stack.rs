@@ -37,8 +37,6 @@ use std::{net::SocketAddr, time::Duration};
 #[path = "flash_sale/backend.rs"]
 #[allow(dead_code)]
 mod backend;
-#[path = "flash_sale/protect.rs"]
-mod protect;
 #[path = "axum_stack/stack.rs"]
 mod stack;
 

@@ -38,8 +38,6 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 #[path = "flash_sale/backend.rs"]
 #[allow(dead_code)]
 mod backend;
-#[path = "flash_sale/protect.rs"]
-mod protect;
 #[path = "tonic_stack/shop.rs"]
 mod shop;
 

@@ -24,8 +24,6 @@ use tower_spillway::retry_after::{parse_pushback_ms, parse_retry_after};
 #[path = "../examples/flash_sale/backend.rs"]
 #[allow(dead_code)]
 mod backend;
-#[path = "../examples/flash_sale/protect.rs"]
-mod protect;
 
 #[path = "../examples/axum_stack/stack.rs"]
 mod axum_stack;

@@ -16,7 +16,8 @@ use axum::{
 use serde_json::{Value, json};
 use tower_spillway::{
     Priority,
-    limit::LimitHandle,
+    deadline::DeadlineLayer,
+    limit::{AdaptiveLimitLayer, Gradient, LimitHandle},
     priority::{HeaderPriority, PriorityLayer, RouteTable},
     shed::{Adaptive, Bypass, HealthChecks, PriorityShedLayer, ShedHandle},
 };
@@ -83,14 +84,16 @@ pub fn operational(req: &Request<Body>) -> bool {
 pub fn app(config: &Config) -> (Router, Handles) {
     let db = Database::new(config.capacity, config.service);
 
-    // The adaptive limit (see `protect.rs`): AIMD steered by latency, a
-    // bounded wait queue ordered by priority.
-    let limit = crate::protect::adaptive_limit(config.capacity, 1.5);
+    // The adaptive limit, every number a default: it finds the database's
+    // capacity from latency; at the limit requests wait by priority, and
+    // what could not be served in time (or before the caller's deadline) is
+    // refused at once.
+    let limit = AdaptiveLimitLayer::new(Gradient::default()).http();
     let limit_handle = limit.handle();
 
-    // The shedder steers on the limiter's queue: while requests wait longer
-    // than the target, it refuses the lowest (priority, cohort) slots first,
-    // with a `Retry-After` of how long the backlog takes to drain.
+    // The shedder refuses, before the limiter's lock, the priorities the
+    // limiter forecasts it would refuse, with a `Retry-After` of how long
+    // the backlog takes to drain.
     let shed = PriorityShedLayer::adaptive(Adaptive::default())
         .signal(limit_handle.clone())
         .bypass(operational as fn(&Request<Body>) -> bool)
@@ -124,7 +127,9 @@ pub fn app(config: &Config) -> (Router, Handles) {
         .merge(protected)
         // The last layer is the outermost: classify first, then shed.
         .layer(shed)
-        .layer(PriorityLayer::new(classify));
+        .layer(PriorityLayer::new(classify))
+        // A caller may say how long it will wait; off unless named.
+        .layer(DeadlineLayer::new().header("x-request-timeout"));
     (app, handles)
 }
 

@@ -18,13 +18,39 @@ use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use tokio::time::Instant;
 use tower_spillway::{Priority, retry_after::parse_retry_after};
 
-/// The sale's routes and their share of the traffic.
+/// The sale's routes and their default share of the traffic.
 pub const ROUTES: [(Priority, &str, f64); 4] = [
     (Priority::Critical, "/payments", 0.05),
     (Priority::High, "/orders", 0.15),
     (Priority::Default, "/likes", 0.30),
     (Priority::Low, "/analytics", 0.50),
 ];
+
+/// Each route's share of the traffic, in the order of [`ROUTES`].
+pub type Mix = [f64; 4];
+
+/// How the clients talk to the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1 keep-alive: one request per connection at a time, a new
+    /// connection opened when all are busy, at most [`H1_CONNECTIONS`].
+    Http1,
+    /// One HTTP/2 connection multiplexing every request.
+    Http2,
+}
+
+/// The most HTTP/1.1 connections the clients open; a request finding all of
+/// them busy waits for one (its wait counts against its timeout).
+pub const H1_CONNECTIONS: usize = 1000;
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "h1",
+            Protocol::Http2 => "h2",
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct Phase {
@@ -73,14 +99,29 @@ pub struct Live {
 pub async fn drive(
     addr: SocketAddr,
     phases: &[Phase],
+    mix: Mix,
+    protocol: Protocol,
     timeout: Duration,
     live: Arc<Live>,
 ) -> Vec<Sample> {
-    // One HTTP/2 connection multiplexes every request, so the client needs no
-    // socket per outstanding request however badly the server falls behind.
-    let client = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<Full<Bytes>>();
+    let client = match protocol {
+        // One HTTP/2 connection multiplexes every request, so the client
+        // needs no socket per outstanding request however badly the server
+        // falls behind.
+        Protocol::Http2 => Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build_http::<Full<Bytes>>(),
+        // The pool keeps idle connections and opens one per request that
+        // finds none idle; the semaphore below caps them.
+        Protocol::Http1 => Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(H1_CONNECTIONS)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build_http::<Full<Bytes>>(),
+    };
+    let connections = Arc::new(tokio::sync::Semaphore::new(match protocol {
+        Protocol::Http1 => H1_CONNECTIONS,
+        Protocol::Http2 => tokio::sync::Semaphore::MAX_PERMITS,
+    }));
     let samples = Arc::new(Mutex::new(Vec::with_capacity(64 * 1024)));
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -90,14 +131,20 @@ pub async fn drive(
         phase_end += phase.duration;
         while next < phase_end {
             tokio::time::sleep_until(next).await;
-            let (priority, path) = pick_route();
+            let (priority, path) = pick_route(&mix);
             let client = client.clone();
             let samples = Arc::clone(&samples);
             let live = Arc::clone(&live);
+            let connections = Arc::clone(&connections);
             live.sent.fetch_add(1, Ordering::Relaxed);
             tasks.spawn(async move {
                 let sent = start.elapsed();
-                let outcome = send(&client, addr, path, timeout).await;
+                let outcome = tokio::time::timeout(timeout, async {
+                    let _connection = connections.acquire().await;
+                    send(&client, addr, path).await
+                })
+                .await
+                .unwrap_or(Outcome::Timeout);
                 let done = start.elapsed();
                 match outcome {
                     Outcome::Ok => &live.ok,
@@ -124,15 +171,21 @@ pub async fn drive(
         .unwrap_or_default()
 }
 
-fn pick_route() -> (Priority, &'static str) {
-    let mut x = fastrand::f64();
-    for (priority, path, share) in ROUTES {
-        if x < share {
-            return (priority, path);
+fn pick_route(mix: &Mix) -> (Priority, &'static str) {
+    let total: f64 = mix.iter().sum();
+    let mut x = fastrand::f64() * total;
+    for ((priority, path, _), share) in ROUTES.iter().zip(mix) {
+        if x < *share {
+            return (*priority, path);
         }
         x -= share;
     }
-    (ROUTES[3].0, ROUTES[3].1)
+    let last = ROUTES
+        .iter()
+        .zip(mix)
+        .rev()
+        .find(|(_, share)| **share > 0.0);
+    last.map_or((ROUTES[3].0, ROUTES[3].1), |((p, path, _), _)| (*p, path))
 }
 
 /// The gap to the next Poisson arrival at `rate` per second.
@@ -145,41 +198,35 @@ async fn send(
     client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
     addr: SocketAddr,
     path: &str,
-    timeout: Duration,
 ) -> Outcome {
     let req = Request::post(format!("http://{addr}{path}"))
         .header(header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from_static(b"{\"item\":42}")))
         .expect("a valid request");
-    let exchange = async {
-        let res = match client.request(req).await {
-            Ok(res) => res,
-            Err(e) => {
-                if std::env::var_os("FLASH_SALE_DEBUG").is_some() {
-                    eprintln!("request failed: {e:?}");
-                }
-                return None;
+    let res = match client.request(req).await {
+        Ok(res) => res,
+        Err(e) => {
+            if std::env::var_os("FLASH_SALE_DEBUG").is_some() {
+                eprintln!("request failed: {e:?}");
             }
-        };
-        let status = res.status();
-        let hint = res
-            .headers()
-            .get(header::RETRY_AFTER)
-            .and_then(|v| parse_retry_after(v.as_bytes(), std::time::SystemTime::now()));
-        res.into_body().collect().await.ok()?;
-        Some((status, hint))
-    };
-    match tokio::time::timeout(timeout, exchange).await {
-        Err(_) => Outcome::Timeout,
-        Ok(None) => Outcome::Error,
-        Ok(Some((status, _))) if status.is_success() => Outcome::Ok,
-        Ok(Some((StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS, hint))) => {
-            match hint {
-                Some(d) if d >= Duration::from_secs(1) => Outcome::Shed,
-                _ => Outcome::ShedNoHint,
-            }
+            return Outcome::Error;
         }
-        Ok(Some((status, _))) => {
+    };
+    let status = res.status();
+    let hint = res
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| parse_retry_after(v.as_bytes(), std::time::SystemTime::now()));
+    if res.into_body().collect().await.is_err() {
+        return Outcome::Error;
+    }
+    match (status, hint) {
+        (status, _) if status.is_success() => Outcome::Ok,
+        (StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS, hint) => match hint {
+            Some(d) if d >= Duration::from_secs(1) => Outcome::Shed,
+            _ => Outcome::ShedNoHint,
+        },
+        (status, _) => {
             if std::env::var_os("FLASH_SALE_DEBUG").is_some() {
                 eprintln!("unexpected status {status}");
             }

@@ -1,4 +1,4 @@
-//! The flash sale: one service, three ways, one 10x spike.
+//! The flash sale: one service, three ways, one spike.
 //!
 //! In one process, on loopback, the same axum shop (four routes over a
 //! simulated database, see `backend.rs`) is served three ways:
@@ -6,23 +6,31 @@
 //! - `unprotected`: the app as it is;
 //! - `tower`: tower's built-ins, `LoadShed` over `ConcurrencyLimit` sized to
 //!   the database, with axum's usual `HandleErrorLayer` answering 503;
-//! - `spillway`: this crate's stack, see `stacks.rs`.
+//! - `spillway`: this crate's stack with its defaults, see `stacks.rs`.
 //!
 //! Each gets the same open-loop traffic: a calm phase at half the database's
-//! capacity, a spike at ten times it, and recovery at half again. Traffic mix:
-//! `POST /payments` Critical 5 %, `/orders` High 15 %, `/likes` Default 30 %,
-//! `/analytics` Low 50 %. Clients give up after 2 s.
+//! capacity, a spike (ten times it by default), and recovery at half again.
+//! Traffic mix: `POST /payments` Critical 5 %, `/orders` High 15 %, `/likes`
+//! Default 30 %, `/analytics` Low 50 %. Clients give up after 2 s.
 //!
 //! ```text
-//! cargo run --release --example flash_sale [-- --quick] [--json PATH] [--svg PATH]
-//!                                           [--slots N] [--service-ms M]
+//! cargo run --release --example flash_sale -- [--quick] [--json PATH] [--svg PATH]
+//!     [--mix C,H,D,L] [--spike X] [--slots N] [--write-ms M] [--hold SECONDS] [--h1]
+//! cargo run --release --example flash_sale -- --sweep [--quick] [--hold SECONDS] [--json PATH]
 //! ```
+//!
+//! `--sweep` runs only the crate's stack over a grid of traffic shapes (see
+//! `sweep.rs`) and prints one row per shape with the targets it met or
+//! missed (`targets.rs`); `--quick` makes that grid small. `--h1` drives the
+//! shop from HTTP/1.1 keep-alive connections instead of one HTTP/2
+//! connection. `--hold` sets how long the spike lasts.
 
 mod backend;
 mod load;
-mod protect;
 mod report;
 mod stacks;
+mod sweep;
+mod targets;
 
 use std::{
     path::PathBuf,
@@ -30,55 +38,78 @@ use std::{
     time::Duration,
 };
 
-use load::{Live, Phase};
+use load::{Live, Phase, Protocol};
 use report::Run;
+use targets::Shape;
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
 
 struct Args {
     quick: bool,
+    sweep: bool,
     json: Option<PathBuf>,
     svg: Option<PathBuf>,
-    slots: usize,
-    service_ms: u64,
+    shape: Shape,
+    /// How long the spike lasts; by default 8 s (3 s with `--quick`).
+    hold: Option<f64>,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
         quick: false,
+        sweep: false,
         json: None,
         svg: None,
-        slots: 20,
-        service_ms: 50,
+        shape: Shape {
+            mix: [5.0, 15.0, 30.0, 50.0],
+            spike: 10.0,
+            slots: 20,
+            write_ms: 50,
+            protocol: Protocol::Http2,
+        },
+        hold: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
+        fn number<T: std::str::FromStr>(name: &str, v: String) -> Result<T, String>
+        where
+            T::Err: std::fmt::Display,
+        {
+            v.parse().map_err(|e| format!("{name}: {e}"))
+        }
         match arg.as_str() {
             "--quick" => args.quick = true,
+            "--sweep" => args.sweep = true,
+            "--h1" => args.shape.protocol = Protocol::Http1,
+            "--h2" => args.shape.protocol = Protocol::Http2,
             "--json" => args.json = Some(value("--json")?.into()),
             "--svg" => args.svg = Some(value("--svg")?.into()),
-            "--slots" => {
-                args.slots = value("--slots")?
-                    .parse()
-                    .map_err(|e| format!("--slots: {e}"))?
+            "--mix" => args.shape.mix = targets::parse_mix(&value("--mix")?)?,
+            "--spike" => args.shape.spike = number("--spike", value("--spike")?)?,
+            "--slots" => args.shape.slots = number("--slots", value("--slots")?)?,
+            "--write-ms" | "--service-ms" => {
+                args.shape.write_ms = number("--write-ms", value("--write-ms")?)?
             }
-            "--service-ms" => {
-                args.service_ms = value("--service-ms")?
-                    .parse()
-                    .map_err(|e| format!("--service-ms: {e}"))?
-            }
+            "--hold" => args.hold = Some(number("--hold", value("--hold")?)?),
             "-h" | "--help" => {
                 println!(
-                    "usage: flash_sale [--quick] [--json PATH] [--svg PATH] [--slots N] [--service-ms M]"
+                    "usage: flash_sale [--quick] [--json PATH] [--svg PATH] [--mix C,H,D,L] [--spike X]\n                  [--slots N] [--write-ms M] [--hold SECONDS] [--h1]\n       flash_sale --sweep [--quick] [--hold SECONDS] [--json PATH]"
                 );
                 std::process::exit(0);
             }
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    if args.slots == 0 || args.service_ms == 0 {
-        return Err("--slots and --service-ms must be positive".into());
+    let s = &args.shape;
+    if s.slots == 0 || s.write_ms == 0 {
+        return Err("--slots and --write-ms must be positive".into());
+    }
+    if !(s.spike.is_finite() && s.spike > 0.0) {
+        return Err("--spike must be a positive multiple of capacity".into());
+    }
+    if args.hold.is_some_and(|h| !(h.is_finite() && h > 0.0)) {
+        return Err("--hold must be a positive number of seconds".into());
     }
     Ok(args)
 }
@@ -96,42 +127,35 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .with(Targets::new().with_target("h2", tracing_subscriber::filter::LevelFilter::DEBUG))
             .init();
     }
-    let service = Duration::from_millis(args.service_ms);
-    let capacity = args.slots as f64 / service.as_secs_f64();
-    let (calm, spike, recovery) = if args.quick {
-        (1.0, 3.0, 1.0)
-    } else {
-        (3.0, 8.0, 4.0)
-    };
-    let phases = [
-        Phase {
-            duration: Duration::from_secs_f64(calm),
-            rate: 0.5 * capacity,
-        },
-        Phase {
-            duration: Duration::from_secs_f64(spike),
-            rate: 10.0 * capacity,
-        },
-        Phase {
-            duration: Duration::from_secs_f64(recovery),
-            rate: 0.5 * capacity,
-        },
-    ];
+    if args.sweep {
+        return sweep::run(args.quick, args.hold, args.json.as_deref()).await;
+    }
+    let shape = args.shape;
+    let (calm, recovery) = if args.quick { (1.0, 1.0) } else { (3.0, 4.0) };
+    let spike = args.hold.unwrap_or(if args.quick { 3.0 } else { 8.0 });
+    let phases = phases(&shape, calm, spike, recovery);
     println!(
-        "database: {} slots x {} ms = {:.0} writes/s; spike {:.0} req/s for {spike} s; clients time out after {} s",
-        args.slots,
-        args.service_ms,
-        capacity,
-        10.0 * capacity,
+        "database: {} slots x {} ms = {:.0} writes/s; spike {:.0} req/s for {spike} s; mix {}; {}; clients time out after {} s",
+        shape.slots,
+        shape.write_ms,
+        shape.capacity(),
+        shape.spike * shape.capacity(),
+        shape.label(),
+        shape.protocol.as_str(),
         CLIENT_TIMEOUT.as_secs()
     );
 
     let mut runs = Vec::new();
     for scenario in stacks::Scenario::ALL {
-        runs.push(run(scenario, &phases, args.slots, service).await?);
+        runs.push(run(scenario, &shape, &phases).await?);
     }
 
     report::print_table(&runs);
+    if let Some(spillway) = runs.iter().find(|r| r.name == "spillway") {
+        println!();
+        targets::print_header();
+        targets::print_row(&targets::Figures::of(shape, spillway));
+    }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report::to_json(&runs))?)?;
         println!("wrote {}", path.display());
@@ -143,13 +167,31 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Calm at half capacity, the spike, calm again.
+fn phases(shape: &Shape, calm: f64, spike: f64, recovery: f64) -> [Phase; 3] {
+    let capacity = shape.capacity();
+    [
+        Phase {
+            duration: Duration::from_secs_f64(calm),
+            rate: 0.5 * capacity,
+        },
+        Phase {
+            duration: Duration::from_secs_f64(spike),
+            rate: shape.spike * capacity,
+        },
+        Phase {
+            duration: Duration::from_secs_f64(recovery),
+            rate: 0.5 * capacity,
+        },
+    ]
+}
+
 async fn run(
     scenario: stacks::Scenario,
+    shape: &Shape,
     phases: &[Phase],
-    slots: usize,
-    service: Duration,
 ) -> Result<Run, Box<dyn std::error::Error>> {
-    let db = backend::Database::new(slots, service);
+    let db = backend::Database::new(shape.slots, Duration::from_millis(shape.write_ms));
     let served = stacks::serve(scenario, Arc::clone(&db)).await?;
     println!("\n== {} ({})", scenario.name(), scenario.describe());
 
@@ -200,9 +242,22 @@ async fn run(
         })
     };
 
-    let samples = load::drive(served.addr, phases, CLIENT_TIMEOUT, Arc::clone(&live)).await;
+    let samples = load::drive(
+        served.addr,
+        phases,
+        shape.mix,
+        shape.protocol,
+        CLIENT_TIMEOUT,
+        Arc::clone(&live),
+    )
+    .await;
     let duration = start.elapsed();
     progress.abort();
+    if let Some(stats) = &served.stats {
+        if std::env::var_os("FLASH_SALE_DEBUG").is_some() {
+            println!("  {}", stats());
+        }
+    }
     let limit = std::mem::take(&mut *limits.lock().unwrap());
     // Work the clients gave up on may still be running in this scenario's
     // database; each scenario has its own, so it cannot slow the next one.

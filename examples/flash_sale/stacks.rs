@@ -1,6 +1,6 @@
 //! The three ways of serving the shop.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc};
 
 use axum::{error_handling::HandleErrorLayer, http::StatusCode};
 use http::Method;
@@ -11,6 +11,7 @@ use hyper_util::{
 use tower::{BoxError, ServiceBuilder};
 use tower_spillway::{
     Priority,
+    limit::{AdaptiveLimitLayer, Gradient},
     priority::{PriorityLayer, RouteTable},
     shed::{Adaptive, PriorityShedLayer},
 };
@@ -51,6 +52,8 @@ pub struct Served {
     pub addr: SocketAddr,
     /// Reads the stack's adaptive concurrency limit, if it has one.
     pub limit: Option<Arc<dyn Fn() -> usize + Send + Sync>>,
+    /// The stack's own figures, if it has any.
+    pub stats: Option<Arc<dyn Fn() -> String + Send + Sync>>,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -78,40 +81,49 @@ pub async fn serve(scenario: Scenario, db: Arc<Database>) -> std::io::Result<Ser
             spawn(svc, None).await
         }
         Scenario::Spillway => {
-            let (app, limit) = spillway(app(db));
-            spawn(app, Some(limit)).await
+            let (app, limit, stats) = spillway(app(db));
+            let mut served = spawn(app, Some(limit)).await?;
+            served.stats = Some(stats);
+            Ok(served)
         }
     }
 }
 
-/// This crate's stack, as `examples/axum_stack.rs` builds it.
-fn spillway(app: axum::Router) -> (axum::Router, Arc<dyn Fn() -> usize + Send + Sync>) {
+/// This crate's stack, as the README shows it: the route table, and every
+/// other number a default.
+#[allow(clippy::type_complexity)]
+fn spillway(
+    app: axum::Router,
+) -> (
+    axum::Router,
+    Arc<dyn Fn() -> usize + Send + Sync>,
+    Arc<dyn Fn() -> String + Send + Sync>,
+) {
     let routes = RouteTable::new()
         .route(Some(Method::POST), "/payments", Priority::Critical)
         .route(None, "/orders", Priority::High)
         .route(None, "/likes", Priority::Default)
         .route(None, "/analytics", Priority::Low);
-    let limit = crate::protect::adaptive_limit(20, 1.25);
+    // The limit finds the database's capacity from latency; at the limit,
+    // requests wait by priority, and what could not be served in time is
+    // refused at once.
+    let limit = AdaptiveLimitLayer::new(Gradient::default()).http();
     let handle = limit.handle();
-    // The shedder steers on the limiter's queue: when requests wait longer
-    // than the target, it refuses the lowest (priority, cohort) slots first.
-    // A 100 ms target lets a useful backlog of the best waiters (about 40
-    // here) stand in the limiter's priority queue, so the database never
-    // idles while the shedder turns the bulk of the spike away. (With the
-    // default 20 ms the shedder sometimes cut so deep that the database
-    // idled: 90 % goodput instead of 98 %.)
-    let adaptive = Adaptive::builder()
-        .target(Duration::from_millis(100))
-        .build()
-        .expect("a valid adaptive configuration");
-    let shed = PriorityShedLayer::adaptive(adaptive)
+    // The shedder refuses, before the limiter's lock, the tiers the limiter
+    // forecasts it would refuse anyway.
+    let shed = PriorityShedLayer::adaptive(Adaptive::default())
         .signal(handle.clone())
         .http();
+    let shed_handle = shed.handle();
     let app = app
         .layer(limit)
         .layer(shed)
         .layer(PriorityLayer::new(routes));
-    (app, Arc::new(move || handle.limit()))
+    let stats = {
+        let handle = handle.clone();
+        Arc::new(move || format!("{:?}\n{:?}", handle.snapshot(), shed_handle.snapshot()))
+    };
+    (app, Arc::new(move || handle.limit()), stats)
 }
 
 async fn spawn<S>(
@@ -145,6 +157,7 @@ where
     Ok(Served {
         addr,
         limit,
+        stats: None,
         accept,
     })
 }

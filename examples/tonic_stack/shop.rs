@@ -38,7 +38,8 @@ use tonic_prost::ProstCodec;
 use tower::{BoxError, Service, ServiceBuilder};
 use tower_spillway::{
     Priority,
-    limit::{AdaptiveLimitLayer, Aimd, Growth, HttpOutcomes, LimitHandle},
+    deadline::DeadlineLayer,
+    limit::{AdaptiveLimitLayer, Aimd, Gradient, Growth, HttpOutcomes, LimitHandle},
     priority::{GrpcMethods, PriorityLayer},
     rate::{ApiKey, Quota, RateLimitHandle, RateLimitLayer},
     retry_after::{HonorRetryAfterHandle, HonorRetryAfterLayer, ReplayBody},
@@ -184,10 +185,14 @@ pub fn methods() -> GrpcMethods {
 
 /// Serves the shop and the gRPC health service on `incoming`:
 ///
-/// - every call: `PriorityLayer` (by method), then `PriorityShedLayer`
-///   (adaptive, on the limiter's queue; health checks bypass it);
+/// - every call: `DeadlineLayer` (the caller's `grpc-timeout`),
+///   `PriorityLayer` (by method), then `PriorityShedLayer` (adaptive: it
+///   refuses what the limiter forecasts it would refuse; health checks
+///   bypass it);
 /// - shop calls only: a rate limit per API key (`RESOURCE_EXHAUSTED` with the
-///   exact wait), then the adaptive limit (AIMD, priority queue).
+///   exact wait), then the adaptive limit (the default `Gradient`, priority
+///   queue, refusal at the door of what cannot be served in time or before
+///   the caller's deadline).
 ///
 /// Every refusal is a trailers-only `UNAVAILABLE` (capacity) or
 /// `RESOURCE_EXHAUSTED` (quota) with `grpc-retry-pushback-ms`.
@@ -199,7 +204,8 @@ pub async fn serve(
     Handles,
 ) {
     let db = Database::new(config.capacity, config.service);
-    let limit = crate::protect::adaptive_limit(config.capacity, 1.5);
+    // Every number a default: the limit finds the database's capacity.
+    let limit = AdaptiveLimitLayer::new(Gradient::default()).http();
     let shed = PriorityShedLayer::adaptive(Adaptive::default())
         .signal(limit.handle())
         .bypass(HealthChecks)
@@ -219,6 +225,7 @@ pub async fn serve(
 
     // The edge of the server, for every service.
     let edge = ServiceBuilder::new()
+        .layer(DeadlineLayer::new())
         .layer(PriorityLayer::new(methods()))
         .layer(shed);
     // The shop's own protection: `named_layer` keeps the service's gRPC name.

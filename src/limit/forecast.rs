@@ -21,15 +21,14 @@ use tokio::time::Instant;
 
 use crate::Priority;
 
-/// A measurement of arrival rates ends after this many arrivals ...
-const MIN_ARRIVALS: u64 = 32;
-/// ... or this long, whichever comes first, but never sooner than
-const MIN_INTERVAL: Duration = Duration::from_millis(10);
-const MAX_INTERVAL: Duration = Duration::from_millis(100);
+/// The shortest interval a rate measurement covers.
+const MIN_INTERVAL: Duration = Duration::from_millis(5);
+/// Rates are moving averages over about this long: long enough to smooth a
+/// Poisson stream, short enough that a spike's end is seen within a few
+/// tens of milliseconds.
+const RATE_HORIZON: Duration = Duration::from_millis(40);
 /// The weight of the newest rtt in its moving average.
 const RTT_WEIGHT: f64 = 1.0 / 16.0;
-/// The weight of the newest arrival-rate measurement.
-const ARRIVAL_WEIGHT: f64 = 0.75;
 
 /// The queue's forecast: service rate and arrival rates.
 #[derive(Debug, Clone)]
@@ -91,29 +90,26 @@ impl Forecast {
     }
 
     /// Takes the running counts; returns `true` when a measurement ended and
-    /// the rates changed.
+    /// the rates changed. Each measurement weighs in by how long it covers
+    /// (an exponential moving average in time), so frequent short ones and
+    /// rare long ones average alike.
     pub(crate) fn observe(&mut self, now: Instant, counts: Counts) -> bool {
         let Some((at, before)) = self.since else {
             self.since = Some((now, counts));
             return false;
         };
         let elapsed = now.saturating_duration_since(at);
-        let arrived: u64 = counts
-            .arrivals
-            .iter()
-            .zip(before.arrivals)
-            .map(|(c, b)| c.saturating_sub(b))
-            .sum();
-        if elapsed < MIN_INTERVAL || (arrived < MIN_ARRIVALS && elapsed < MAX_INTERVAL) {
+        if elapsed < MIN_INTERVAL {
             return false;
         }
         let secs = elapsed.as_secs_f64();
+        let weight = 1.0 - (-secs / RATE_HORIZON.as_secs_f64()).exp();
         let rate = |now: u64, then: u64| now.saturating_sub(then) as f64 / secs;
         for (i, r) in self.arrivals.iter_mut().enumerate() {
-            *r += ARRIVAL_WEIGHT * (rate(counts.arrivals[i], before.arrivals[i]) - *r);
+            *r += weight * (rate(counts.arrivals[i], before.arrivals[i]) - *r);
         }
         self.completions +=
-            ARRIVAL_WEIGHT * (rate(counts.completions, before.completions) - self.completions);
+            weight * (rate(counts.completions, before.completions) - self.completions);
         self.since = Some((now, counts));
         true
     }
@@ -123,8 +119,22 @@ impl Forecast {
     /// rtt measured), [`Duration::MAX`] when higher priorities alone take
     /// every slot.
     pub(crate) fn wait(&self, priority: Priority, ahead: usize, limit: usize) -> Option<Duration> {
+        self.wait_with(priority, ahead, limit, 1.0)
+    }
+
+    /// [`wait`](Self::wait), with higher priorities' arrivals counted
+    /// `margin` times: the door asks for room to spare, so a tier at the
+    /// margin is refused there rather than let in and taken out again the
+    /// next time the rates wobble.
+    pub(crate) fn wait_with(
+        &self,
+        priority: Priority,
+        ahead: usize,
+        limit: usize,
+        margin: f64,
+    ) -> Option<Duration> {
         let mu = self.service_rate(limit)?;
-        let spare = mu - self.arrivals_above(priority);
+        let spare = mu - margin * self.arrivals_above(priority);
         if spare <= 0.0 {
             return Some(Duration::MAX);
         }
@@ -172,44 +182,51 @@ mod tests {
         assert!((rate - 20.0 / 0.06).abs() < 1e-6, "{rate}");
     }
 
+    /// The weight a measurement of `ms` milliseconds gets.
+    fn weight(ms: f64) -> f64 {
+        1.0 - (-ms / 40.0).exp()
+    }
+
     #[test]
     fn higher_arrivals_stretch_the_wait_and_can_take_everything() {
         let mut f = Forecast::new();
         f.on_rtt(50 * MS); // 400/s with 20 in flight
         let t0 = Instant::now();
         f.observe(t0, Counts::default());
-        // 100 ms: 20 critical (200/s), 40 high (400/s), 10 low.
-        assert!(f.observe(t0 + 100 * MS, arrivals([10, 0, 40, 20])));
-        let (c, h) = (0.75 * 200.0, 0.75 * 400.0);
-        assert!((f.arrivals(Priority::Critical) - c).abs() < 1e-9);
-        assert!((f.arrivals(Priority::High) - h).abs() < 1e-9);
+        // 1 s: 200/s critical, 400/s high, 10 low.
+        assert!(f.observe(t0 + Duration::from_secs(1), arrivals([10, 0, 400, 200])));
+        let w = weight(1000.0);
+        assert!((f.arrivals(Priority::Critical) - 200.0 * w).abs() < 1e-6);
+        assert!((f.arrivals(Priority::High) - 400.0 * w).abs() < 1e-6);
         // Critical waits only for its own queue.
         assert_eq!(f.wait(Priority::Critical, 40, 20), Some(100 * MS));
-        // High has Critical arriving at 150/s: 250/s to spare.
-        let high = f.wait(Priority::High, 25, 20).unwrap();
-        assert!((high.as_secs_f64() - 0.1).abs() < 1e-9, "{high:?}");
+        // High has Critical arriving at 200/s: 200/s to spare.
+        let high = f.wait(Priority::High, 20, 20).unwrap();
+        assert!((high.as_secs_f64() - 0.1).abs() < 1e-6, "{high:?}");
         // Below High, Critical and High together take every slot.
         assert_eq!(f.wait(Priority::Default, 1, 20), Some(Duration::MAX));
         assert_eq!(f.wait(Priority::Low, 0, 20), Some(Duration::MAX));
     }
 
     #[test]
-    fn arrival_measurements_need_enough_arrivals_or_time() {
+    fn rates_average_over_time_and_fall_quickly_when_arrivals_stop() {
         let mut f = Forecast::new();
         let t0 = Instant::now();
         f.observe(t0, Counts::default());
-        // Too soon, however many arrived.
-        assert!(!f.observe(t0 + 5 * MS, arrivals([100, 0, 0, 0])));
-        // Enough arrivals after the shortest interval.
+        // Too soon to measure.
+        assert!(!f.observe(t0 + 2 * MS, arrivals([100, 0, 0, 0])));
+        // 10,000/s for 10 ms weighs in by 10 ms of a 40 ms horizon.
         assert!(f.observe(t0 + 10 * MS, arrivals([100, 0, 0, 0])));
-        // Few arrivals: only once the longest interval has passed.
-        assert!(!f.observe(t0 + 50 * MS, arrivals([101, 0, 0, 0])));
-        assert!(f.observe(t0 + 111 * MS, arrivals([101, 0, 0, 0])));
-        // The rate falls quickly once arrivals stop: 7,500/s after the first
-        // measurement, a quarter of that after the second.
-        assert_eq!(f.arrivals(Priority::Critical), 0.0);
+        let first = 10_000.0 * weight(10.0);
+        assert!((f.arrivals(Priority::Low) - first).abs() < 1e-6);
+        // The spike's rate held for 200 ms: close to it.
+        assert!(f.observe(t0 + 210 * MS, arrivals([2_100, 0, 0, 0])));
+        assert!(f.arrivals(Priority::Low) > 9_900.0);
+        // Arrivals stop: after 100 ms, less than a tenth is left.
+        assert!(f.observe(t0 + 310 * MS, arrivals([2_100, 0, 0, 0])));
         let low = f.arrivals(Priority::Low);
-        assert!((1_800.0..2_000.0).contains(&low), "{low}");
+        assert!(low < 1_000.0, "{low}");
+        assert_eq!(f.arrivals(Priority::Critical), 0.0);
     }
 
     #[test]
@@ -224,6 +241,7 @@ mod tests {
         };
         // ... but 50 completed in 100 ms.
         assert!(f.observe(t0 + 100 * MS, counts));
-        assert_eq!(f.service_rate(1), Some(0.75 * 500.0));
+        let rate = f.service_rate(1).unwrap();
+        assert!((rate - 500.0 * weight(100.0)).abs() < 1e-6, "{rate}");
     }
 }

@@ -7,22 +7,30 @@
 //! "minimum" is the queueing delay itself, and the limit grows into the
 //! overload it should be measuring. `Gradient` keeps the two apart:
 //!
-//! - it decides once per **window**: the first `window_samples` samples
-//!   admitted after the previous decision, so about once per round trip, and
+//! - it decides once per **window**: about a limit's worth of samples (one
+//!   round trip's completions) admitted after the previous decision, so
 //!   always on requests that ran under the limit being judged;
-//! - a window's statistic is its fastest sample, robust to stragglers;
-//! - the **baseline** is the least window statistic over a long horizon (one
-//!   to two `baseline_period`s, 10–20 s by default), far longer than the
-//!   round trips an overload is answered in. Because every congested window
-//!   cuts the limit *below* the knee (by the ratio baseline / window), the
-//!   windows that follow run without a queue and refresh the baseline with
-//!   the real figure: the baseline never drifts up under a sustained
-//!   overload. It is only accepted higher when the limit has sat at its floor
-//!   and the backend is still slow (Envoy's gradient controller measures its
-//!   minimum at the floor for the same reason): the backend itself got slower;
+//! - a window's statistic is its **mean** rtt: by Little's law the limit over
+//!   the throughput, which grows with every request that queues in the
+//!   backend (the fastest request of a window may have found a free slot);
+//! - the **baseline** is the least window mean over a long horizon (one to
+//!   two `baseline_period`s, 10–20 s by default), far longer than the round
+//!   trips an overload is answered in. Because every congested window cuts
+//!   the limit *below* the knee (by the ratio baseline / window), the windows
+//!   that follow run without a queue and refresh the baseline with the real
+//!   figure: the baseline never drifts up under a sustained overload. It is
+//!   only accepted higher when the limit has sat at its floor and the backend
+//!   is still slow (Envoy's gradient controller measures its minimum at the
+//!   floor for the same reason): the backend itself got slower;
+//! - a window counts as congested only when it is slower than the baseline by
+//!   more than the host's own noise: the tolerance, and three times the
+//!   jitter measured on windows with nothing queued behind the limit; and
+//!   only when two windows in a row say so, unless one is far beyond it;
 //! - until the first congestion, a saturated window grows the limit by half
 //!   (slow start, as TCP does), so a backend of any size is found within a few
-//!   round trips; afterwards by a small fraction of the limit per window.
+//!   round trips; afterwards by a small fraction of the limit per window. An
+//!   unsaturated window lets unused headroom decay to twice the peak in
+//!   flight, so a spike never opens on a limit far above anything measured.
 
 use std::time::Duration;
 
@@ -32,23 +40,27 @@ use crate::ConfigError;
 /// A delay-gradient concurrency limit with a long-horizon latency baseline;
 /// the default algorithm for servers.
 ///
-/// Once per window (the first `window_samples` requests admitted after the
-/// previous decision):
+/// Once per window (about a limit's worth of requests admitted after the
+/// previous decision; at least 3, at most `window_samples`):
 ///
 /// - a **drop** in the window (an overload answer, an error, an rtt over the
 ///   timeout) multiplies the limit by `backoff` (0.9);
-/// - a window whose fastest request is slower than the baseline by more
-///   than the tolerance (10 %, at least 0.5 ms) is **congested**: the limit
-///   is multiplied by baseline / fastest (at most 0.95, at least 0.5), which
-///   is where the queue it saw would be gone;
+/// - a window whose mean rtt exceeds the baseline by more than the slack
+///   (10 % of it, at least 1 ms, at least three times the host's jitter) is
+///   **slow**; two slow windows in a row, or one slower by over four times
+///   the slack, are **congested**: the limit is multiplied by baseline /
+///   mean (at most 0.95, at least 0.5), which is where the queue it saw
+///   would be gone;
 /// - a window that was **saturated** (a request was admitted with the whole
-///   limit in flight) and not congested grows the limit: by half during slow
+///   limit in flight) and not slow grows the limit: by half during slow
 ///   start, by 2 % (at least one) afterwards;
-/// - anything else leaves the limit where it is: an idle service learns
-///   nothing about its capacity.
+/// - an unsaturated window leaves the limit where it is, but no higher than
+///   twice the peak in flight (and at least 4): unused headroom is not
+///   capacity anyone measured.
 ///
 /// Defaults: initial 10, min 1, max 1000, backoff 0.9, timeout 5 s, windows
-/// of 10 samples, tolerance 10 % (at least 0.5 ms), baseline period 10 s.
+/// of at most 200 samples, tolerance 10 % (at least 1 ms), baseline period
+/// 10 s.
 ///
 /// ```
 /// use std::time::Duration;
@@ -71,6 +83,10 @@ pub struct Gradient {
     baseline: Baseline,
     /// Congested windows in a row with the limit at its floor.
     floor_streak: u32,
+    /// The previous window's mean, when it was slow.
+    slow: Option<Duration>,
+    /// How far above the baseline unsaturated windows run: the host's noise.
+    jitter: Duration,
 }
 
 /// The samples of the window being gathered.
@@ -79,14 +95,29 @@ struct Window {
     /// Samples admitted before this are from an earlier limit: ignored.
     opened: Duration,
     count: u32,
-    fastest: Option<Duration>,
+    /// Sum and count of the rtts of the samples that were not drops.
+    rtt_sum: Duration,
+    rtt_count: u32,
     drops: u32,
     saturated: bool,
+    /// The most requests in flight any of its samples was admitted with.
+    peak: usize,
     /// The latest end among the window's samples: the next window opens there.
     last_end: Duration,
 }
 
-/// The least window statistic over the current and the previous period.
+impl Window {
+    /// The mean rtt of the window's successful samples. The mean, not the
+    /// fastest: a backend of many slots queues only the requests beyond its
+    /// slots, so the fastest request of a congested window may not have
+    /// queued at all, while the mean is the limit over the throughput
+    /// (Little's law) and grows with every request queued.
+    fn mean(&self) -> Option<Duration> {
+        (self.rtt_count > 0).then(|| self.rtt_sum / self.rtt_count)
+    }
+}
+
+/// The least window mean over the current and the previous period.
 #[derive(Debug, Clone, Copy)]
 struct Baseline {
     period: Duration,
@@ -146,35 +177,41 @@ impl Gradient {
         self.slow_start
     }
 
+    /// How far over `base` a window may be before it is slow.
+    fn slack(&self, base: Duration) -> Duration {
+        base.mul_f64(self.config.tolerance)
+            .max(self.config.tolerance_floor)
+            .max(self.jitter * 3)
+    }
+
     /// Ends the window: moves the limit and opens the next one.
     fn decide(&mut self) {
         let w = std::mem::take(&mut self.window);
         self.window.opened = w.last_end;
         let c = &self.config;
         let limit = self.limit as f64;
+        let slow = self.slow.take();
         let next = if w.drops > 0 {
             self.slow_start = false;
             self.floor_streak = 0;
             // The epsilon keeps 20 × 0.9 at 18 whatever the rounding of 0.9.
             (limit * c.backoff + 1e-9).floor()
-        } else if let Some(fastest) = w.fastest {
-            self.baseline.observe(fastest, w.last_end);
-            let base = self.baseline.get().unwrap_or(fastest);
-            let slack = base.mul_f64(c.tolerance).max(c.tolerance_floor);
-            if fastest > base.saturating_add(slack) {
-                self.slow_start = false;
-                if self.limit <= c.min {
-                    self.floor_streak += 1;
-                    if self.floor_streak >= FLOOR_WINDOWS {
-                        // Nothing left to cut and still slow: the backend
-                        // itself got slower. Its new speed is the baseline.
-                        self.baseline.reset(fastest, w.last_end);
-                        self.floor_streak = 0;
-                    }
-                }
-                let ratio = base.as_secs_f64() / fastest.as_secs_f64().max(f64::MIN_POSITIVE);
-                (limit * ratio.clamp(0.5, 0.95)).floor()
-            } else {
+        } else if let Some(mean) = w.mean() {
+            self.baseline.observe(mean, w.last_end);
+            let base = self.baseline.get().unwrap_or(mean);
+            let excess = mean.saturating_sub(base);
+            if !w.saturated {
+                // Nothing queued behind this limit: what the window's mean
+                // lost to the baseline is the host's own noise (timers,
+                // scheduling), which a queue must stand clear of.
+                // A window far slower (a backend slower at any concurrency)
+                // is not noise: it weighs in at most as twice the slack.
+                let noise = excess.min(self.slack(base) * 2);
+                self.jitter =
+                    self.jitter.mul_f64(1.0 - JITTER_WEIGHT) + noise.mul_f64(JITTER_WEIGHT);
+            }
+            let slack = self.slack(base);
+            if excess <= slack {
                 self.floor_streak = 0;
                 if w.saturated {
                     if self.slow_start {
@@ -183,8 +220,37 @@ impl Gradient {
                         (limit + (limit * c.growth).round()).max(limit + 1.0)
                     }
                 } else {
-                    limit
+                    // Unused headroom is not capacity anyone measured: keep
+                    // at most twice what is used (and at least 4), so a
+                    // spike does not open on a limit far above the backend.
+                    let used = (2 * w.peak).max(HEADROOM_FLOOR) as f64;
+                    if limit > used {
+                        (limit * 0.9).floor().max(used)
+                    } else {
+                        limit
+                    }
                 }
+            } else if slow.is_some() || excess > slack * 4 {
+                // Two slow windows in a row, or one far beyond any noise: a
+                // queue, not a hiccup. Cut to where the lesser of the two
+                // queues would be gone.
+                let evidence = slow.map_or(mean, |before| mean.min(before));
+                self.slow_start = false;
+                if self.limit <= c.min {
+                    self.floor_streak += 1;
+                    if self.floor_streak >= FLOOR_WINDOWS {
+                        // Nothing left to cut and still slow: the backend
+                        // itself got slower. Its new speed is the baseline.
+                        self.baseline.reset(evidence, w.last_end);
+                        self.floor_streak = 0;
+                    }
+                }
+                let ratio = base.as_secs_f64() / evidence.as_secs_f64().max(f64::MIN_POSITIVE);
+                (limit * ratio.clamp(0.5, 0.95)).floor()
+            } else {
+                // One slow window: hold, and see whether the next one is too.
+                self.slow = Some(mean);
+                limit
             }
         } else {
             limit
@@ -192,6 +258,12 @@ impl Gradient {
         self.limit = (next as usize).clamp(c.min, c.max);
     }
 }
+
+/// The least limit an unsaturated window decays towards.
+const HEADROOM_FLOOR: usize = 4;
+
+/// The weight of the newest window in the jitter's moving average.
+const JITTER_WEIGHT: f64 = 0.125;
 
 /// Congested windows at the floor after which a slower baseline is accepted.
 const FLOOR_WINDOWS: u32 = 3;
@@ -214,10 +286,17 @@ impl Algorithm for Gradient {
         if sample.dropped || sample.rtt > self.config.timeout {
             w.drops += 1;
         } else {
-            w.fastest = Some(w.fastest.map_or(sample.rtt, |f| f.min(sample.rtt)));
+            w.rtt_sum = w.rtt_sum.saturating_add(sample.rtt);
+            w.rtt_count += 1;
         }
         w.saturated |= sample.in_flight >= self.limit;
-        if w.count >= self.config.window_samples {
+        w.peak = w.peak.max(sample.in_flight);
+        // About a round trip's worth of samples (a limit's worth complete
+        // per round trip): fewer would be only the fastest requests of the
+        // window, the ones that found the backend free. At least 3, at most
+        // `window_samples`.
+        let wanted = u32::try_from(self.limit).unwrap_or(u32::MAX).max(3);
+        if w.count >= wanted.min(self.config.window_samples) {
             self.decide();
         }
         self.limit
@@ -248,9 +327,9 @@ impl Default for GradientBuilder {
             max: 1000,
             backoff: 0.9,
             timeout: Duration::from_secs(5),
-            window_samples: 10,
+            window_samples: 200,
             tolerance: 0.1,
-            tolerance_floor: Duration::from_micros(500),
+            tolerance_floor: Duration::from_millis(1),
             growth: 0.02,
             baseline_period: Duration::from_secs(10),
         }
@@ -296,18 +375,20 @@ impl GradientBuilder {
         self
     }
 
-    /// Samples per decision (default 10, at least 1).
+    /// The most samples per decision (default 200, at least 1). A decision
+    /// takes a limit's worth of samples (about one round trip), at least 3,
+    /// at most this many.
     #[must_use]
     pub fn window_samples(mut self, samples: u32) -> Self {
         self.window_samples = samples;
         self
     }
 
-    /// How much slower than the baseline a window's fastest request may be
-    /// before it counts as queueing: `fraction` of the baseline (default 0.1,
-    /// in `(0, 1]`), and at least `floor` (default 0.5 ms), so timer jitter
-    /// on a fast backend is not a queue. Raise it for a backend whose
-    /// latency varies widely on its own.
+    /// How much slower than the baseline a window's mean rtt may be before
+    /// it counts as queueing: `fraction` of the baseline (default 0.1, in
+    /// `(0, 1]`), and at least `floor` (default 1 ms), so timer jitter on a
+    /// fast backend is not a queue. (The measured jitter raises it further.)
+    /// Raise it for a backend whose latency varies widely on its own.
     #[must_use]
     pub fn tolerance(mut self, fraction: f64, floor: Duration) -> Self {
         self.tolerance = fraction;
@@ -378,6 +459,8 @@ impl GradientBuilder {
                 previous: None,
             },
             floor_streak: 0,
+            slow: None,
+            jitter: Duration::ZERO,
             config: self,
         }
     }

@@ -114,6 +114,7 @@ impl LimitHandle {
             drops: c.drops.load(Relaxed),
             rejected_queue_full: c.queue_full.load(Relaxed),
             rejected_expected_wait: c.expected_wait.load(Relaxed),
+            rejected_while_waiting: c.evicted.load(Relaxed),
             rejected_deadline: c.deadline.load(Relaxed),
             service_rate: self.service_rate(),
             refusing: self.refusing(),
@@ -185,9 +186,12 @@ pub struct LimitSnapshot {
     pub rejected_queue_full: u64,
     /// Requests refused because they waited too long.
     pub rejected_queue_timeout: u64,
-    /// Requests refused at once (or taken out of the queue) because the
-    /// queue ahead of them would not have been served within their timeout.
+    /// Requests refused at once because the queue ahead of them would not
+    /// have been served within their timeout.
     pub rejected_expected_wait: u64,
+    /// Requests taken out of the queue, refused, because higher priorities
+    /// arriving after them pushed their forecast wait past their budget.
+    pub rejected_while_waiting: u64,
     /// Requests refused at once because their caller's deadline ended
     /// before their expected wait.
     pub rejected_deadline: u64,

@@ -50,9 +50,11 @@ impl AdaptiveLimitLayer {
     /// [`Overloaded`](crate::Overloaded) errors, responses are successes and
     /// inner errors drops.
     ///
-    /// The queue holds up to 128 waiters for up to 1 s each, and only 10 ms
-    /// once it has not been empty for 100 ms (see
-    /// [`standing_queue`](Self::standing_queue)).
+    /// A request that finds the limit reached waits, by priority, for up to
+    /// 1 s; it is let in only when the forecast wait (the waiters ahead of it
+    /// and the higher priorities still arriving, over the measured service
+    /// rate) is at most half that, and refused at once otherwise. See
+    /// [`max_queue`](Self::max_queue) for the queue's length.
     pub fn new<A>(algorithm: A) -> Self
     where
         A: Algorithm + Send + 'static,
@@ -77,12 +79,22 @@ impl<R, C, K> AdaptiveLimitLayer<R, C, K> {
         }
     }
 
-    /// How many requests may wait for a permit (default 128). Zero refuses
-    /// at once at the limit. When the queue is full, a request refuses the
-    /// newest waiter of the lowest priority below its own, or is refused.
+    /// How many requests may wait for a permit. Zero refuses at once at the
+    /// limit. When the queue is full, a request refuses the newest waiter of
+    /// the lowest priority below its own, or is refused.
+    ///
+    /// By default, once the algorithm has measured an rtt, the queue holds
+    /// at most two limits' worth (about two round trips of work, and at least
+    /// 8), never more than 1,024: enough to keep the backend busy through any
+    /// wobble of the arrivals, little enough that the backlog a spike leaves
+    /// drains within a few round trips and the calm traffic after it is
+    /// queued, not refused. Setting a length fixes it.
     #[must_use]
     pub fn max_queue(mut self, len: usize) -> Self {
-        self.configure(|c| c.max_len = len);
+        self.configure(|c| {
+            c.max_len = len;
+            c.auto_len = false;
+        });
         self
     }
 
@@ -93,19 +105,21 @@ impl<R, C, K> AdaptiveLimitLayer<R, C, K> {
         self
     }
 
-    /// CoDel-style standing-queue rule: once the queue has not been empty for
-    /// `interval`, the queue is no longer absorbing a burst but holding a
-    /// backlog, and a waiter may only wait `short_timeout` (default 100 ms
-    /// and 10 ms). Waiters past their time are refused when they reach the
-    /// head of the queue, never run.
+    /// CoDel-style standing-queue rule (off by default): once the queue has
+    /// not been empty for `interval`, the queue is no longer absorbing a
+    /// burst but holding a backlog, and a waiter below Critical may only wait
+    /// `short_timeout`. Waiters past their time are refused when they reach
+    /// the head of the queue, never run. The forecast at the door already
+    /// keeps waits short; this rule trades refusals after a wait for an even
+    /// shorter queue.
     #[must_use]
     pub fn standing_queue(mut self, interval: Duration, short_timeout: Duration) -> Self {
         self.configure(|c| c.standing = Some((interval, short_timeout)));
         self
     }
 
-    /// Turns the standing-queue rule off: every waiter may wait the full
-    /// [`queue_timeout`](Self::queue_timeout).
+    /// Turns the standing-queue rule off (the default): every waiter may wait
+    /// the full [`queue_timeout`](Self::queue_timeout).
     #[must_use]
     pub fn without_standing_queue(mut self) -> Self {
         self.configure(|c| c.standing = None);

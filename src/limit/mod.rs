@@ -158,4 +158,6 @@ pub use queue::{Outcome, Permit, Reserved};
 pub use service::AdaptiveLimit;
 
 #[cfg(test)]
+mod door_tests;
+#[cfg(test)]
 mod tests;

@@ -116,6 +116,9 @@ impl Reserved {
 #[derive(Debug, Clone)]
 pub(crate) struct QueueConfig {
     pub(crate) max_len: usize,
+    /// `max_len` was not set: with a forecast, hold [`BACKLOG`] limits'
+    /// worth at most.
+    pub(crate) auto_len: bool,
     pub(crate) timeout: Duration,
     /// `(interval, short timeout)`: once the queue has not been empty for
     /// `interval`, a waiter may wait only `short timeout`.
@@ -127,12 +130,23 @@ impl Default for QueueConfig {
     fn default() -> Self {
         Self {
             max_len: 1024,
+            auto_len: true,
             timeout: Duration::from_secs(1),
             standing: None,
             reserved: Reserved::new(),
         }
     }
 }
+
+/// Higher priorities' arrivals count this many times at the door.
+const DOOR_MARGIN: f64 = 1.15;
+/// ... and this many times when taking a waiter out: between the two, a
+/// tier at the margin is neither let in nor thrown out on a wobble.
+const EVICT_MARGIN: f64 = 0.9;
+/// With a forecast, the queue holds at most this many limits' worth.
+const BACKLOG: usize = 2;
+/// ... and room for at least this many, however small the limit.
+const MIN_BACKLOG: usize = 8;
 
 /// A permit granted to a waiter, sent through its channel.
 #[derive(Debug, Clone, Copy)]
@@ -188,6 +202,9 @@ pub(crate) struct Counters {
     pub(crate) queue_timeout: AtomicU64,
     /// Refused at once because the forecast wait exceeded the budget.
     pub(crate) expected_wait: AtomicU64,
+    /// Taken out of the queue because the forecast wait came to exceed
+    /// what was left of their budget.
+    pub(crate) evicted: AtomicU64,
     /// Refused at once because the caller's deadline ends sooner.
     pub(crate) deadline: AtomicU64,
     /// Requests taken (admitted or queued), by priority.
@@ -400,11 +417,13 @@ impl Shared {
         if budget.is_zero() {
             return self.refuse(st, Reason::Deadline);
         }
-        // Refuse at the door what the queue could not serve in time.
+        // Refuse at the door what the queue could not serve in time. Only a
+        // request forecast to wait at most half its budget is let in: the
+        // other half absorbs the forecast's error, so what waits is served.
         let ahead = self.ahead_of(&st, p) + 1;
         let limit = self.counters.steady.limit.load(Relaxed);
-        if let Some(wait) = st.forecast.wait(p, ahead, limit) {
-            if wait > budget {
+        if let Some(wait) = st.forecast.wait_with(p, ahead, limit, DOOR_MARGIN) {
+            if wait > budget / 2 {
                 let reason = if budget < self.wait_timeout(&st, now, p) {
                     Reason::Deadline
                 } else {
@@ -413,7 +432,7 @@ impl Shared {
                 return self.refuse(st, reason);
             }
         }
-        if self.queued() >= self.config.max_len {
+        if self.queued() >= self.capacity(&st, limit) {
             // Full: make room by refusing the newest waiter of the lowest
             // priority below this one, or refuse this request.
             let Some(lowest) = (0..p.index()).find(|&i| !st.queues[i].is_empty()) else {
@@ -454,6 +473,19 @@ impl Shared {
             deadline: until,
             rx: Some(rx),
         })
+    }
+
+    /// How many may wait: `max_queue` when set; otherwise, with a forecast, at most
+    /// [`BACKLOG`] limits' worth (about that many round trips of work). That
+    /// keeps the backend busy through any wobble of the arrivals, while the
+    /// backlog a spike leaves behind drains within a few round trips, so the
+    /// calm traffic after it is queued, not refused (lock held).
+    fn capacity(&self, st: &State, limit: usize) -> usize {
+        if !self.config.auto_len || st.forecast.service_rate(limit).is_none() {
+            return self.config.max_len;
+        }
+        let backlog = limit.saturating_mul(BACKLOG).max(MIN_BACKLOG);
+        self.config.max_len.min(backlog)
     }
 
     /// Counts a refusal and gives its retry hint: how long the backlog takes
@@ -512,10 +544,12 @@ impl Shared {
         changed
     }
 
-    /// Refuses, from the lowest priority up, the newest waiters whose
-    /// forecast wait now ends after their deadline: higher priorities that
-    /// arrived since they queued push them back, and they would only time
-    /// out later (lock held).
+    /// Refuses, from the lowest priority up, the newest waiters that can no
+    /// longer be served in time: higher priorities that arrived since they
+    /// queued take every slot (even counted at [`EVICT_MARGIN`]), or push
+    /// their forecast wait past four times what is left of their budget. They would only time out later. (A forecast
+    /// merely over the budget is left to wait: rates are noisy, and a
+    /// refusal after a wait is slower than one at the door.) Lock held.
     fn evict_hopeless(&self, st: &mut State, now: Instant) {
         let limit = self.counters.steady.limit.load(Relaxed);
         for i in 0..4 {
@@ -524,15 +558,15 @@ impl Shared {
                 let left = back.deadline.saturating_duration_since(now);
                 let hopeless = st
                     .forecast
-                    .wait(Priority::ALL[i], ahead, limit)
-                    .is_some_and(|wait| wait > left);
+                    .wait_with(Priority::ALL[i], ahead, limit, EVICT_MARGIN)
+                    .is_some_and(|wait| wait == Duration::MAX || wait > left * 4);
                 if !hopeless {
                     break;
                 }
                 if let Some(evicted) = st.queues[i].pop_back() {
                     self.counters.steady.queued.fetch_sub(1, SeqCst);
                     let _ = evicted.tx.send(Err(Reason::ExpectedWait));
-                    self.counters.expected_wait.fetch_add(1, Relaxed);
+                    self.counters.evicted.fetch_add(1, Relaxed);
                 }
             }
             if !st.queues[i].is_empty() {

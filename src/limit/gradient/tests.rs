@@ -35,8 +35,8 @@ fn golden_slow_start_then_additive_growth() {
     }
     // Slow start: +50 % per saturated window.
     assert_eq!(limits, [15, 23, 35, 53]);
-    // A congested window (fastest 30 ms over a 20 ms baseline) ends slow
-    // start: × 20/30.
+    // A window 50 % over the baseline (far beyond the 2 ms slack) is
+    // congested at once and ends slow start: × 20/30.
     let l = g.limit();
     assert_eq!(window(&mut g, t, 4, 30 * MS, l), 35);
     assert!(!g.in_slow_start());
@@ -65,27 +65,67 @@ fn golden_drop_backs_off_by_the_ratio() {
 }
 
 #[test]
-fn congestion_cuts_to_where_the_queue_would_be_gone() {
+fn a_slow_window_is_confirmed_by_the_next_unless_far_off() {
     let mut g = Gradient::builder()
         .initial_limit(100)
         .window_samples(10)
         .build()
         .unwrap();
-    assert_eq!(window(&mut g, Duration::ZERO, 10, 10 * MS, 100), 150); // baseline 10 ms
-    // 12 ms: 20 % of queueing: × 10/12.
-    assert_eq!(window(&mut g, 20 * MS, 10, 12 * MS, 150), 125);
-    // Within the tolerance (10 %): no cut, and growth when saturated.
-    assert_eq!(
-        window(&mut g, 40 * MS, 10, 10_900 * Duration::from_micros(1), 125),
-        128
-    );
-    // Far over: at most halved in one window.
-    assert_eq!(window(&mut g, 60 * MS, 10, 100 * MS, 128), 64);
-    // Barely over the tolerance: × 10/11.1.
-    assert_eq!(
-        window(&mut g, 200 * MS, 10, 11_100 * Duration::from_micros(1), 64),
-        57
-    );
+    let mut t = Duration::ZERO;
+    assert_eq!(window(&mut g, t, 10, 100 * MS, 100), 150); // baseline 100 ms
+    t += 101 * MS;
+    // 20 % over (slack 10 ms): one such window only holds ...
+    assert_eq!(window(&mut g, t, 10, 120 * MS, 150), 150);
+    t += 121 * MS;
+    // ... a second cuts by the lesser of the two: × 100/115.
+    assert_eq!(window(&mut g, t, 10, 115 * MS, 150), 130);
+    t += 116 * MS;
+    // A hiccup followed by a normal window cuts nothing.
+    assert_eq!(window(&mut g, t, 10, 125 * MS, 130), 130);
+    t += 126 * MS;
+    assert_eq!(window(&mut g, t, 10, 101 * MS, 130), 133);
+    t += 102 * MS;
+    // Far over (more than 4 × the slack): cut at once, at most halved.
+    assert_eq!(window(&mut g, t, 10, 400 * MS, 133), 66);
+}
+
+#[test]
+fn the_window_statistic_is_the_mean() {
+    // A backend of many slots queues only what is beyond its slots: most
+    // requests of the window are fast, the mean is not.
+    let mut g = Gradient::builder()
+        .initial_limit(10)
+        .window_samples(10)
+        .build()
+        .unwrap();
+    assert_eq!(window(&mut g, Duration::ZERO, 10, 50 * MS, 10), 15);
+    let l = g.limit();
+    for i in 0..10u64 {
+        let rtt = if i < 8 { 50 * MS } else { 200 * MS };
+        g.update(Sample::success(rtt, l).started_at(60 * MS + Duration::from_micros(i)));
+    }
+    // Mean 80 ms, more than 4 × the slack over 50 ms: × 50/80.
+    assert_eq!(g.limit(), 9);
+}
+
+#[test]
+fn the_slack_grows_with_the_hosts_jitter() {
+    let us = Duration::from_micros(1);
+    let mut g = Gradient::builder().window_samples(5).build().unwrap();
+    let mut t = Duration::ZERO;
+    // Unsaturated windows wobbling between 5 and 7 ms: jitter, no queue.
+    for i in 0..40 {
+        let rtt = if i % 2 == 0 { 5 * MS } else { 7 * MS };
+        window(&mut g, t, 5, rtt, 5);
+        t += 10 * MS;
+    }
+    assert_eq!(g.limit(), 10);
+    // Saturated windows at 7.5 ms: within three times the jitter, growth.
+    let l = g.limit();
+    assert!(window(&mut g, t, 5, 7_500 * us, l) > l);
+    t += 10 * MS;
+    let l = g.limit();
+    assert!(window(&mut g, t, 5, 7_500 * us, l) > l);
 }
 
 #[test]
@@ -93,22 +133,38 @@ fn the_tolerance_floor_ignores_jitter_on_a_fast_backend() {
     let us = Duration::from_micros(1);
     let mut g = gradient(5);
     window(&mut g, Duration::ZERO, 5, 200 * us, 10);
-    // 600 µs over a 200 µs baseline is 3×, but only 0.4 ms of it: not a queue.
+    // 1 ms over a 200 µs baseline is 6×, but only the floor's worth: not a
+    // queue; the limit grows.
     let l = g.limit();
-    assert!(window(&mut g, 10 * MS, 5, 600 * us, l) > l);
-    // 800 µs is.
+    assert!(window(&mut g, 10 * MS, 5, 1_200 * us, l) > l);
+    // 1.5 ms over is, confirmed by a second window.
     let l = g.limit();
-    assert!(window(&mut g, 20 * MS, 5, 800 * us, l) < l);
+    assert_eq!(window(&mut g, 20 * MS, 5, 1_700 * us, l), l);
+    assert!(window(&mut g, 30 * MS, 5, 1_700 * us, l) < l);
 }
 
 #[test]
-fn an_idle_service_learns_nothing() {
-    let mut g = gradient(5);
+fn unused_headroom_decays_to_twice_the_peak() {
+    let mut g = Gradient::builder()
+        .initial_limit(100)
+        .window_samples(5)
+        .build()
+        .unwrap();
     let mut t = Duration::ZERO;
-    for _ in 0..20 {
-        assert_eq!(window(&mut g, t, 5, 20 * MS, 3), 10);
+    let mut limits = Vec::new();
+    for _ in 0..16 {
+        limits.push(window(&mut g, t, 5, 20 * MS, 10));
         t += 30 * MS;
     }
+    // × 0.9 per window, down to 2 × 10 in flight.
+    assert_eq!(&limits[..4], [90, 81, 72, 64]);
+    assert_eq!(*limits.last().unwrap(), 20);
+    // Idle: never below 4.
+    for _ in 0..30 {
+        window(&mut g, t, 5, 20 * MS, 1);
+        t += 30 * MS;
+    }
+    assert_eq!(g.limit(), 4);
 }
 
 #[test]
@@ -130,8 +186,7 @@ fn samples_admitted_before_a_decision_are_ignored() {
 #[test]
 fn the_baseline_does_not_follow_a_standing_queue() {
     // Every window is slow (a queue stands in the backend): the limit keeps
-    // falling to the floor and the baseline stays at the real figure until
-    // the floor rule accepts a slower backend.
+    // falling and the baseline stays at the real figure.
     let mut g = Gradient::builder()
         .initial_limit(200)
         .window_samples(10)
@@ -160,15 +215,17 @@ fn at_the_floor_a_slower_backend_becomes_the_baseline() {
     window(&mut g, t, 4, 10 * MS, 2);
     t += 11 * MS;
     assert_eq!(g.baseline(), Some(10 * MS));
-    // The backend is now 3× slower at any concurrency: one window cuts the
-    // limit to its floor, three more at the floor accept the new speed.
-    for _ in 0..4 {
-        window(&mut g, t, 4, 30 * MS, 2);
+    // The backend is now 3× slower at any concurrency: cut to the floor,
+    // then three congested windows there accept the new speed.
+    for _ in 0..5 {
+        let l = g.limit();
+        window(&mut g, t, 4, 30 * MS, l);
         t += 31 * MS;
     }
     assert_eq!(g.baseline(), Some(30 * MS));
     // ... and the limit grows again on it.
-    assert_eq!(window(&mut g, t, 4, 30 * MS, 2), 3);
+    let l = g.limit();
+    assert!(window(&mut g, t, 4, 30 * MS, l) > l);
 }
 
 #[test]
