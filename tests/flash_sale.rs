@@ -121,3 +121,84 @@ fn flash_sale_quick_run_keeps_its_promises() {
         "tower critical {critical} vs low {low}"
     );
 }
+
+/// The sweep's small grid (`--sweep --quick`), run as a user would, on
+/// traffic shapes the defaults were not tuned for: the flash sale's mix over
+/// HTTP/1.1, a Critical-heavy mix whose Critical demand alone exceeds
+/// capacity on a 4-slot database, a 100-slot slow database over HTTP/2, and
+/// a 10-slot fast one.
+///
+/// The thresholds are the targets with the margin a loaded 2-core
+/// machine needs (it also runs the load generator); `BENCHMARKS.md` shows
+/// the figures of a quiet run against the exact targets.
+#[test]
+fn sweep_quick_grid_holds_across_shapes() {
+    let json = std::env::temp_dir().join(format!("flash-sale-sweep-{}.json", std::process::id()));
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "run",
+            "--quiet",
+            "--release",
+            "--example",
+            "flash_sale",
+            "--",
+        ])
+        .args(["--sweep", "--quick", "--json"])
+        .arg(&json)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo runs");
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "flash_sale --sweep failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let figures: Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("the JSON was written")).unwrap();
+    let _ = std::fs::remove_file(&json);
+    let shapes = figures["shapes"].as_array().expect("shapes");
+    assert!(shapes.len() >= 4);
+    let mut critical_over_capacity = false;
+    for s in shapes {
+        let name = s["shape"].as_str().unwrap_or("?");
+        let demand = f(&s["critical_demand_of_capacity"]);
+        if demand <= 0.9 {
+            let ok = f(&s["critical_ok"]);
+            assert!(ok >= 0.995, "{name}: critical ok {ok}");
+            let p99 = f(&s["critical_p99_writes"]);
+            assert!(p99 <= 10.0, "{name}: critical p99 {p99} writes");
+        } else if demand > 1.0 {
+            critical_over_capacity = true;
+            let share = f(&s["critical_of_capacity"]);
+            assert!(share >= 0.75, "{name}: critical {share} of capacity");
+        }
+        let goodput = f(&s["goodput_of_capacity"]);
+        assert!(goodput >= 0.75, "{name}: goodput {goodput}");
+        // Every refusal says when to come back; no connection fails.
+        assert_eq!(f(&s["refusals_without_retry_after"]), 0.0, "{name}");
+        assert_eq!(f(&s["failed"]), 0.0, "{name}");
+        // The limit settles near the slot count and never runs away.
+        let mean = f(&s["limit_mean_of_slots"]);
+        assert!((0.7..=1.4).contains(&mean), "{name}: limit {mean} x slots");
+        let max = f(&s["limit_max_of_slots"]);
+        assert!(max <= 3.0, "{name}: limit max {max} x slots");
+        // Shedding stops after the spike.
+        let after = f(&s["after_all_ok"]);
+        assert!(after >= 0.8, "{name}: {after} ok after the spike");
+        // Tiers are served in order during the spike.
+        let tiers: Vec<f64> = s["tier_ok_share"]
+            .as_array()
+            .expect("tier shares")
+            .iter()
+            .map(f)
+            .collect();
+        for w in tiers.windows(2) {
+            assert!(w[0] + 0.02 >= w[1], "{name}: tiers out of order {tiers:?}");
+        }
+    }
+    assert!(
+        critical_over_capacity,
+        "the grid has a shape where Critical alone exceeds capacity"
+    );
+}

@@ -551,3 +551,95 @@ async fn tonic_quota_per_api_key_is_resource_exhausted_with_pushback() {
         .unwrap();
     assert_eq!(handles.rate.snapshot().limited, 1);
 }
+
+/// A Critical-heavy shape on the tonic stack: more payments than the
+/// database can take, plus a Low flood. Payments fill the database (at the
+/// limit the defaults find, near its 4 slots), the excess is refused at once
+/// with `UNAVAILABLE` and pushback, and Low gets nothing while Critical waits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tonic_critical_heavy_fills_the_database_and_refuses_the_excess_fast() {
+    let config = shop::Config {
+        capacity: 4,
+        service: Duration::from_millis(20),
+        quota_per_key: 100_000,
+    };
+    let (addr, handles) = serve_tonic(&config).await;
+    let plain = shop::ShopClient::new(channel(addr).await);
+    let run = Duration::from_secs(3);
+    let start = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let paid = Arc::new(AtomicU64::new(0));
+    let slow_refusals = Arc::new(AtomicU64::new(0));
+    let refusals = Arc::new(AtomicU64::new(0));
+    let tracked = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    // 32 payers (about 8× what 4 slots × 20 ms serve), 32 Low trackers.
+    for i in 0..64 {
+        let mut client = plain.clone();
+        let (stop, paid, slow, refusals, tracked) = (
+            stop.clone(),
+            paid.clone(),
+            slow_refusals.clone(),
+            refusals.clone(),
+            tracked.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let method = if i % 2 == 0 {
+                shop::Method::Pay
+            } else {
+                shop::Method::Track
+            };
+            while !stop.load(Ordering::Relaxed) {
+                let sent = Instant::now();
+                match client.call(method, write_request("heavy")).await {
+                    Ok(_) if method == shop::Method::Pay => {
+                        paid.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(_) => {
+                        tracked.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(status) => {
+                        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                        assert!(pushback(&status).is_some(), "{status:?}");
+                        refusals.fetch_add(1, Ordering::Relaxed);
+                        if sent.elapsed() > Duration::from_millis(50) {
+                            slow.fetch_add(1, Ordering::Relaxed);
+                        }
+                        // A closed-loop caller that honoured nothing would
+                        // spin; pause as a retrying client would.
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }
+        }));
+    }
+    let mut max_limit = 0;
+    while start.elapsed() < run {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if start.elapsed() > Duration::from_secs(1) {
+            max_limit = max_limit.max(handles.limit.limit());
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let capacity = 4.0 / 0.020 * run.as_secs_f64();
+    let paid = paid.load(Ordering::Relaxed) as f64;
+    let refusals = refusals.load(Ordering::Relaxed);
+    // The database is kept full of payments (the limit starts where the
+    // defaults start, so the first second counts too) ...
+    assert!(paid >= 0.7 * capacity, "paid {paid} of {capacity}");
+    // ... the limit stays near the slot count ...
+    assert!(max_limit <= 8, "limit reached {max_limit} over 4 slots");
+    // ... Low is all but shut out while payments wait ...
+    let tracked = tracked.load(Ordering::Relaxed) as f64;
+    assert!(tracked <= 0.1 * paid, "low {tracked} vs critical {paid}");
+    // ... and the excess is refused at once, not after a wait.
+    assert!(refusals > 100, "{refusals} refusals");
+    let slow = slow_refusals.load(Ordering::Relaxed);
+    assert!(
+        slow * 20 <= refusals,
+        "{slow} of {refusals} refusals took over 50 ms"
+    );
+}

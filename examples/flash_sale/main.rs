@@ -16,6 +16,7 @@
 //! ```text
 //! cargo run --release --example flash_sale -- [--quick] [--json PATH] [--svg PATH]
 //!     [--mix C,H,D,L] [--spike X] [--slots N] [--write-ms M] [--hold SECONDS] [--h1]
+//!     [--only unprotected|tower|spillway]
 //! cargo run --release --example flash_sale -- --sweep [--quick] [--hold SECONDS] [--json PATH]
 //! ```
 //!
@@ -52,6 +53,8 @@ struct Args {
     shape: Shape,
     /// How long the spike lasts; by default 8 s (3 s with `--quick`).
     hold: Option<f64>,
+    /// Only this scenario (`unprotected`, `tower`, `spillway`).
+    only: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -68,6 +71,7 @@ fn parse_args() -> Result<Args, String> {
             protocol: Protocol::Http2,
         },
         hold: None,
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -92,9 +96,16 @@ fn parse_args() -> Result<Args, String> {
                 args.shape.write_ms = number("--write-ms", value("--write-ms")?)?
             }
             "--hold" => args.hold = Some(number("--hold", value("--hold")?)?),
+            "--only" => {
+                let name = value("--only")?;
+                if !stacks::Scenario::ALL.iter().any(|s| s.name() == name) {
+                    return Err(format!("--only: no scenario {name:?}"));
+                }
+                args.only = Some(name);
+            }
             "-h" | "--help" => {
                 println!(
-                    "usage: flash_sale [--quick] [--json PATH] [--svg PATH] [--mix C,H,D,L] [--spike X]\n                  [--slots N] [--write-ms M] [--hold SECONDS] [--h1]\n       flash_sale --sweep [--quick] [--hold SECONDS] [--json PATH]"
+                    "usage: flash_sale [--quick] [--json PATH] [--svg PATH] [--mix C,H,D,L] [--spike X]\n                  [--slots N] [--write-ms M] [--hold SECONDS] [--h1] [--only NAME]\n       flash_sale --sweep [--quick] [--hold SECONDS] [--json PATH]"
                 );
                 std::process::exit(0);
             }
@@ -147,6 +158,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut runs = Vec::new();
     for scenario in stacks::Scenario::ALL {
+        if args
+            .only
+            .as_deref()
+            .is_some_and(|only| only != scenario.name())
+        {
+            continue;
+        }
         runs.push(run(scenario, &shape, &phases).await?);
     }
 

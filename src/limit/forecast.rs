@@ -27,6 +27,10 @@ const MIN_INTERVAL: Duration = Duration::from_millis(5);
 /// Poisson stream, short enough that a spike's end is seen within a few
 /// tens of milliseconds.
 const RATE_HORIZON: Duration = Duration::from_millis(40);
+/// The horizon of the settled rates a waiter is taken out of the queue on:
+/// a Poisson stream's rate over 40 ms wobbles by a fifth, and a waiter let
+/// in must not be thrown out on a wobble.
+const SETTLED_HORIZON: Duration = Duration::from_millis(250);
 /// The weight of the newest rtt in its moving average.
 const RTT_WEIGHT: f64 = 1.0 / 16.0;
 
@@ -37,6 +41,8 @@ pub(crate) struct Forecast {
     rtt: Option<f64>,
     /// Arrivals per second, by priority.
     arrivals: [f64; 4],
+    /// The same over the longer [`SETTLED_HORIZON`].
+    settled: [f64; 4],
     /// Completions per second.
     completions: f64,
     /// When the current measurement started, and the counts then.
@@ -57,6 +63,7 @@ impl Forecast {
         Self {
             rtt: None,
             arrivals: [0.0; 4],
+            settled: [0.0; 4],
             completions: 0.0,
             since: None,
         }
@@ -104,9 +111,12 @@ impl Forecast {
         }
         let secs = elapsed.as_secs_f64();
         let weight = 1.0 - (-secs / RATE_HORIZON.as_secs_f64()).exp();
+        let settled_weight = 1.0 - (-secs / SETTLED_HORIZON.as_secs_f64()).exp();
         let rate = |now: u64, then: u64| now.saturating_sub(then) as f64 / secs;
-        for (i, r) in self.arrivals.iter_mut().enumerate() {
-            *r += weight * (rate(counts.arrivals[i], before.arrivals[i]) - *r);
+        for i in 0..4 {
+            let measured = rate(counts.arrivals[i], before.arrivals[i]);
+            self.arrivals[i] += weight * (measured - self.arrivals[i]);
+            self.settled[i] += settled_weight * (measured - self.settled[i]);
         }
         self.completions +=
             weight * (rate(counts.completions, before.completions) - self.completions);
@@ -135,6 +145,28 @@ impl Forecast {
     ) -> Option<Duration> {
         let mu = self.service_rate(limit)?;
         let spare = mu - margin * self.arrivals_above(priority);
+        if spare <= 0.0 {
+            return Some(Duration::MAX);
+        }
+        Some(Duration::try_from_secs_f64(ahead as f64 / spare).unwrap_or(Duration::MAX))
+    }
+
+    /// [`wait_with`](Self::wait_with) on the settled rates, counting higher
+    /// priorities `margin` times and never more than the recent rates say
+    /// (so the end of a spike is seen as soon as by the door): what decides
+    /// whether a waiter is taken out of the queue.
+    pub(crate) fn settled_wait(
+        &self,
+        priority: Priority,
+        ahead: usize,
+        limit: usize,
+        margin: f64,
+    ) -> Option<Duration> {
+        let mu = self.service_rate(limit)?;
+        let from = priority.index() + 1;
+        let settled: f64 = self.settled[from..].iter().sum();
+        let recent: f64 = self.arrivals[from..].iter().sum();
+        let spare = mu - margin * settled.min(recent);
         if spare <= 0.0 {
             return Some(Duration::MAX);
         }

@@ -3,39 +3,48 @@
 //!
 //! A fixed concurrency limit is wrong the day capacity changes. An
 //! [`AdaptiveLimitLayer`] measures every request and lets an [`Algorithm`]
-//! move the limit: [`Aimd`] (Netflix's `AIMDLimit` semantics) grows it by one
-//! while requests succeed with the service busy, and cuts it by 10 % on every
-//! overload signal. It works on both sides of a connection:
+//! move the limit. It works on both sides of a connection:
 //!
-//! - **servers**: put it in front of the handlers; with a
-//!   [`LatencyTarget`] the limit shrinks as soon as the database behind them
-//!   gets slow, not only when it fails;
-//! - **clients**: wrap a tonic `Channel` or a hyper client; the limit shrinks
-//!   when the remote answers 429, `RESOURCE_EXHAUSTED` or slows down, and
-//!   grows back when it recovers.
+//! - **servers**: [`Gradient`] (the default to reach for) finds the backend's
+//!   capacity from latency: it compares each round trip's mean rtt with a
+//!   baseline kept over 10–20 s, so the baseline cannot follow a standing
+//!   queue up, and cuts the limit to where the queue it saw would be gone;
+//! - **clients**: [`Aimd`] (Netflix's `AIMDLimit` semantics) wrapping a tonic
+//!   `Channel` or a hyper client shrinks when the remote answers 429,
+//!   `RESOURCE_EXHAUSTED` or slows down, and grows back when it recovers.
 //!
 //! The pieces:
 //!
-//! - [`Algorithm`], [`Aimd`], [`Fixed`]: pure limit algorithms, fed
-//!   [`Sample`]s (admission time, rtt, in-flight count at admission, dropped
-//!   or not), with no tokio and no Tower in them;
+//! - [`Algorithm`], [`Gradient`], [`Aimd`], [`Fixed`]: pure limit algorithms,
+//!   fed [`Sample`]s (admission time, rtt, in-flight count at admission,
+//!   dropped or not), with no tokio and no Tower in them;
 //! - the wait queue: at the limit, a request waits in a queue ordered by
 //!   [`Priority`](crate::Priority) (read from the request's extensions, see
-//!   [`priority`](crate::priority)), then by arrival; bounded by length and by
-//!   time, with a CoDel-style shorter timeout once a standing queue forms. An
-//!   expired waiter is refused when it reaches the head, never run. Optional
-//!   [`Reserved`] shares keep room for important priorities;
+//!   [`priority`](crate::priority)), then by arrival. It is let in only when
+//!   its **forecast wait** (the waiters ahead of it and the higher
+//!   priorities still arriving, over the service rate the limiter measures)
+//!   fits in half its budget: the queue timeout, or less if the caller's
+//!   [`Deadline`](crate::deadline::Deadline) is sooner. Otherwise it is
+//!   refused at once, not after waiting to be refused; a waiter that higher
+//!   priorities come to leave no slot is taken out at once. The queue holds
+//!   about two round trips of work, so the backlog a spike leaves drains
+//!   within a few round trips. Optional [`Reserved`] shares keep room for
+//!   important priorities;
 //! - [`ClassifyOutcome`]: which results are successes, which are overload
 //!   signals, which say nothing. [`HttpOutcomes`] counts 429/503/504 and gRPC
 //!   4/8/14 as drops and keeps the permit until the response body ends;
 //! - [`LimitHandle`]: the limit, in-flight and queued counts, the oldest
-//!   waiter's age; it is a [`LoadSignal`](crate::LoadSignal) for a shedder.
+//!   waiter's age, the forecast; it is a [`LoadSignal`](crate::LoadSignal)
+//!   that tells a shedder in front which priorities it refuses.
 //!
 //! Refusals are [`Overloaded`](crate::Overloaded) with
+//! [`Reason::ExpectedWait`](crate::Reason::ExpectedWait),
+//! [`Reason::Deadline`](crate::Reason::Deadline),
 //! [`Reason::QueueFull`](crate::Reason::QueueFull) or
-//! [`Reason::QueueTimeout`](crate::Reason::QueueTimeout): errors on the
-//! generic face ([`AdaptiveLimitLayer::new`]), `503` + `Retry-After` on the
-//! HTTP face ([`AdaptiveLimitLayer::http`]).
+//! [`Reason::QueueTimeout`](crate::Reason::QueueTimeout), with a hint of how
+//! long the backlog takes to drain: errors on the generic face
+//! ([`AdaptiveLimitLayer::new`]), `503` + `Retry-After` on the HTTP face
+//! ([`AdaptiveLimitLayer::http`]).
 //!
 //! # Server
 //!
@@ -43,20 +52,11 @@
 //! use std::time::Duration;
 //! use axum::{Router, routing::get};
 //! use tower_spillway::{
-//!     limit::{AdaptiveLimitLayer, Aimd, Growth, LatencyTarget},
+//!     limit::{AdaptiveLimitLayer, Gradient},
 //!     priority::{Priority, PriorityLayer, RouteTable},
 //! };
 //!
-//! let aimd = Aimd::builder()
-//!     .min_limit(10)
-//!     .max_limit(500)
-//!     .growth(Growth::PerLimit)
-//!     .decrease_once_per_rtt(true)
-//!     .latency_target(LatencyTarget::min_rtt_multiple(3.0))
-//!     .build()
-//!     .unwrap();
-//! let limit = AdaptiveLimitLayer::new(aimd)
-//!     .max_queue(256)
+//! let limit = AdaptiveLimitLayer::new(Gradient::default())
 //!     .queue_timeout(Duration::from_millis(500))
 //!     .http();
 //! let stats = limit.handle();
@@ -92,7 +92,7 @@
 //! A client limiter needs no priorities: without a [`Priority`](crate::Priority)
 //! in the request's extensions every request is `Default`.
 //!
-//! # Choosing the AIMD variant
+//! # Choosing the AIMD variant (clients)
 //!
 //! [`Aimd`]'s defaults are Netflix's: +1 on every success seen with at least
 //! half the limit in flight, ×0.9 on every drop. That finds headroom fast,
@@ -125,8 +125,9 @@
 //! - The limit adapts; tower's is fixed ([`Fixed`] gives a fixed limit here).
 //! - tower waits for a permit in `poll_ready`, unboundedly and in no order
 //!   (tower issue 793); here the service is always ready, the decision is
-//!   taken in `call` when the request's priority is known, and waiting is
-//!   bounded by length and time, in priority order, ending in a refusal.
+//!   taken in `call` when the request's priority (and deadline) is known,
+//!   and waiting is bounded, in priority order; what could not be served in
+//!   time is refused at once.
 //! - tower releases the permit when the response future completes; with
 //!   [`HttpOutcomes`] the permit lasts until the response body ends, so
 //!   streaming responses count for as long as they run.

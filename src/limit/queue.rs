@@ -546,7 +546,8 @@ impl Shared {
 
     /// Refuses, from the lowest priority up, the newest waiters that can no
     /// longer be served in time: higher priorities that arrived since they
-    /// queued take every slot (even counted at [`EVICT_MARGIN`]), or push
+    /// queued take every slot (on the settled rates, even counted at
+    /// [`EVICT_MARGIN`]), or push
     /// their forecast wait past four times what is left of their budget. They would only time out later. (A forecast
     /// merely over the budget is left to wait: rates are noisy, and a
     /// refusal after a wait is slower than one at the door.) Lock held.
@@ -558,7 +559,7 @@ impl Shared {
                 let left = back.deadline.saturating_duration_since(now);
                 let hopeless = st
                     .forecast
-                    .wait_with(Priority::ALL[i], ahead, limit, EVICT_MARGIN)
+                    .settled_wait(Priority::ALL[i], ahead, limit, EVICT_MARGIN)
                     .is_some_and(|wait| wait == Duration::MAX || wait > left * 4);
                 if !hopeless {
                     break;

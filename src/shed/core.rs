@@ -208,11 +208,14 @@ pub(crate) const fn admits_at(level: u32, priority: Priority, cohort: Cohort) ->
 ///   admitted one delay ago, so after a cut the level holds for that long,
 ///   and while the delay is already falling;
 /// - **up, slowly** (by [`increase`](AdaptiveBuilder::increase) slots) when
-///   the delay was within the target, or when the service sat idle; and
-///   while nothing waits below (the signal's queue is empty, or the service
-///   is idle), the step doubles with each such window in a row, up to a
-///   whole tier, so a service recovers within a second of the overload
-///   ending instead of refusing calm traffic for many seconds.
+///   the delay was within the target; and **fully, at once** when nothing
+///   waits below (the signal's queue is empty, or the service is idle): the
+///   overload is over, and calm traffic is not refused while the level
+///   climbs back.
+///
+/// With a signal that forecasts its own refusals (an adaptive limiter's
+/// handle), none of this applies: the layer refuses exactly the priorities
+/// the signal says it refuses.
 ///
 /// Shedding inside a tier is thus partial, and because the cut falls between
 /// cohorts, the same callers are refused consistently while it holds.

@@ -14,8 +14,14 @@
 //! - **adaptive** ([`PriorityShedLayer::adaptive`]): only a target delay is
 //!   needed. An admission level over (priority, [`Cohort`](crate::priority::Cohort))
 //!   falls quickly while the queueing delay exceeds the target and rises
-//!   slowly while it does not; shedding inside a tier is partial and falls on
-//!   the same cohorts of callers while the level holds ([`Adaptive`]).
+//!   slowly while it does not, and opens fully as soon as the queue is
+//!   empty; shedding inside a tier is partial and falls on the same cohorts
+//!   of callers while the level holds ([`Adaptive`]). In front of an
+//!   [`AdaptiveLimit`](crate::limit::AdaptiveLimit), whose handle forecasts
+//!   its own refusals ([`LoadSignal::refusing`](crate::LoadSignal::refusing)),
+//!   adaptive mode refuses exactly the priorities the limiter would refuse at
+//!   its door, without taking its lock, and nothing it would still serve:
+//!   shedding stops the moment the limiter's forecast does.
 //!
 //! The load is the layer's own count of requests in flight below it (held,
 //! on the HTTP face, until the response body ends), or any [`LoadSignal`](crate::LoadSignal):
@@ -40,8 +46,9 @@
 //!
 //! Static thresholds on the layer's own in-flight count cost no clock read
 //! and suit a service whose capacity is known. Adaptive shedding reads the
-//! clock twice per admitted request and finds the capacity itself; it steers
-//! best on a signal with a real queue delay (an adaptive limiter's handle).
+//! clock twice per admitted request and finds the capacity itself; on an
+//! adaptive limiter's handle it follows the limiter's forecast and reads no
+//! clock at all.
 //! Without one it steers on latency inflation, which a mix of very fast
 //! (errors, cache hits) and slow routes behind one layer blurs: put the layer
 //! on the routes that queue.
