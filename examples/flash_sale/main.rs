@@ -142,7 +142,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return sweep::run(args.quick, args.hold, args.json.as_deref()).await;
     }
     let shape = args.shape;
-    let (calm, recovery) = if args.quick { (1.0, 1.0) } else { (3.0, 4.0) };
+    let (calm, recovery) = if args.quick { (1.0, 1.0) } else { (3.0, 5.0) };
     let spike = args.hold.unwrap_or(if args.quick { 3.0 } else { 8.0 });
     let phases = phases(&shape, calm, spike, recovery);
     println!(
