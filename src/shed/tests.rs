@@ -793,3 +793,55 @@ async fn claims_cover_requests_until_the_inner_future_is_polled() {
     let mut fifth = call(&mut svc);
     assert!(poll_once(&mut fifth).is_pending());
 }
+
+/// A signal that forecasts its own refusals: adaptive mode refuses exactly
+/// the priorities it names, at once, and stops the moment it names none.
+#[tokio::test(start_paused = true)]
+async fn adaptive_follows_a_signal_that_forecasts_its_refusals() {
+    use std::sync::atomic::AtomicUsize;
+
+    /// `refusing`: 0 none, else the index + 1 of the highest refused.
+    struct Forecast(Arc<AtomicUsize>);
+    impl LoadSignal for Forecast {
+        fn load(&self) -> usize {
+            1_000_000
+        }
+        fn queue_delay(&self) -> Option<Duration> {
+            Some(Duration::from_secs(10))
+        }
+        fn forecasts_refusals(&self) -> bool {
+            true
+        }
+        fn refusing(&self) -> Option<Priority> {
+            match self.0.load(Ordering::Relaxed) {
+                0 => None,
+                n => Some(Priority::ALL[n - 1]),
+            }
+        }
+    }
+    let refusing = Arc::new(AtomicUsize::new(Priority::Default.index() + 1));
+    let svc = PriorityShedLayer::adaptive(Adaptive::default())
+        .classify(by_name)
+        .signal(Forecast(Arc::clone(&refusing)))
+        .layer(ok_service());
+    // However long the queue delay, only what the signal refuses is shed:
+    // Low and Default, not High.
+    for _ in 0..3 {
+        for p in ["low", "default"] {
+            let err = svc.clone().oneshot(p).await.unwrap_err();
+            assert_eq!(overloaded(&err).reason(), Reason::Shed, "{p}");
+        }
+        svc.clone().oneshot("high").await.unwrap();
+        svc.clone().oneshot("critical").await.unwrap();
+        tokio::time::advance(Duration::from_millis(150)).await;
+    }
+    // Critical is left to the limiter even if the signal names it.
+    refusing.store(Priority::Critical.index() + 1, Ordering::Relaxed);
+    svc.clone().oneshot("critical").await.unwrap();
+    assert!(svc.clone().oneshot("high").await.is_err());
+    // The overload ends: everything is admitted at once, no window to wait.
+    refusing.store(0, Ordering::Relaxed);
+    for p in ["low", "default", "high", "critical"] {
+        svc.clone().oneshot(p).await.unwrap();
+    }
+}
