@@ -193,8 +193,11 @@ fn sweep_quick_grid_holds_across_shapes() {
             .iter()
             .map(f)
             .collect();
+        // (Five points of slack: on the 4-slot shape a lower tier has about
+        // fifty requests in the spike, and the two or three admitted as it
+        // opens, before any queue forms, order them either way.)
         for w in tiers.windows(2) {
-            assert!(w[0] + 0.02 >= w[1], "{name}: tiers out of order {tiers:?}");
+            assert!(w[0] + 0.05 >= w[1], "{name}: tiers out of order {tiers:?}");
         }
     }
     assert!(
