@@ -144,11 +144,7 @@ impl Forecast {
         margin: f64,
     ) -> Option<Duration> {
         let mu = self.service_rate(limit)?;
-        let spare = mu - margin * self.arrivals_above(priority);
-        if spare <= 0.0 {
-            return Some(Duration::MAX);
-        }
-        Some(Duration::try_from_secs_f64(ahead as f64 / spare).unwrap_or(Duration::MAX))
+        Some(drain(ahead, mu - margin * self.arrivals_above(priority)))
     }
 
     /// [`wait_with`](Self::wait_with) on the settled rates, counting higher
@@ -166,19 +162,23 @@ impl Forecast {
         let from = priority.index() + 1;
         let settled: f64 = self.settled[from..].iter().sum();
         let recent: f64 = self.arrivals[from..].iter().sum();
-        let spare = mu - margin * settled.min(recent);
-        if spare <= 0.0 {
-            return Some(Duration::MAX);
-        }
-        Some(Duration::try_from_secs_f64(ahead as f64 / spare).unwrap_or(Duration::MAX))
+        Some(drain(ahead, mu - margin * settled.min(recent)))
     }
 
     /// How long `backlog` requests take to drain at the service rate, for a
     /// refusal's retry hint.
     pub(crate) fn drain_time(&self, backlog: usize, limit: usize) -> Option<Duration> {
-        let mu = self.service_rate(limit)?;
-        Duration::try_from_secs_f64(backlog as f64 / mu).ok()
+        Some(drain(backlog, self.service_rate(limit)?))
     }
+}
+
+/// How long `ahead` requests take to drain at `spare` per second; forever
+/// when nothing is spare.
+fn drain(ahead: usize, spare: f64) -> Duration {
+    if spare <= 0.0 {
+        return Duration::MAX;
+    }
+    Duration::try_from_secs_f64(ahead as f64 / spare).unwrap_or(Duration::MAX)
 }
 
 #[cfg(test)]
