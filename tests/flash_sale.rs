@@ -17,9 +17,14 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn run_quick() -> Value {
-    let json = std::env::temp_dir().join(format!("flash-sale-{}.json", std::process::id()));
-    // As the README runs it, wherever the target directory is.
+/// Runs the example as the README runs it (`cargo run --release`, wherever
+/// the target directory is) with `args` and `--json`, and returns the JSON.
+fn run_example(args: &[&str]) -> Value {
+    let json = std::env::temp_dir().join(format!(
+        "flash-sale-{}-{}.json",
+        std::process::id(),
+        args.join("")
+    ));
     let out = Command::new(env!("CARGO"))
         .args([
             "run",
@@ -28,24 +33,27 @@ fn run_quick() -> Value {
             "--example",
             "flash_sale",
             "--",
-            "--quick",
-            "--json",
         ])
+        .args(args)
+        .arg("--json")
         .arg(&json)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    println!("{stdout}");
+    println!("{}", String::from_utf8_lossy(&out.stdout));
     assert!(
         out.status.success(),
-        "flash_sale failed: {}",
+        "flash_sale {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let figures = serde_json::from_slice(&std::fs::read(&json).expect("the JSON was written"))
         .expect("valid JSON");
     let _ = std::fs::remove_file(&json);
     figures
+}
+
+fn run_quick() -> Value {
+    run_example(&["--quick"])
 }
 
 fn f(v: &Value) -> f64 {
@@ -142,30 +150,7 @@ fn flash_sale_quick_run_keeps_its_promises() {
 #[test]
 fn sweep_quick_grid_holds_across_shapes() {
     let _alone = one_at_a_time();
-    let json = std::env::temp_dir().join(format!("flash-sale-sweep-{}.json", std::process::id()));
-    let out = Command::new(env!("CARGO"))
-        .args([
-            "run",
-            "--quiet",
-            "--release",
-            "--example",
-            "flash_sale",
-            "--",
-        ])
-        .args(["--sweep", "--quick", "--json"])
-        .arg(&json)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("cargo runs");
-    println!("{}", String::from_utf8_lossy(&out.stdout));
-    assert!(
-        out.status.success(),
-        "flash_sale --sweep failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let figures: Value =
-        serde_json::from_slice(&std::fs::read(&json).expect("the JSON was written")).unwrap();
-    let _ = std::fs::remove_file(&json);
+    let figures = run_example(&["--sweep", "--quick"]);
     let shapes = figures["shapes"].as_array().expect("shapes");
     assert!(shapes.len() >= 4);
     let mut critical_over_capacity = false;
