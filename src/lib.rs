@@ -91,6 +91,7 @@
 mod error;
 mod overloaded;
 mod signal;
+mod windowed_min;
 
 pub mod aggregate;
 pub mod batch;

@@ -35,7 +35,7 @@
 use std::time::Duration;
 
 use super::{Algorithm, Sample};
-use crate::ConfigError;
+use crate::{ConfigError, windowed_min::WindowedMin};
 
 /// A delay-gradient concurrency limit with a long-horizon latency baseline;
 /// the default algorithm for servers.
@@ -80,7 +80,8 @@ pub struct Gradient {
     limit: usize,
     slow_start: bool,
     window: Window,
-    baseline: Baseline,
+    /// The least window mean over the current and the previous period.
+    baseline: WindowedMin<Duration>,
     /// Congested windows in a row with the limit at its floor.
     floor_streak: u32,
     /// The previous window's mean, when it was slow.
@@ -114,43 +115,6 @@ impl Window {
     /// (Little's law) and grows with every request queued.
     fn mean(&self) -> Option<Duration> {
         (self.rtt_count > 0).then(|| self.rtt_sum / self.rtt_count)
-    }
-}
-
-/// The least window mean over the current and the previous period.
-#[derive(Debug, Clone, Copy)]
-struct Baseline {
-    period: Duration,
-    started: Option<Duration>,
-    current: Option<Duration>,
-    previous: Option<Duration>,
-}
-
-impl Baseline {
-    fn observe(&mut self, value: Duration, now: Duration) {
-        match self.started {
-            Some(start) if now.saturating_sub(start) < self.period => {}
-            Some(_) => {
-                self.previous = self.current.take();
-                self.started = Some(now);
-            }
-            None => self.started = Some(now),
-        }
-        self.current = Some(self.current.map_or(value, |c| c.min(value)));
-    }
-
-    fn get(&self) -> Option<Duration> {
-        match (self.current, self.previous) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-
-    /// Accepts `value` as the baseline from now on.
-    fn reset(&mut self, value: Duration, now: Duration) {
-        self.started = Some(now);
-        self.current = Some(value);
-        self.previous = None;
     }
 }
 
@@ -452,12 +416,7 @@ impl GradientBuilder {
             limit: self.initial,
             slow_start: true,
             window: Window::default(),
-            baseline: Baseline {
-                period: self.baseline_period,
-                started: None,
-                current: None,
-                previous: None,
-            },
+            baseline: WindowedMin::new(self.baseline_period),
             floor_streak: 0,
             slow: None,
             jitter: Duration::ZERO,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::{ConfigError, Priority, priority::Cohort};
+use crate::{ConfigError, Priority, priority::Cohort, windowed_min::WindowedMin};
 
 /// The number of admission slots: one per (priority, cohort) pair.
 pub(crate) const SLOTS: u32 = (Priority::ALL.len() * Cohort::COUNT) as u32;
@@ -392,44 +392,13 @@ pub(crate) enum Movement {
     Up { from: u32, to: u32 },
 }
 
-/// The recent minimum of a quantity, over between one and two periods.
-#[derive(Debug, Clone, Copy)]
-struct WindowedMin {
-    period: Duration,
-    started: Option<Instant>,
-    current: Option<Duration>,
-    previous: Option<Duration>,
-}
-
-impl WindowedMin {
-    fn observe(&mut self, value: Duration, now: Instant) {
-        match self.started {
-            Some(start) if now.saturating_duration_since(start) < self.period => {}
-            Some(_) => {
-                self.previous = self.current;
-                self.current = None;
-                self.started = Some(now);
-            }
-            None => self.started = Some(now),
-        }
-        self.current = Some(self.current.map_or(value, |c| c.min(value)));
-    }
-
-    fn get(&self) -> Option<Duration> {
-        match (self.current, self.previous) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-    }
-}
-
 /// The adaptive controller: fed one [`Window`] at a time, it moves the
 /// admission level.
 #[derive(Debug, Clone)]
 pub(crate) struct Controller {
     config: Adaptive,
     level: u32,
-    baseline: WindowedMin,
+    baseline: WindowedMin<Instant>,
     last_delay: Option<Duration>,
     hold_until: Option<Instant>,
 }
@@ -439,12 +408,7 @@ impl Controller {
         Self {
             config,
             level: SLOTS,
-            baseline: WindowedMin {
-                period: config.baseline_period,
-                started: None,
-                current: None,
-                previous: None,
-            },
+            baseline: WindowedMin::new(config.baseline_period),
             last_delay: None,
             hold_until: None,
         }
