@@ -98,6 +98,8 @@ pub struct Figures {
     pub critical_p99_writes: f64,
     /// Each tier's success share during the spike, Critical first.
     pub tier_ok: [f64; 4],
+    /// Each tier's requests sent during the spike, Critical first.
+    pub tier_offered: [u64; 4],
     /// Critical's successes per second during the spike, of capacity.
     pub critical_of_capacity: f64,
     pub goodput: f64,
@@ -113,6 +115,9 @@ pub struct Figures {
     pub after_worst: f64,
     /// Every tier's together.
     pub after_all: f64,
+    /// How long after the spike requests were still refused: from its end
+    /// to the last refused request sent in the 5 s after it.
+    pub shed_after_ms: f64,
     pub timeouts: u64,
     pub errors: u64,
 }
@@ -195,11 +200,17 @@ impl Figures {
         } else {
             after.iter().filter(|s| s.outcome == Outcome::Ok).count() as f64 / after.len() as f64
         };
+        let shed_after_ms = after
+            .iter()
+            .filter(|s| s.outcome != Outcome::Ok)
+            .map(|s| (s.sent - to).as_secs_f64() * 1e3)
+            .fold(0.0, f64::max);
         let count = |o: Outcome| run.samples.iter().filter(|s| s.outcome == o).count() as u64;
         Figures {
             shape,
             critical_ok: critical.ok_frac(),
             tier_ok: [0, 1, 2, 3].map(|i| during(ROUTES[i].0).ok_frac()),
+            tier_offered: [0, 1, 2, 3].map(|i| during(ROUTES[i].0).offered),
             critical_p99_writes: critical.p99_ms / shape.write_ms as f64,
             critical_of_capacity: critical.ok as f64 / capacity,
             goodput: run.spike_goodput_frac(),
@@ -211,6 +222,7 @@ impl Figures {
             limit_max_of_slots: limit_max / slots,
             after_worst,
             after_all,
+            shed_after_ms,
             timeouts: count(Outcome::Timeout),
             errors: count(Outcome::Error),
         }
@@ -291,8 +303,10 @@ impl Figures {
             "limit_max_of_slots": self.limit_max_of_slots,
             "after_worst_tier_ok": self.after_worst,
             "after_all_ok": self.after_all,
+            "shed_after_ms": self.shed_after_ms,
             "critical_ok_share": self.critical_ok,
             "tier_ok_share": self.tier_ok,
+            "tier_offered": self.tier_offered,
             "timeouts": self.timeouts,
             "failed": self.errors,
             "misses": self.misses(),
@@ -310,7 +324,7 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 
 pub fn print_header() {
     println!(
-        "| {:<32} | {:>8} | {:>8} | {:>7} | {:>15} | {:>8} | {:>11} | {:>6} | {:>8} | misses",
+        "| {:<32} | {:>8} | {:>8} | {:>7} | {:>15} | {:>8} | {:>11} | {:>6} | {:>8} | {:>8} | misses",
         "shape (mix spike slots×write)",
         "crit ok",
         "crit p99",
@@ -319,10 +333,11 @@ pub fn print_header() {
         "ref. p99",
         "limit/slots",
         "after",
+        "shed for",
         "timeouts",
     );
     println!(
-        "|{}|{}|{}|{}|{}|{}|{}|{}|{}|---|",
+        "|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|---|",
         "-".repeat(34),
         "-".repeat(10),
         "-".repeat(10),
@@ -332,6 +347,7 @@ pub fn print_header() {
         "-".repeat(13),
         "-".repeat(8),
         "-".repeat(10),
+        "-".repeat(10),
     );
 }
 
@@ -339,7 +355,7 @@ pub fn print_row(f: &Figures) {
     let best = |s: Option<f64>| s.map_or("-".to_string(), |s| format!("{:.0}", 100.0 * s));
     let misses = f.misses();
     println!(
-        "| {:<32} | {:>7.2}% | {:>7.1}w | {:>6.1}% | {:>15} | {:>5.1} ms | {:>4.2} / {:>4.2} | {:>5.1}% | {:>8} | {}",
+        "| {:<32} | {:>7.2}% | {:>7.1}w | {:>6.1}% | {:>15} | {:>5.1} ms | {:>4.2} / {:>4.2} | {:>5.1}% | {:>5.0} ms | {:>8} | {}",
         f.shape.label(),
         100.0 * f.critical_ok,
         f.critical_p99_writes,
@@ -354,6 +370,7 @@ pub fn print_row(f: &Figures) {
         f.limit_mean_of_slots,
         f.limit_max_of_slots,
         100.0 * f.after_worst,
+        f.shed_after_ms,
         f.timeouts,
         if misses.is_empty() {
             "all met".to_string()

@@ -18,26 +18,34 @@ const MS: Duration = Duration::from_millis(1);
 /// (100 ms: 20 requests a second). `max_queue` is fixed at 100, so only the
 /// forecast refuses.
 async fn two_slots(rtt: Duration) -> (Arc<Shared>, LimitHandle) {
+    limiter(2, rtt, FIXED_QUEUE).await
+}
+
+/// A queue of 100 whatever the limit.
+const FIXED_QUEUE: QueueConfig = QueueConfig {
+    max_len: 100,
+    auto_len: false,
+    ..QueueConfig::DEFAULT
+};
+
+/// A limiter of exactly `slots` slots whose forecast has seen requests of
+/// `rtt`.
+async fn limiter(slots: usize, rtt: Duration, config: QueueConfig) -> (Arc<Shared>, LimitHandle) {
     let gradient = Gradient::builder()
-        .initial_limit(2)
-        .min_limit(2)
-        .max_limit(2)
+        .initial_limit(slots)
+        .min_limit(slots)
+        .max_limit(slots)
         .build()
         .unwrap();
-    let config = QueueConfig {
-        max_len: 100,
-        auto_len: false,
-        ..QueueConfig::default()
-    };
     let shared = Arc::new(Shared::new(Box::new(gradient), config));
     let handle = LimitHandle::new(Arc::clone(&shared));
-    let (a, b) = (
-        admit(&shared, Priority::Default),
-        admit(&shared, Priority::Default),
-    );
+    let running: Vec<Permit> = (0..slots)
+        .map(|_| admit(&shared, Priority::Default))
+        .collect();
     advance(rtt).await;
-    a.finish(Outcome::Success);
-    b.finish(Outcome::Success);
+    for permit in running {
+        permit.finish(Outcome::Success);
+    }
     (shared, handle)
 }
 
@@ -169,4 +177,62 @@ async fn without_a_forecast_the_queue_is_bounded_by_length_and_time_only() {
         shared.acquire(Priority::Low, None),
         Admission::Rejected(Reason::QueueFull, _)
     ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tier_at_the_margin_leaves_room_in_the_queue_for_the_tiers_above() {
+    // Two slots, 100 ms: 20 a second; the queue holds max(2 limits, 8) = 8.
+    let (shared, handle) = limiter(2, 100 * MS, QueueConfig::default()).await;
+    let _running = [admit(&shared, Priority::Low), admit(&shared, Priority::Low)];
+    // Default may fill half of it: four wait ...
+    let _defaults: Vec<Admission> = (0..4)
+        .map(|_| shared.acquire(Priority::Default, None))
+        .collect();
+    assert_eq!(handle.queued(), 4);
+    // ... and the fifth, forecast to wait only 250 ms, is refused at once:
+    // the rest is for the tiers above.
+    let fifth = shared.acquire(Priority::Default, None);
+    assert_eq!(refused(&fifth), Some(Reason::QueueFull));
+    // High and Critical then join without throwing out a Default waiter
+    // that has been waiting.
+    let above: Vec<Admission> = [Priority::High, Priority::High, Priority::Critical]
+        .into_iter()
+        .map(|p| shared.acquire(p, None))
+        .collect();
+    assert!(above.iter().all(|a| matches!(a, Admission::Queued(_))));
+    let snapshot = handle.snapshot();
+    assert_eq!(snapshot.queued_by_priority.default, 4);
+    assert_eq!(snapshot.queued, 7);
+    assert_eq!(snapshot.rejected_queue_full, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lull_in_the_arrivals_above_is_no_room_for_a_lower_tier() {
+    // One slot, 5 ms: 200 a second.
+    let (shared, _handle) = limiter(1, 5 * MS, FIXED_QUEUE).await;
+    // High takes 180 a second of the 200 for a second. (Each step, a Low
+    // that finds the slot taken passes the door and leaves at once: the
+    // door is where the rates are measured.)
+    for step in 0..200 {
+        if step % 10 == 9 {
+            advance(5 * MS).await;
+            continue;
+        }
+        let high = admit(&shared, Priority::High);
+        drop(shared.acquire(Priority::Low, None));
+        advance(5 * MS).await;
+        high.finish(Outcome::Success);
+    }
+    // 30 ms without a High: over 40 ms, the recent rate falls to 85 a
+    // second, which would leave a Low behind seven others a wait of about
+    // 100 ms. Over the settled quarter second, High still takes 157 of the
+    // 200: the same Low would wait some 530 ms, more than half its second.
+    advance(30 * MS).await;
+    let _critical = admit(&shared, Priority::Critical);
+    let ahead: Vec<Admission> = (0..7)
+        .map(|_| shared.acquire(Priority::Critical, None))
+        .collect();
+    assert!(ahead.iter().all(|a| matches!(a, Admission::Queued(_))));
+    let low = shared.acquire(Priority::Low, None);
+    assert_eq!(refused(&low), Some(Reason::ExpectedWait));
 }

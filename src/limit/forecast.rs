@@ -34,6 +34,22 @@ const SETTLED_HORIZON: Duration = Duration::from_millis(250);
 /// The weight of the newest rtt in its moving average.
 const RTT_WEIGHT: f64 = 1.0 / 16.0;
 
+/// Which arrival rate of each priority a forecast counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rates {
+    /// Over the last [`RATE_HORIZON`].
+    Recent,
+    /// The higher of the recent and the settled rate: what the door lets a
+    /// request in on. A lull of 40 ms in the arrivals above a tier is no room
+    /// for it; a waiter let in on one would be taken out again, after
+    /// waiting.
+    Higher,
+    /// The lower of the two: what a waiter is taken out of the queue on. It
+    /// is not thrown out on a 40 ms wobble, and the end of a spike is seen as
+    /// soon as by the door.
+    Lower,
+}
+
 /// The queue's forecast: service rate and arrival rates.
 #[derive(Debug, Clone)]
 pub(crate) struct Forecast {
@@ -85,11 +101,6 @@ impl Forecast {
         (rtt > 0.0).then(|| (limit as f64 / rtt).max(self.completions))
     }
 
-    /// Arrivals per second of priorities above `priority`.
-    fn arrivals_above(&self, priority: Priority) -> f64 {
-        self.arrivals[priority.index() + 1..].iter().sum()
-    }
-
     /// Arrivals per second of `priority`.
     #[cfg(test)]
     pub(crate) fn arrivals(&self, priority: Priority) -> f64 {
@@ -125,44 +136,31 @@ impl Forecast {
     }
 
     /// How long a request of `priority` with `ahead` waiters ahead of it
-    /// would wait under `limit`: `None` when there is no forecast yet (no
-    /// rtt measured), [`Duration::MAX`] when higher priorities alone take
-    /// every slot.
+    /// would wait under `limit`, on the recent rates: `None` when there is
+    /// no forecast yet (no rtt measured), [`Duration::MAX`] when higher
+    /// priorities alone take every slot.
     pub(crate) fn wait(&self, priority: Priority, ahead: usize, limit: usize) -> Option<Duration> {
-        self.wait_with(priority, ahead, limit, 1.0)
+        self.wait_on(Rates::Recent, priority, ahead, limit, 1.0)
     }
 
-    /// [`wait`](Self::wait), with higher priorities' arrivals counted
-    /// `margin` times: the door asks for room to spare, so a tier at the
-    /// margin is refused there rather than let in and taken out again the
-    /// next time the rates wobble.
-    pub(crate) fn wait_with(
+    /// [`wait`](Self::wait), with each higher priority arriving at the
+    /// `rates` chosen, counted `margin` times.
+    pub(crate) fn wait_on(
         &self,
+        rates: Rates,
         priority: Priority,
         ahead: usize,
         limit: usize,
         margin: f64,
     ) -> Option<Duration> {
         let mu = self.service_rate(limit)?;
-        Some(drain(ahead, mu - margin * self.arrivals_above(priority)))
-    }
-
-    /// [`wait_with`](Self::wait_with) on the settled rates, counting higher
-    /// priorities `margin` times and never more than the recent rates say
-    /// (so the end of a spike is seen as soon as by the door): what decides
-    /// whether a waiter is taken out of the queue.
-    pub(crate) fn settled_wait(
-        &self,
-        priority: Priority,
-        ahead: usize,
-        limit: usize,
-        margin: f64,
-    ) -> Option<Duration> {
-        let mu = self.service_rate(limit)?;
-        let from = priority.index() + 1;
-        let settled: f64 = self.settled[from..].iter().sum();
-        let recent: f64 = self.arrivals[from..].iter().sum();
-        Some(drain(ahead, mu - margin * settled.min(recent)))
+        let rate = |i: usize| match rates {
+            Rates::Recent => self.arrivals[i],
+            Rates::Higher => self.arrivals[i].max(self.settled[i]),
+            Rates::Lower => self.arrivals[i].min(self.settled[i]),
+        };
+        let above: f64 = (priority.index() + 1..4).map(rate).sum();
+        Some(drain(ahead, mu - margin * above))
     }
 
     /// How long `backlog` requests take to drain at the service rate, for a

@@ -88,7 +88,11 @@ impl<R, C, K> AdaptiveLimitLayer<R, C, K> {
     /// 8), never more than 1,024: enough to keep the backend busy through any
     /// wobble of the arrivals, little enough that the backlog a spike leaves
     /// drains within a few round trips and the calm traffic after it is
-    /// queued, not refused. Setting a length fixes it.
+    /// queued, not refused. Each tier below Critical may then fill only a
+    /// share of it (High three quarters, Default half, Low a quarter), so a
+    /// tier at the margin leaves room for those above it. Setting a length
+    /// fixes it and lifts the shares: a full queue then makes room for a request
+    /// by refusing the newest waiter of a lower priority.
     #[must_use]
     pub fn max_queue(mut self, len: usize) -> Self {
         self.configure(|c| {

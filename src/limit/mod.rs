@@ -22,14 +22,18 @@
 //!   [`Priority`](crate::Priority) (read from the request's extensions, see
 //!   [`priority`](crate::priority)), then by arrival. It is let in only when
 //!   its **forecast wait** (the waiters ahead of it and the higher
-//!   priorities still arriving, over the service rate the limiter measures)
-//!   fits in half its budget: the queue timeout, or less if the caller's
-//!   [`Deadline`](crate::deadline::Deadline) is sooner. Otherwise it is
-//!   refused at once, not after waiting to be refused; a waiter that higher
-//!   priorities come to leave no slot is taken out at once. The queue holds
-//!   about two round trips of work, so the backlog a spike leaves drains
-//!   within a few round trips. Optional [`Reserved`] shares keep room for
-//!   important priorities;
+//!   priorities still arriving, at the higher of their rates over the last
+//!   40 ms and the last quarter second, over the service rate the limiter
+//!   measures) fits in half its budget: the queue timeout, or less if the
+//!   caller's [`Deadline`](crate::deadline::Deadline) is sooner. Otherwise it
+//!   is refused at once, not after waiting to be refused; a waiter that
+//!   higher priorities come to leave no slot is taken out at once. The queue
+//!   holds about two round trips of work, so the backlog a spike leaves
+//!   drains within a few round trips; each tier below Critical may fill only
+//!   a share of it (High three quarters, Default half, Low a quarter), so
+//!   the backlog of a tier at the margin leaves room for the tiers above
+//!   instead of being thrown out to make it. Optional [`Reserved`] shares
+//!   keep room for important priorities;
 //! - [`ClassifyOutcome`]: which results are successes, which are overload
 //!   signals, which say nothing. [`HttpOutcomes`] counts 429/503/504 and gRPC
 //!   4/8/14 as drops and keeps the permit until the response body ends;

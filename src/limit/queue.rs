@@ -31,7 +31,7 @@ use tokio::{sync::oneshot, time::Instant};
 
 use super::{
     Algorithm, Sample,
-    forecast::{Counts, Forecast},
+    forecast::{Counts, Forecast, Rates},
 };
 use crate::{Priority, Reason};
 
@@ -126,15 +126,20 @@ pub(crate) struct QueueConfig {
     pub(crate) reserved: Reserved,
 }
 
+impl QueueConfig {
+    /// The defaults, usable in constants.
+    pub(crate) const DEFAULT: Self = Self {
+        max_len: 1024,
+        auto_len: true,
+        timeout: Duration::from_secs(1),
+        standing: None,
+        reserved: Reserved::new(),
+    };
+}
+
 impl Default for QueueConfig {
     fn default() -> Self {
-        Self {
-            max_len: 1024,
-            auto_len: true,
-            timeout: Duration::from_secs(1),
-            standing: None,
-            reserved: Reserved::new(),
-        }
+        Self::DEFAULT
     }
 }
 
@@ -418,11 +423,15 @@ impl Shared {
             return self.refuse(st, Reason::Deadline);
         }
         // Refuse at the door what the queue could not serve in time. Only a
-        // request forecast to wait at most half its budget is let in: the
-        // other half absorbs the forecast's error, so what waits is served.
+        // request forecast to wait at most half its budget, on the higher of
+        // the recent and settled rates, is let in: the other half absorbs the
+        // forecast's error, so what waits is served.
         let ahead = self.ahead_of(&st, p) + 1;
         let limit = self.counters.steady.limit.load(Relaxed);
-        if let Some(wait) = st.forecast.wait_with(p, ahead, limit, DOOR_MARGIN) {
+        if let Some(wait) = st
+            .forecast
+            .wait_on(Rates::Higher, p, ahead, limit, DOOR_MARGIN)
+        {
             if wait > budget / 2 {
                 let reason = if budget < self.wait_timeout(&st, now, p) {
                     Reason::Deadline
@@ -432,7 +441,7 @@ impl Shared {
                 return self.refuse(st, reason);
             }
         }
-        if self.queued() >= self.capacity(&st, limit) {
+        if self.queued() >= self.room(&st, limit, p) {
             // Full: make room by refusing the newest waiter of the lowest
             // priority below this one, or refuse this request.
             let Some(lowest) = (0..p.index()).find(|&i| !st.queues[i].is_empty()) else {
@@ -486,6 +495,20 @@ impl Shared {
         }
         let backlog = limit.saturating_mul(BACKLOG).max(MIN_BACKLOG);
         self.config.max_len.min(backlog)
+    }
+
+    /// How many waiters a request of `p` may join: the whole queue for
+    /// Critical; with the length left to the forecast, a share for each tier
+    /// below (three quarters for High, half for Default, a quarter for Low),
+    /// so the backlog of a tier at the margin leaves room for the tiers above
+    /// it instead of being thrown out, after waiting, to make that room
+    /// (lock held).
+    fn room(&self, st: &State, limit: usize, p: Priority) -> usize {
+        let capacity = self.capacity(st, limit);
+        if !self.config.auto_len || p == Priority::Critical {
+            return capacity;
+        }
+        (capacity * (p.index() + 1) / 4).max(1)
     }
 
     /// Counts a refusal and gives its retry hint: how long the backlog takes
@@ -546,11 +569,12 @@ impl Shared {
 
     /// Refuses, from the lowest priority up, the newest waiters that can no
     /// longer be served in time: higher priorities that arrived since they
-    /// queued take every slot (on the settled rates, even counted at
-    /// [`EVICT_MARGIN`]), or push
-    /// their forecast wait past four times what is left of their budget. They would only time out later. (A forecast
-    /// merely over the budget is left to wait: rates are noisy, and a
-    /// refusal after a wait is slower than one at the door.) Lock held.
+    /// queued take every slot (on the lower of the recent and settled rates,
+    /// even counted at [`EVICT_MARGIN`]), or push their forecast wait past
+    /// four times what is left of their budget. They would only time out
+    /// later. (A forecast merely over the budget is left to wait: rates are
+    /// noisy, and a refusal after a wait is slower than one at the door.)
+    /// Lock held.
     fn evict_hopeless(&self, st: &mut State, now: Instant) {
         let limit = self.counters.steady.limit.load(Relaxed);
         for i in 0..4 {
@@ -559,7 +583,7 @@ impl Shared {
                 let left = back.deadline.saturating_duration_since(now);
                 let hopeless = st
                     .forecast
-                    .settled_wait(Priority::ALL[i], ahead, limit, EVICT_MARGIN)
+                    .wait_on(Rates::Lower, Priority::ALL[i], ahead, limit, EVICT_MARGIN)
                     .is_some_and(|wait| wait == Duration::MAX || wait > left * 4);
                 if !hopeless {
                     break;
