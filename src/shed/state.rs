@@ -3,7 +3,7 @@
 
 use std::{
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, MutexGuard, TryLockError,
         atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
@@ -308,15 +308,15 @@ impl State {
         } else {
             load
         };
-        let rate = match self.rate.try_lock() {
-            Ok(mut meter) => {
+        let rate = match try_lock(&self.rate) {
+            Some(mut meter) => {
                 let rate = meter.observe(now, self.completions());
                 if let Some(r) = rate {
                     self.rate_bits.store(r.to_bits(), Ordering::Relaxed);
                 }
                 rate
             }
-            Err(_) => self.rate(),
+            None => self.rate(),
         };
         let hint = drain_time(backlog, rate, policy.max_delay());
         let delay = policy.delay(Some(hint)).max(Duration::from_secs(1));
@@ -357,7 +357,7 @@ impl State {
         signal: Option<&DynSignal>,
     ) {
         // One closer at a time; the others decide with the current level.
-        let Ok(mut controller) = adaptive.controller.try_lock() else {
+        let Some(mut controller) = try_lock(&adaptive.controller) else {
             return;
         };
         let deadline = adaptive.deadline_ns.load(Ordering::Relaxed);
@@ -524,5 +524,17 @@ impl crate::http::OnBodyEnd for Permit {
         if let crate::http::BodyEnd::Complete { .. } = end {
             self.complete();
         }
+    }
+}
+
+/// The lock if nobody holds it. A lock poisoned by a panic (in a user's
+/// `LoadSignal`, say) is taken all the same: the state behind it is counters
+/// and a level, whole after any panic, and refusing it would freeze the
+/// controller for good.
+fn try_lock<T>(mutex: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    match mutex.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
     }
 }

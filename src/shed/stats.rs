@@ -151,10 +151,9 @@ impl ShedHandle {
                 thresholds: *thresholds,
             },
             Mode::Adaptive(a) => {
-                let (delay, baseline) = match a.controller.lock() {
-                    Ok(c) => (c.last_delay(), c.baseline()),
-                    Err(_) => (None, None),
-                };
+                let c = a.controller.lock().unwrap_or_else(|p| p.into_inner());
+                let (delay, baseline) = (c.last_delay(), c.baseline());
+                drop(c);
                 ModeStats::Adaptive {
                     level: a.level.load(Ordering::Relaxed).min(SLOTS),
                     target_ms: ms(a.config.target()),

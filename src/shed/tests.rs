@@ -487,6 +487,48 @@ async fn adaptive_steers_on_queue_delay_when_the_signal_has_one() {
     assert!(level < 512, "but not at once: {level}");
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_panic_in_the_signal_does_not_freeze_the_adaptive_level() {
+    /// A queue delay, and a panic the first time it is read after `panic`
+    /// is set.
+    struct Flaky {
+        delay: Arc<AtomicU64>,
+        panic: Arc<std::sync::atomic::AtomicBool>,
+    }
+    impl LoadSignal for Flaky {
+        fn load(&self) -> usize {
+            0
+        }
+        fn queue_delay(&self) -> Option<Duration> {
+            assert!(!self.panic.swap(false, Ordering::Relaxed), "a signal's bug");
+            Some(Duration::from_millis(self.delay.load(Ordering::Relaxed)))
+        }
+    }
+    let delay = Arc::new(AtomicU64::new(100));
+    let panic = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let layer = PriorityShedLayer::adaptive(Adaptive::default())
+        .classify(|p: &Priority| *p)
+        .signal(Flaky {
+            delay: Arc::clone(&delay),
+            panic: Arc::clone(&panic),
+        });
+    let handle = layer.handle();
+    let svc = layer.layer(service_fn(|_p: Priority| async { Ok::<_, Infallible>(()) }));
+    let ms = Duration::from_millis(1);
+    offer(&svc, 1, ms, Duration::from_secs(2)).await;
+    assert_eq!(handle.level(), Some(128), "fell to Critical only");
+    // The queue empties; the next window's reading panics (in the request
+    // that closes it, with the controller locked) ...
+    delay.store(1, Ordering::Relaxed);
+    panic.store(true, Ordering::Relaxed);
+    offer(&svc, 1, ms, Duration::from_secs(2)).await;
+    assert!(!panic.load(Ordering::Relaxed), "the signal panicked");
+    // ... and the windows after it still move the level.
+    let level = handle.level().unwrap();
+    assert!(level > 128 + 40, "rising: {level}");
+    let _ = handle.snapshot();
+}
+
 #[cfg(feature = "tracing")]
 mod logs {
     use std::sync::Mutex;
