@@ -325,7 +325,7 @@ async fn run<S, K, V>(
     S: Service<HashMap<K, V>>,
     S::Error: Into<BoxError>,
 {
-    let start = tokio::time::Instant::now() + interval;
+    let start = crate::time::after(tokio::time::Instant::now(), interval);
     let mut ticker = tokio::time::interval_at(start, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -332,7 +332,9 @@ where
 
             // 4. Not due yet: wait for more items, a finished batch, or max_wait.
             if !self.armed {
-                self.sleep.as_mut().reset(Instant::now() + self.max_wait);
+                self.sleep
+                    .as_mut()
+                    .reset(crate::time::after(Instant::now(), self.max_wait));
                 self.armed = true;
             }
             match self.sleep.as_mut().poll(cx) {

@@ -282,7 +282,7 @@ impl Aimd {
                 let Some(min) = self.min_rtt.get() else {
                     return false;
                 };
-                let threshold = min.mul_f64(multiple).max(min.saturating_add(floor));
+                let threshold = crate::time::mul(min, multiple).max(min.saturating_add(floor));
                 rtt > threshold
             }
         }

@@ -143,7 +143,7 @@ impl Gradient {
 
     /// How far over `base` a window may be before it is slow.
     fn slack(&self, base: Duration) -> Duration {
-        base.mul_f64(self.config.tolerance)
+        crate::time::mul(base, self.config.tolerance)
             .max(self.config.tolerance_floor)
             .max(self.jitter * 3)
     }

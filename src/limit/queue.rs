@@ -456,7 +456,7 @@ impl Shared {
         if self.queued() == 0 {
             st.last_empty = now;
         }
-        let until = now.checked_add(budget).unwrap_or(now);
+        let until = crate::time::after(now, budget);
         let (tx, rx) = oneshot::channel();
         let id = st.next_id;
         st.next_id += 1;

@@ -262,7 +262,7 @@ impl<K> Store<K> {
             Kind::Global(_) => 1,
             Kind::Keyed {
                 shards, generation, ..
-            } => shards.len() * generation * 2,
+            } => shards.len().saturating_mul(*generation).saturating_mul(2),
         }
     }
 }

@@ -125,7 +125,10 @@ where
             match self.limiter.check(&(), false) {
                 Decision::Allow { .. } => self.permit = true,
                 Decision::Deny { wait, .. } => {
-                    self.sleep = Some(Box::pin(tokio::time::sleep_until(Instant::now() + wait)));
+                    self.sleep = Some(Box::pin(tokio::time::sleep_until(crate::time::after(
+                        Instant::now(),
+                        wait,
+                    ))));
                 }
             }
         }

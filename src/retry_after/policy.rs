@@ -92,7 +92,7 @@ impl RetryAfterPolicy {
         let factor = 1.0 + self.jitter * fastrand::f64();
         // `mul_f64` goes through floating point and can lose a nanosecond;
         // jitter only ever lengthens the hint.
-        let jittered = base.mul_f64(factor).max(base).min(self.cap);
+        let jittered = crate::time::mul(base, factor).max(base).min(self.cap);
         if base < Duration::from_secs(1) {
             return jittered;
         }

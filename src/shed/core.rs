@@ -456,8 +456,8 @@ impl Controller {
             if self.hold_until.is_some_and(|until| now < until) {
                 return Movement::Held;
             }
-            let wait = delay.min(self.config.window_time * 10);
-            self.hold_until = Some(now + wait);
+            let wait = delay.min(self.config.window_time.saturating_mul(10));
+            self.hold_until = Some(crate::time::after(now, wait));
             // The admitted range above the floor shrinks by the factor.
             let min = self.config.min_level();
             let above = f64::from(from.saturating_sub(min)) * self.config.decrease;

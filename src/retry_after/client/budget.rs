@@ -134,7 +134,7 @@ impl Cooldown {
 
     /// Opens (or extends, never shortens) the cooldown for `wait` from now.
     pub(crate) fn open(&self, wait: Duration) -> Instant {
-        let until = Instant::now() + wait;
+        let until = crate::time::after(Instant::now(), wait);
         let nanos = self.nanos(until);
         let prev = self.until.fetch_max(nanos, Ordering::AcqRel);
         if nanos > prev {

@@ -240,7 +240,7 @@ where
         Verdict::NoHint => {
             let retry = retry.as_ref()?;
             let policy = shared.retries.as_ref()?;
-            Instant::now() + policy.backoff_for(retry.attempts)
+            crate::time::after(Instant::now(), policy.backoff_for(retry.attempts))
         }
     };
     let retry = retry?;
