@@ -838,3 +838,68 @@ async fn the_http_face_refuses_with_a_response() {
         assert_eq!(body, format!("echo {i}"));
     }
 }
+
+/// A request body that has not ended, and says whether anyone read it.
+struct Probe(Arc<std::sync::atomic::AtomicBool>);
+
+impl http_body::Body for Probe {
+    type Data = bytes::Bytes;
+    type Error = Infallible;
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Infallible>>> {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        std::task::Poll::Ready(None)
+    }
+}
+
+/// A refused request's unfinished body is drained in the background, as the
+/// other layers do, not dropped (which makes an HTTP/2 server reset the
+/// stream, and h2 close the connection after enough of those).
+#[tokio::test(start_paused = true)]
+async fn the_http_face_drains_a_refused_body() {
+    use http::{Request, Response, StatusCode};
+
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let inner = {
+        let gate = gate.clone();
+        service_fn(move |reqs: Vec<Request<Probe>>| {
+            let gate = gate.clone();
+            async move {
+                let _ = gate.acquire().await.unwrap();
+                Ok::<_, Infallible>(
+                    reqs.into_iter()
+                        .map(|_| Ok::<_, Infallible>(Response::new(String::new())))
+                        .collect::<Vec<_>>(),
+                )
+            }
+        })
+    };
+    let config = BatchConfig::builder()
+        .max_items(1)
+        .queue_capacity(1)
+        .reject_when_full(true)
+        .build()
+        .unwrap();
+    let batch = Batch::new(inner, config).http();
+    let probe = || Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let req = Request::post("/items").body(Probe(probe())).unwrap();
+        held.push(tokio::spawn(batch.clone().oneshot(req)));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let read = probe();
+    let req = Request::post("/items")
+        .body(Probe(Arc::clone(&read)))
+        .unwrap();
+    let refused = batch.clone().oneshot(req).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(read.load(std::sync::atomic::Ordering::SeqCst), "drained");
+    gate.add_permits(10);
+    for h in held {
+        h.await.unwrap().unwrap();
+    }
+}

@@ -206,6 +206,7 @@ where
                 Err(_) => {
                     self.shared.rejected.fetch_add(1, Ordering::Relaxed);
                     let info = self.reject.info(&item);
+                    self.reject.discard(item);
                     let overloaded = Overloaded::new(Reason::QueueFull);
                     return ResponseFuture::done(self.reject.reject(info, overloaded));
                 }

@@ -14,9 +14,14 @@
 //! instead of dropped: read and discarded until it ends, up to
 //! [`MAX_DRAIN_BYTES`] and [`MAX_DRAIN_TIME`], then dropped. A body already at
 //! its end (every GET, every request whose body arrived with its head) costs
-//! nothing.
+//! nothing. At most [`MAX_DRAINS`] bodies are drained at once in the whole
+//! process; past that, a flood of refused requests with stalled bodies gets
+//! its bodies dropped, not tens of thousands of tasks.
 
-use std::time::Duration;
+use std::{
+    sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
+};
 
 use http_body::Body;
 
@@ -26,9 +31,36 @@ pub const MAX_DRAIN_BYTES: u64 = 64 * 1024;
 /// The longest a refused request's body is waited for.
 pub const MAX_DRAIN_TIME: Duration = Duration::from_secs(1);
 
+/// The most refused bodies drained at once, in the whole process.
+pub const MAX_DRAINS: usize = 1024;
+
+/// Bodies being drained now.
+static DRAINING: AtomicUsize = AtomicUsize::new(0);
+
+/// A place among the [`MAX_DRAINS`], given back when the drain ends or its
+/// task is dropped.
+struct Place;
+
+impl Place {
+    fn take() -> Option<Self> {
+        DRAINING
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_DRAINS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Place)
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        DRAINING.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Drops `body`, after draining it in the background if it has not ended
-/// (bounded by [`MAX_DRAIN_BYTES`] and [`MAX_DRAIN_TIME`]). Outside a tokio
-/// runtime it is simply dropped.
+/// (bounded by [`MAX_DRAIN_BYTES`] and [`MAX_DRAIN_TIME`], and by
+/// [`MAX_DRAINS`] at once). Outside a tokio runtime it is simply dropped.
 pub(crate) fn discard<B>(body: B)
 where
     B: Body + Send + 'static,
@@ -40,7 +72,11 @@ where
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
+    let Some(place) = Place::take() else {
+        return;
+    };
     runtime.spawn(async move {
+        let _place = place;
         let _ = tokio::time::timeout(MAX_DRAIN_TIME, drain(body)).await;
     });
 }
@@ -77,6 +113,10 @@ mod tests {
     use http_body::Frame;
 
     use super::*;
+
+    /// The drains in flight are counted process-wide: the tests that drain
+    /// run one at a time, so the flood cannot take a neighbour's place.
+    static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
     /// A body of `frames` 16 KiB frames, one every millisecond, that records
     /// how many were read and whether it was dropped.
@@ -129,6 +169,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn small_body_is_read_to_its_end() {
+        let _alone = ALONE.lock().await;
         let (body, read, dropped) = slow(2);
         discard(body);
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -138,6 +179,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn large_body_is_dropped_after_the_byte_bound() {
+        let _alone = ALONE.lock().await;
         let (body, read, dropped) = slow(1000);
         discard(body);
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -148,28 +190,53 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn stalled_body_is_dropped_after_the_time_bound() {
-        struct Stalled(Arc<AtomicBool>);
-        impl Drop for Stalled {
-            fn drop(&mut self) {
-                self.0.store(true, Ordering::SeqCst);
-            }
-        }
-        impl Body for Stalled {
-            type Data = Bytes;
-            type Error = std::convert::Infallible;
-            fn poll_frame(
-                self: Pin<&mut Self>,
-                _: &mut Context<'_>,
-            ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-                Poll::Pending
-            }
-        }
+        let _alone = ALONE.lock().await;
         let dropped = Arc::new(AtomicBool::new(false));
         discard(Stalled(Arc::clone(&dropped)));
         tokio::time::sleep(MAX_DRAIN_TIME - Duration::from_millis(10)).await;
         assert!(!dropped.load(Ordering::SeqCst));
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(dropped.load(Ordering::SeqCst));
+    }
+
+    /// A body that never sends a frame, and says when it is dropped.
+    struct Stalled(Arc<AtomicBool>);
+    impl Drop for Stalled {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+    impl Body for Stalled {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Pending
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_stalled_bodies_is_drained_at_most_max_drains_at_once() {
+        let _alone = ALONE.lock().await;
+        let flags: Vec<Arc<AtomicBool>> = (0..MAX_DRAINS + 100)
+            .map(|_| Arc::new(AtomicBool::new(false)))
+            .collect();
+        for flag in &flags {
+            discard(Stalled(Arc::clone(flag)));
+        }
+        let held = || flags.iter().filter(|f| !f.load(Ordering::SeqCst)).count();
+        // (Other tests in this process may hold a few places too.)
+        assert!(held() <= MAX_DRAINS, "{} held", held());
+        assert!(held() > MAX_DRAINS - 50, "{} held", held());
+        // The places come back when the drains give up.
+        tokio::time::sleep(MAX_DRAIN_TIME + Duration::from_millis(10)).await;
+        assert_eq!(held(), 0);
+        let again = Arc::new(AtomicBool::new(false));
+        discard(Stalled(Arc::clone(&again)));
+        tokio::task::yield_now().await;
+        assert!(!again.load(Ordering::SeqCst), "drained again, not dropped");
     }
 
     #[test]

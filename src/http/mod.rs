@@ -9,7 +9,7 @@
 //! - [`ResponseBody`] is the body of a layer's HTTP face: the inner body, or the
 //!   refusal's [`RejectBody`].
 //! - A refused request whose body is still arriving has it drained in the
-//!   background (bounded by [`MAX_DRAIN_BYTES`] and [`MAX_DRAIN_TIME`])
+//!   background (bounded by [`MAX_DRAIN_BYTES`] and [`MAX_DRAIN_TIME`], at most [`MAX_DRAINS`] at once)
 //!   rather than dropped, so HTTP/2 connections are not reset by their own
 //!   defence against rapid resets.
 //! - [`Guarded`] holds a permit (any [`OnBodyEnd`]) until the response body
@@ -20,6 +20,6 @@ mod drain;
 mod reject;
 
 pub use body::{BodyEnd, Guarded, OnBodyEnd, RejectBody, ResponseBody};
-pub use drain::{MAX_DRAIN_BYTES, MAX_DRAIN_TIME};
+pub use drain::{MAX_DRAIN_BYTES, MAX_DRAIN_TIME, MAX_DRAINS};
 pub(crate) use reject::rejection_response;
 pub use reject::{AsResponse, MakeRejection, ProblemDetails, RequestInfo};
