@@ -9,9 +9,9 @@
 //! - [`ResponseBody`] is the body of a layer's HTTP face: the inner body, or the
 //!   refusal's [`RejectBody`].
 //! - A refused request whose body is still arriving has it drained in the
-//!   background (bounded by [`MAX_DRAIN_BYTES`] and [`MAX_DRAIN_TIME`], at most [`MAX_DRAINS`] at once)
-//!   rather than dropped, so HTTP/2 connections are not reset by their own
-//!   defence against rapid resets.
+//!   background (bounded by [`MAX_DRAIN_BYTES`] and [`MAX_DRAIN_TIME`], at
+//!   most [`MAX_DRAINS`] at once) rather than dropped, so HTTP/2 connections
+//!   are not reset by their own defence against rapid resets.
 //! - [`Guarded`] holds a permit (any [`OnBodyEnd`]) until the response body
 //!   ends, so a concurrency limit covers streaming responses too.
 
