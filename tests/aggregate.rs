@@ -204,14 +204,138 @@ async fn tiers_stack_and_each_reduces_writes() {
     assert!(store_writes <= 2, "{store_writes} store writes");
 }
 
+/// An inner service that fails (or panics, with `panic`) its first `fail`
+/// calls, then records what it is given.
+fn flaky(
+    fail: usize,
+    panic: bool,
+    flushes: Flushes,
+) -> impl Service<HashMap<u32, u64>, Response = (), Error = BoxError, Future: Send> + Send + 'static
+{
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    service_fn(move |map: HashMap<u32, u64>| {
+        let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let flushes = flushes.clone();
+        async move {
+            if n < fail {
+                assert!(!panic, "the store's bug");
+                return Err::<(), BoxError>("store down".into());
+            }
+            flushes.lock().unwrap().push((Duration::ZERO, map));
+            Ok(())
+        }
+    })
+}
+
 #[tokio::test(start_paused = true)]
-async fn a_failed_flush_is_counted() {
+async fn a_failed_flush_is_kept_and_retried_with_backoff() {
+    let flushes = Flushes::default();
+    let agg = Aggregate::new(flaky(2, false, flushes.clone()), config(1000, 100));
+    agg.clone().oneshot((1, 1)).await.unwrap();
+    agg.clone().oneshot((2, 1)).await.unwrap();
+    // The tick at 1 s fails, and so does the retry 100 ms later ...
+    tokio::time::sleep(Duration::from_millis(1150)).await;
+    assert_eq!(agg.stats().failed_flushes, 2);
+    assert!(flushes.lock().unwrap().is_empty());
+    agg.clone().oneshot((1, 5)).await.unwrap();
+    // ... the next, 200 ms after that, succeeds with the kept map.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(flushes.lock().unwrap().len(), 1);
+    agg.shutdown().await;
+    assert_eq!(total(&flushes), HashMap::from([(1, 6), (2, 1)]));
+    let stats = agg.stats();
+    assert_eq!((stats.failed_flushes, stats.retries), (2, 2));
+    assert_eq!(stats.keys_dropped, 0);
+    // Only what the inner service took counts as flushed.
+    let taken: usize = flushes.lock().unwrap().iter().map(|(_, m)| m.len()).sum();
+    assert_eq!(stats.keys_flushed, taken as u64);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_flush_is_a_failure_not_the_end_of_the_worker() {
+    let flushes = Flushes::default();
+    let agg = Aggregate::new(flaky(1, true, flushes.clone()), config(100, 100));
+    agg.clone().oneshot((7, 1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(agg.stats().failed_flushes, 1);
+    // The worker carries on: later updates are accepted and everything
+    // reaches the store.
+    agg.clone().oneshot((7, 2)).await.unwrap();
+    agg.shutdown().await;
+    assert_eq!(total(&flushes), HashMap::from([(7, 3)]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_map_that_fails_every_attempt_is_given_up_counted_and_shutdown_returns() {
     let failing =
         service_fn(|_: HashMap<u32, u64>| async { Err::<(), BoxError>("store down".into()) });
     let agg = Aggregate::new(failing, config(1000, 10));
     agg.clone().oneshot((1, 1)).await.unwrap();
+    agg.clone().oneshot((2, 1)).await.unwrap();
+    let start = Instant::now();
     agg.shutdown().await;
-    assert_eq!(agg.stats().failed_flushes, 1);
+    // Five attempts, with 100 + 200 + 400 + 800 ms between them.
+    assert!(
+        start.elapsed() <= Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    let stats = agg.stats();
+    assert_eq!(stats.failed_flushes, 5);
+    assert_eq!(stats.keys_dropped, 2);
+    assert_eq!(stats.keys_flushed, 0);
+}
+
+#[test]
+fn a_worker_that_stopped_fails_every_later_call_and_shutdown_returns() {
+    let flushes = Flushes::default();
+    // The worker lives on a runtime that is then shut down, cancelling it.
+    let agg = {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let agg = rt.block_on(async {
+            let agg = Aggregate::new(recorder(Instant::now(), flushes.clone()), config(1000, 10));
+            agg.clone().oneshot((1, 1)).await.unwrap();
+            agg
+        });
+        drop(rt);
+        agg
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let err = agg.clone().oneshot((2, 1)).await.unwrap_err();
+        assert!(err.is::<Closed>(), "{err}");
+        tokio::time::timeout(Duration::from_secs(5), agg.shutdown())
+            .await
+            .expect("shutdown returns");
+    });
+    // The update it held when it stopped is counted, not silently lost.
+    assert_eq!(agg.stats().keys_dropped, 1);
+    assert!(flushes.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_interval_of_duration_max_flushes_on_the_key_bound_and_at_shutdown() {
+    let flushes = Flushes::default();
+    let config = AggregateConfig::builder()
+        .interval(Duration::MAX)
+        .max_keys(2)
+        .build()
+        .unwrap();
+    let agg = Aggregate::new(recorder(Instant::now(), flushes.clone()), config);
+    for k in 0..5 {
+        agg.clone().oneshot((k, 1)).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    agg.clone().oneshot((9, 1)).await.unwrap();
+    agg.shutdown().await;
+    let expected: HashMap<u32, u64> = [0, 1, 2, 3, 4, 9].map(|k| (k, 1)).into();
+    assert_eq!(total(&flushes), expected);
 }
 
 #[derive(Debug, Clone)]

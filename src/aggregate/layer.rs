@@ -31,8 +31,8 @@ where
     S: Service<HashMap<K, V>> + Send + 'static,
     S::Error: Into<BoxError>,
     S::Future: Send,
-    K: Hash + Eq + Send + 'static,
-    V: Merge + Send + 'static,
+    K: Hash + Eq + Clone + Send + 'static,
+    V: Merge + Clone + Send + 'static,
 {
     type Service = Aggregate<K, V>;
 

@@ -46,9 +46,15 @@
 //!
 //! Every accepted update is in exactly one flushed map: after `shutdown`
 //! resolves, the flushed deltas add up to the inputs (property-tested). A
-//! flush the inner service fails is counted in
-//! [`AggregateStats::failed_flushes`] and not retried; wrap the inner service
-//! in a retry layer when losing a flush matters.
+//! flush the inner service fails (or panics in) is counted in
+//! [`AggregateStats::failed_flushes`] and its map kept: it is offered again
+//! after a backoff (100 ms, doubling, at most 5 s), with the updates that
+//! arrive meanwhile merged into it, up to five attempts; after that its keys
+//! are counted in [`AggregateStats::keys_dropped`] and logged. A retried map
+//! may reach an inner service that applied part of a failed call: delivery
+//! is at least once. If the worker itself stops (its task cancelled, or a
+//! panic in a [`Merge`]), every later update and `poll_ready` fails with
+//! [`Closed`] and [`shutdown`](Aggregate::shutdown) returns.
 //!
 //! # Differences from tower's built-ins
 //!
@@ -60,6 +66,7 @@ mod config;
 mod layer;
 mod merge;
 mod service;
+mod worker;
 
 pub use config::{AggregateConfig, AggregateConfigBuilder};
 pub use layer::AggregateLayer;

@@ -1,7 +1,7 @@
 use std::{
     collections::HashMap,
     fmt,
-    future::{Future, Ready, poll_fn, ready},
+    future::{Future, Ready, ready},
     hash::Hash,
     pin::Pin,
     sync::{
@@ -9,13 +9,12 @@ use std::{
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
     task::{Context, Poll},
-    time::Duration,
 };
 
 use tokio::sync::{AcquireError, Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tower_service::Service;
 
-use super::{AggregateConfig, Merge, merge::merge_into};
+use super::{AggregateConfig, Merge, merge::merge_into, worker::Worker};
 use crate::BoxError;
 
 type Acquire = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
@@ -34,29 +33,32 @@ pub struct Aggregate<K, V> {
     acquire: Mutex<Option<Acquire>>,
 }
 
-struct Shared<K, V> {
-    state: Mutex<State<K, V>>,
-    keys: AtomicUsize,
+pub(crate) struct Shared<K, V> {
+    pub(crate) state: Mutex<State<K, V>>,
+    pub(crate) keys: AtomicUsize,
     max_keys: usize,
-    stats: Counters,
-    done: Notify,
+    pub(crate) stats: Counters,
+    pub(crate) done: Notify,
 }
 
-struct State<K, V> {
-    map: HashMap<K, V>,
-    closed: bool,
+pub(crate) struct State<K, V> {
+    pub(crate) map: HashMap<K, V>,
+    pub(crate) closed: bool,
 }
 
 #[derive(Default)]
-struct Counters {
+pub(crate) struct Counters {
     updates: AtomicU64,
-    flushes: AtomicU64,
-    keys_flushed: AtomicU64,
-    failed_flushes: AtomicU64,
-    shut_down: AtomicBool,
+    pub(crate) flushes: AtomicU64,
+    pub(crate) keys_flushed: AtomicU64,
+    pub(crate) failed_flushes: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    pub(crate) keys_dropped: AtomicU64,
+    /// Set when the worker has stopped, however it stopped.
+    pub(crate) shut_down: AtomicBool,
 }
 
-enum Command<K, V> {
+pub(crate) enum Command<K, V> {
     /// A map that reached the key bound; the permit is a flush slot.
     Flush(HashMap<K, V>, OwnedSemaphorePermit),
     /// The final map; answer when everything before it has been flushed.
@@ -72,11 +74,18 @@ pub struct AggregateStats {
     pub updates: u64,
     /// Calls of the inner service, successful or not.
     pub flushes: u64,
-    /// Keys sent to the inner service, summed over flushes.
+    /// Keys the inner service took, summed over successful flushes.
     pub keys_flushed: u64,
-    /// Flushes the inner service failed; their updates are lost (wrap the
-    /// inner service in a retry layer to avoid that).
+    /// Calls of the inner service that failed (an error from `poll_ready`
+    /// or the call, or a panic in either). A failed map is kept and offered
+    /// again, up to five times with a backoff from 100 ms to 5 s, with what
+    /// arrives meanwhile merged into it.
     pub failed_flushes: u64,
+    /// Flushes that were retries of a failed one.
+    pub retries: u64,
+    /// Keys given up: their map failed every attempt, or the worker stopped
+    /// (its task panicked or was cancelled) with them still to flush.
+    pub keys_dropped: u64,
     /// Keys merged in memory, waiting for the next flush.
     pub pending_keys: usize,
 }
@@ -95,11 +104,12 @@ impl std::error::Error for Closed {}
 
 impl<K, V> Aggregate<K, V>
 where
-    K: Hash + Eq + Send + 'static,
-    V: Merge + Send + 'static,
+    K: Hash + Eq + Clone + Send + 'static,
+    V: Merge + Clone + Send + 'static,
 {
     /// Starts an aggregate flushing into `inner`, spawning its worker on the
-    /// current tokio runtime.
+    /// current tokio runtime. Keys and values are `Clone` so that a map the
+    /// inner service fails can be offered again.
     ///
     /// # Panics
     ///
@@ -121,7 +131,8 @@ where
             stats: Counters::default(),
             done: Notify::new(),
         });
-        tokio::spawn(run(inner, shared.clone(), rx, config.interval));
+        let worker = Worker::new(shared.clone(), rx);
+        tokio::spawn(super::worker::run(inner, worker, config.interval));
         Self {
             shared,
             tx,
@@ -134,8 +145,11 @@ where
     /// refuses later updates with [`Closed`], and resolves once the inner
     /// service has answered the last flush. Every clone sees the shutdown.
     ///
-    /// After it resolves, every accepted update has been sent to the inner
-    /// service exactly once.
+    /// After it resolves, every accepted update has been taken by the inner
+    /// service, or counted in [`AggregateStats::keys_dropped`] (its map
+    /// failed every attempt, or the worker had stopped). It always resolves:
+    /// a failing inner service delays it by at most the retries' backoff
+    /// (1.5 s in all).
     pub fn shutdown(&self) -> impl Future<Output = ()> + Send + 'static {
         let (done_tx, done_rx) = oneshot::channel();
         let sent = {
@@ -180,6 +194,8 @@ where
             flushes: c.flushes.load(Ordering::Relaxed),
             keys_flushed: c.keys_flushed.load(Ordering::Relaxed),
             failed_flushes: c.failed_flushes.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
+            keys_dropped: c.keys_dropped.load(Ordering::Relaxed),
             pending_keys: self.shared.keys.load(Ordering::Relaxed),
         }
     }
@@ -249,7 +265,7 @@ where
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Merging cannot leave the map half-updated in a way that matters more
     // than losing the aggregate; keep serving after a panic elsewhere.
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -308,88 +324,5 @@ impl<K, V> fmt::Debug for Aggregate<K, V> {
             .field("pending_keys", &self.shared.keys.load(Ordering::Relaxed))
             .field("max_keys", &self.shared.max_keys)
             .finish()
-    }
-}
-
-enum Event<K, V> {
-    Tick,
-    Command(Option<Command<K, V>>),
-}
-
-async fn run<S, K, V>(
-    mut inner: S,
-    shared: Arc<Shared<K, V>>,
-    mut rx: mpsc::UnboundedReceiver<Command<K, V>>,
-    interval: Duration,
-) where
-    S: Service<HashMap<K, V>>,
-    S::Error: Into<BoxError>,
-{
-    let start = crate::time::after(tokio::time::Instant::now(), interval);
-    let mut ticker = tokio::time::interval_at(start, interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let event = poll_fn(|cx| {
-            if let Poll::Ready(cmd) = rx.poll_recv(cx) {
-                return Poll::Ready(Event::Command(cmd));
-            }
-            if ticker.poll_tick(cx).is_ready() {
-                return Poll::Ready(Event::Tick);
-            }
-            Poll::Pending
-        })
-        .await;
-        match event {
-            Event::Tick => {
-                let map = {
-                    let mut state = lock(&shared.state);
-                    shared.keys.store(0, Ordering::Relaxed);
-                    std::mem::take(&mut state.map)
-                };
-                flush(&mut inner, &shared, map).await;
-            }
-            Event::Command(Some(Command::Flush(map, _slot))) => {
-                flush(&mut inner, &shared, map).await;
-            }
-            Event::Command(Some(Command::Shutdown(map, done))) => {
-                flush(&mut inner, &shared, map).await;
-                shared.stats.shut_down.store(true, Ordering::Release);
-                shared.done.notify_waiters();
-                let _ = done.send(());
-                return;
-            }
-            Event::Command(None) => {
-                // Every handle is gone: flush what is left and stop.
-                let map = std::mem::take(&mut lock(&shared.state).map);
-                flush(&mut inner, &shared, map).await;
-                shared.stats.shut_down.store(true, Ordering::Release);
-                shared.done.notify_waiters();
-                return;
-            }
-        }
-    }
-}
-
-async fn flush<S, K, V>(inner: &mut S, shared: &Shared<K, V>, map: HashMap<K, V>)
-where
-    S: Service<HashMap<K, V>>,
-    S::Error: Into<BoxError>,
-{
-    if map.is_empty() {
-        return;
-    }
-    let keys = map.len() as u64;
-    shared.stats.flushes.fetch_add(1, Ordering::Relaxed);
-    shared.stats.keys_flushed.fetch_add(keys, Ordering::Relaxed);
-    let ready: Result<(), BoxError> = poll_fn(|cx| inner.poll_ready(cx)).await.map_err(Into::into);
-    let result: Result<(), BoxError> = match ready {
-        Ok(()) => inner.call(map).await.map(drop).map_err(Into::into),
-        Err(err) => Err(err),
-    };
-    if let Err(err) = result {
-        shared.stats.failed_flushes.fetch_add(1, Ordering::Relaxed);
-        #[cfg(feature = "tracing")]
-        tracing::warn!(error = %err, keys, "aggregate flush failed; its updates are lost");
-        drop(err);
     }
 }
