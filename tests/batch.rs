@@ -903,3 +903,44 @@ async fn the_http_face_drains_a_refused_body() {
         h.await.unwrap().unwrap();
     }
 }
+
+/// A caller that gives up while its item waits in a batch still filling is
+/// left out of the batch when it is sent; a batch whose callers all gave up
+/// is not sent at all.
+#[tokio::test(start_paused = true)]
+async fn callers_that_gave_up_before_their_batch_was_sent_are_left_out() {
+    let sent = Arc::new(Mutex::new(Vec::<Vec<u32>>::new()));
+    let inner = {
+        let sent = sent.clone();
+        service_fn(move |items: Vec<u32>| {
+            sent.lock().unwrap().push(items.clone());
+            async move {
+                Ok::<_, Infallible>(
+                    items
+                        .into_iter()
+                        .map(Ok::<u32, Infallible>)
+                        .collect::<Vec<_>>(),
+                )
+            }
+        })
+    };
+    let config = BatchConfig::builder()
+        .max_items(10)
+        .linger(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let batch = Batch::new(inner, config);
+    let stays = tokio::spawn(batch.clone().oneshot(1));
+    let leaves = tokio::spawn(batch.clone().oneshot(2));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    leaves.abort();
+    assert_eq!(stays.await.unwrap().unwrap(), 1);
+    assert_eq!(*sent.lock().unwrap(), vec![vec![1]]);
+
+    let gone = tokio::spawn(batch.clone().oneshot(3));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    gone.abort();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(sent.lock().unwrap().len(), 1, "no empty batch");
+    assert_eq!(batch.clone().oneshot(4).await.unwrap(), 4);
+}

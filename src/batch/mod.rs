@@ -43,7 +43,8 @@
 //! ([`Reason::QueueFull`](crate::Reason::QueueFull)) — or, after
 //! [`Batch::http`] / [`BatchLayer::http`], when the items are HTTP requests,
 //! with a `503` response and `Retry-After`. A caller that drops its
-//! future before its item is sent is skipped; after, the item is still written
+//! future before its batch is sent (while the item is queued, or gathered
+//! into a batch still filling) is skipped; after, the item is still written
 //! and its result discarded. If the worker stops (its runtime shuts down, or
 //! the [`Worker`] from [`Batch::pair`] is dropped), every pending caller gets
 //! [`Closed`](error::Closed): nobody waits forever.

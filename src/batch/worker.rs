@@ -218,8 +218,17 @@ where
 
     fn dispatch(&mut self) {
         let reserve = self.max_items.min(1024);
-        let items = mem::replace(&mut self.items, Vec::with_capacity(reserve));
-        let answers = mem::replace(&mut self.answers, Vec::with_capacity(reserve));
+        let mut items = mem::replace(&mut self.items, Vec::with_capacity(reserve));
+        let mut answers = mem::replace(&mut self.answers, Vec::with_capacity(reserve));
+        // A caller that gave up while its item waited for the batch to fill
+        // (or for room in flight) is skipped too, as at the gate.
+        if answers.iter().any(Answer::is_closed) {
+            let keep: Vec<bool> = answers.iter().map(|tx| !tx.is_closed()).collect();
+            let mut mask = keep.iter();
+            items.retain(|_| mask.next().copied().unwrap_or(false));
+            let mut mask = keep.iter();
+            answers.retain(|_| mask.next().copied().unwrap_or(false));
+        }
         #[cfg(feature = "tracing")]
         let span = {
             let span = tracing::debug_span!("batch", items = items.len());
@@ -230,6 +239,11 @@ where
         };
         #[cfg(not(feature = "tracing"))]
         let span = ();
+        if items.is_empty() {
+            // Every caller of this batch gave up: no call at all.
+            self.reset_batch();
+            return;
+        }
         let inner = self
             .inner
             .as_mut()
@@ -251,6 +265,12 @@ where
                 answer_all(answers, || Box::new(Panicked::new()))
             }
         }
+        self.reset_batch();
+    }
+
+    /// Starts gathering the next batch, with the item carried over from the
+    /// last one (if its weight did not fit).
+    fn reset_batch(&mut self) {
         self.weight_sum = 0;
         self.armed = false;
         self.expired = false;

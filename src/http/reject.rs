@@ -8,7 +8,7 @@ use crate::{
     ConfigError, Overloaded,
     grpc::{self, Code},
     reject::Reject,
-    retry_after::{RetryAfterPolicy, ceil_millis, ceil_secs},
+    retry_after::{RetryAfterPolicy, ceil_secs, pushback_ms},
 };
 
 /// What a rejection needs to know about the refused request, captured before
@@ -156,7 +156,6 @@ fn check_error_status(status: StatusCode, field: &'static str) -> Result<(), Con
 
 impl MakeRejection for ProblemDetails {
     fn make_rejection(&self, o: &Overloaded, request: &RequestInfo) -> Response<RejectBody> {
-        let delay = self.policy.delay(o.retry_after());
         if request.is_grpc() {
             let code = if o.is_quota() {
                 Code::ResourceExhausted
@@ -168,10 +167,11 @@ impl MakeRejection for ProblemDetails {
                 res.headers_mut(),
                 code,
                 &o.to_string(),
-                Some(ceil_millis(delay)),
+                Some(pushback_ms(self.policy.pushback(o.retry_after()))),
             );
             return res;
         }
+        let delay = self.policy.delay(o.retry_after());
 
         let status = if o.is_quota() {
             self.quota_status
@@ -359,6 +359,25 @@ mod tests {
         let o = Overloaded::new(Reason::RateLimited);
         let res = no_jitter().make_rejection(&o, &RequestInfo::new(true));
         assert_eq!(res.headers()["grpc-status"], "8");
+    }
+
+    #[test]
+    fn grpc_pushback_keeps_its_milliseconds_and_fits_an_int32() {
+        // 1.5 s is announced as 1,500 ms: whole seconds are for Retry-After.
+        let o = Overloaded::new(Reason::Shed).with_retry_after(Duration::from_millis(1500));
+        let res = no_jitter().make_rejection(&o, &RequestInfo::new(true));
+        assert_eq!(res.headers()[GRPC_RETRY_PUSHBACK_MS], "1500");
+        // With no cap, a huge hint is still a value peers read as a wait.
+        let policy = RetryAfterPolicy::new()
+            .jitter(0.0)
+            .unwrap()
+            .cap(Duration::MAX)
+            .unwrap();
+        let huge = Overloaded::new(Reason::Shed).with_retry_after(Duration::from_secs(1 << 40));
+        let res = ProblemDetails::new()
+            .retry_after(policy)
+            .make_rejection(&huge, &RequestInfo::new(true));
+        assert_eq!(res.headers()[GRPC_RETRY_PUSHBACK_MS], "2147483647");
     }
 
     #[test]

@@ -81,7 +81,7 @@ pub use client::{
 pub use parse::{MAX_HINT, parse_pushback_ms, parse_retry_after};
 pub use policy::RetryAfterPolicy;
 #[cfg(feature = "http")]
-pub(crate) use policy::{ceil_millis, ceil_secs};
+pub(crate) use policy::{ceil_millis, ceil_secs, pushback_ms};
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use server::{ResponseFuture, RetryAfter, RetryAfterLayer};

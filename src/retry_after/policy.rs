@@ -77,6 +77,18 @@ impl RetryAfterPolicy {
         self.cap
     }
 
+    /// The jittered, capped delay for `grpc-retry-pushback-ms`, which speaks
+    /// in milliseconds: never shorter than the hint (or the cap), and not
+    /// rounded to seconds as [`delay`](Self::delay) is, so a 1.5 s hint is
+    /// announced as about 1,500 ms, not 2,000.
+    pub fn pushback(&self, hint: Option<Duration>) -> Duration {
+        let base = hint.unwrap_or(self.default).min(self.cap);
+        let factor = 1.0 + self.jitter * fastrand::f64();
+        // `mul_f64` goes through floating point and can lose a nanosecond;
+        // jitter only ever lengthens the hint.
+        crate::time::mul(base, factor).max(base).min(self.cap)
+    }
+
     /// The jittered, capped delay to announce for a refusal with `hint`.
     ///
     /// Never shorter than the hint (or the cap). A delay of a second or more is
@@ -89,10 +101,7 @@ impl RetryAfterPolicy {
     /// `grpc-retry-pushback-ms`.
     pub fn delay(&self, hint: Option<Duration>) -> Duration {
         let base = hint.unwrap_or(self.default).min(self.cap);
-        let factor = 1.0 + self.jitter * fastrand::f64();
-        // `mul_f64` goes through floating point and can lose a nanosecond;
-        // jitter only ever lengthens the hint.
-        let jittered = crate::time::mul(base, factor).max(base).min(self.cap);
+        let jittered = self.pushback(hint);
         if base < Duration::from_secs(1) {
             return jittered;
         }
@@ -117,6 +126,14 @@ pub(crate) fn ceil_secs(d: Duration) -> u64 {
 pub(crate) fn ceil_millis(d: Duration) -> u64 {
     let ms = d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 > 0);
     u64::try_from(ms).unwrap_or(u64::MAX)
+}
+
+/// A `grpc-retry-pushback-ms` value: whole milliseconds, rounded up, and at
+/// most `i32::MAX` (peers read the header as an `int32`; a larger value would
+/// read as "do not retry").
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
+pub(crate) fn pushback_ms(d: Duration) -> u64 {
+    ceil_millis(d).min(i32::MAX as u64)
 }
 
 #[cfg(test)]

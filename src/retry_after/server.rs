@@ -12,7 +12,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::{RetryAfterPolicy, ceil_millis, ceil_secs};
+use super::{RetryAfterPolicy, ceil_secs, pushback_ms};
 use crate::{
     OverloadSource,
     grpc::{self, GRPC_RETRY_PUSHBACK_MS},
@@ -216,7 +216,7 @@ fn fill_missing_hint<B>(res: &mut Response<B>, policy: &RetryAfterPolicy) {
     } else if matches!(grpc::grpc_status(headers), Some(8 | 14))
         && !headers.contains_key(GRPC_RETRY_PUSHBACK_MS)
     {
-        let ms = ceil_millis(policy.delay(None));
+        let ms = pushback_ms(policy.pushback(None));
         headers.insert(GRPC_RETRY_PUSHBACK_MS, HeaderValue::from(ms));
     }
 }

@@ -51,6 +51,9 @@ struct Retry<S, B> {
     next_body: Option<ReplayBody<B>>,
     /// Attempts sent so far.
     attempts: u32,
+    /// `attempts` when the server last named its wait: our own backoff
+    /// restarts from its base after a pushback (gRFC A6).
+    hinted_at: u32,
 }
 
 impl<S, B> fmt::Debug for HonorFuture<S, B>
@@ -95,6 +98,7 @@ where
                 replay,
                 next_body: Some(body),
                 attempts: 0,
+                hinted_at: 0,
             })),
             shared,
         }
@@ -115,6 +119,7 @@ where
                 replay: Some(replay),
                 next_body: None,
                 attempts: 1,
+                hinted_at: 0,
             })),
             shared,
         }
@@ -229,7 +234,8 @@ fn decide<S, B, ResB>(
 where
     B: http_body::Body,
 {
-    let at = match verdict(res) {
+    let verdict = verdict(res);
+    let at = match verdict {
         Verdict::Pass | Verdict::NoRetry => return None,
         Verdict::Hint(wait) if wait > shared.cap => {
             shared.stats.over_cap.fetch_add(1, Relaxed);
@@ -240,10 +246,14 @@ where
         Verdict::NoHint => {
             let retry = retry.as_ref()?;
             let policy = shared.retries.as_ref()?;
-            crate::time::after(Instant::now(), policy.backoff_for(retry.attempts))
+            let since_hint = retry.attempts - retry.hinted_at;
+            crate::time::after(Instant::now(), policy.backoff_for(since_hint))
         }
     };
     let retry = retry?;
+    if matches!(verdict, Verdict::Hint(_)) {
+        retry.hinted_at = retry.attempts;
+    }
     let policy = shared.retries.as_ref()?;
     if retry.attempts >= policy.attempts {
         return None;

@@ -464,3 +464,30 @@ mod properties {
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn our_backoff_restarts_from_its_base_after_a_pushback() {
+    // Two refusals without a hint, one naming its wait (zero), then one
+    // without again: the last wait is the first step of the backoff (at
+    // most 100 ms), not the third (at most 400 ms). Twenty runs, so a
+    // backoff that did not restart would show.
+    for _ in 0..20 {
+        let (svc, seen) = server(|n| match n {
+            2 => refuse(503, Some("0")),
+            0 | 1 | 3 => refuse(503, None),
+            _ => Response::new("ok".into()),
+        });
+        let retries = Retries::new()
+            .attempts(5)
+            .unwrap()
+            .backoff(Duration::from_millis(100), Duration::from_secs(1))
+            .unwrap();
+        let layer = HonorRetryAfterLayer::new().retries(retries);
+        let res = layer.layer(svc).oneshot(get()).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 5);
+        let last_wait = seen[4].0 - seen[3].0;
+        assert!(last_wait <= Duration::from_millis(100), "{last_wait:?}");
+    }
+}
