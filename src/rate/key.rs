@@ -168,12 +168,13 @@ where
     /// trusted proxy.
     #[must_use]
     pub fn trust_forwarded_for(mut self, proxies: impl IntoIterator<Item = IpAddr>) -> Self {
-        self.trusted.extend(proxies);
+        self.trusted
+            .extend(proxies.into_iter().map(|ip| ip.to_canonical()));
         self
     }
 
     fn resolve(&self, ext: &http::Extensions, headers: &http::HeaderMap) -> Option<IpAddr> {
-        let peer = (self.lookup)(ext)?;
+        let peer = (self.lookup)(ext)?.to_canonical();
         if !self.trusted.contains(&peer) {
             return Some(peer);
         }
@@ -186,15 +187,32 @@ where
             .collect::<Vec<_>>();
         hops.reverse();
         for hop in hops {
-            match hop.parse::<IpAddr>() {
-                Ok(ip) if self.trusted.contains(&ip) => continue,
-                Ok(ip) => return Some(ip),
+            match parse_hop(hop) {
+                Some(ip) if self.trusted.contains(&ip) => continue,
+                Some(ip) => return Some(ip),
                 // A garbled hop: stop trusting the rest of the chain.
-                Err(_) => return Some(peer),
+                None => return Some(peer),
             }
         }
         Some(peer)
     }
+}
+
+/// One hop of `X-Forwarded-For`, as proxies write it: an address
+/// (`203.0.113.7`, `2001:db8::1`), with a port (`203.0.113.7:4711`,
+/// `[2001:db8::1]:4711`) or in brackets (`[2001:db8::1]`). An IPv4-mapped
+/// IPv6 address is its IPv4 address, so a client has one key however its
+/// proxy spells it.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let ip = hop
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| {
+            let inner = hop.strip_prefix('[')?.strip_suffix(']')?;
+            inner.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6)
+        })?;
+    Some(ip.to_canonical())
 }
 
 impl<F> KeyType for PeerIp<F> {
@@ -270,6 +288,34 @@ mod tests {
                 .insert("x-forwarded-for", HeaderValue::from_str(x).unwrap());
         }
         r
+    }
+
+    #[test]
+    fn forwarded_hops_are_read_however_the_proxy_writes_them() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let proxied = PeerIp::new().trust_forwarded_for(["10.0.0.1".parse().unwrap()]);
+        for (hop, client) in [
+            ("203.0.113.7", "203.0.113.7"),
+            ("203.0.113.7:4711", "203.0.113.7"),
+            ("[2001:db8::1]:4711", "2001:db8::1"),
+            ("[2001:db8::1]", "2001:db8::1"),
+            ("::ffff:203.0.113.7", "203.0.113.7"),
+            ("[::ffff:203.0.113.7]:80", "203.0.113.7"),
+        ] {
+            assert_eq!(
+                proxied.key(&req("10.0.0.1", Some(hop))),
+                ip(client),
+                "{hop}"
+            );
+        }
+        // The proxy itself, seen through a dual-stack socket, is still trusted.
+        let mapped = req("::ffff:10.0.0.1", Some("203.0.113.7"));
+        assert_eq!(proxied.key(&mapped), ip("203.0.113.7"));
+        // Garbage still stops the chain at the peer.
+        assert_eq!(
+            proxied.key(&req("10.0.0.1", Some("[nope]:1"))),
+            ip("10.0.0.1")
+        );
     }
 
     #[test]

@@ -40,9 +40,11 @@ impl<Req> Bypass<Req> for NoBypass {
     }
 }
 
-/// Health checks pass untouched: the paths `/health`, `/healthz`, `/livez`,
-/// `/readyz`, `/ready` and `/ping` (and anything under them), and the gRPC
-/// health service `grpc.health.v1.Health`.
+/// Health checks pass untouched: `GET` or `HEAD` of exactly `/health`,
+/// `/healthz`, `/livez`, `/readyz`, `/ready` or `/ping`, and the gRPC health
+/// service's `Check` and `Watch`. Nothing under those paths and no other
+/// method bypasses: a client could otherwise route ordinary work past the
+/// shedder by its path.
 ///
 /// A shedder that refused its own health checks would tell the load balancer
 /// the instance is dead exactly when it is busiest, moving its load onto the
@@ -53,8 +55,13 @@ impl<Req> Bypass<Req> for NoBypass {
 ///
 /// let get = |p: &str| http::Request::get(p).body(()).unwrap();
 /// assert!(HealthChecks.bypass(&get("/healthz")));
-/// assert!(HealthChecks.bypass(&get("/grpc.health.v1.Health/Check")));
 /// assert!(!HealthChecks.bypass(&get("/healthy-recipes")));
+/// // Only the probe itself: nothing under it, and no other method.
+/// assert!(!HealthChecks.bypass(&get("/health/payments")));
+/// let post = http::Request::post("/healthz").body(()).unwrap();
+/// assert!(!HealthChecks.bypass(&post));
+/// let check = http::Request::post("/grpc.health.v1.Health/Check").body(()).unwrap();
+/// assert!(HealthChecks.bypass(&check));
 /// ```
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
@@ -64,19 +71,17 @@ pub struct HealthChecks;
 #[cfg(feature = "http")]
 impl<B> Bypass<http::Request<B>> for HealthChecks {
     fn bypass(&self, req: &http::Request<B>) -> bool {
-        const PATHS: [&str; 7] = [
-            "/health",
-            "/healthz",
-            "/livez",
-            "/readyz",
-            "/ready",
-            "/ping",
-            "/grpc.health.v1.Health",
+        // Exact paths, and for HTTP only the methods a probe uses: a route
+        // under a probe's path, or a POST to it, is ordinary work.
+        const PROBES: [&str; 6] = [
+            "/health", "/healthz", "/livez", "/readyz", "/ready", "/ping",
+        ];
+        const GRPC: [&str; 2] = [
+            "/grpc.health.v1.Health/Check",
+            "/grpc.health.v1.Health/Watch",
         ];
         let path = req.uri().path();
-        PATHS.iter().any(|p| {
-            path.strip_prefix(p)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-        })
+        let probe = matches!(*req.method(), http::Method::GET | http::Method::HEAD);
+        (probe && PROBES.contains(&path)) || GRPC.contains(&path)
     }
 }
