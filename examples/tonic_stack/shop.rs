@@ -41,7 +41,7 @@ use tower_spillway::{
     deadline::DeadlineLayer,
     limit::{AdaptiveLimitLayer, Aimd, Gradient, Growth, HttpOutcomes, LimitHandle},
     priority::{GrpcMethods, PriorityLayer},
-    rate::{ApiKey, Quota, RateLimitHandle, RateLimitLayer},
+    rate::{ApiKey, KeyDigest, Quota, RateLimitHandle, RateLimitLayer},
     retry_after::{HonorRetryAfterHandle, HonorRetryAfterLayer, ReplayBody},
     shed::{Adaptive, HealthChecks, PriorityShedLayer, ShedHandle},
 };
@@ -171,7 +171,7 @@ pub struct Config {
 pub struct Handles {
     pub limit: LimitHandle,
     pub shed: ShedHandle,
-    pub rate: RateLimitHandle<Option<http::HeaderValue>>,
+    pub rate: RateLimitHandle<Option<KeyDigest>>,
 }
 
 /// Which method is worth what.

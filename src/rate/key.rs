@@ -7,7 +7,7 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
-use http::{HeaderName, HeaderValue, header};
+use http::{HeaderName, header};
 
 /// The key type of a [`KeyExtractor`], whatever the request type.
 pub trait KeyType {
@@ -228,7 +228,37 @@ where
     }
 }
 
-/// The value of a request header (`None` when absent).
+/// A fixed-size stand-in for a caller-chosen key (a header's value, an API
+/// key): a 128-bit digest under a key drawn at random per process, so a
+/// caller can neither make two keys collide nor make a remembered key cost
+/// more than these 16 bytes. (Remembering the header itself would keep its
+/// bytes, and the read buffer they share, alive for as long as the key.)
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyDigest(u128);
+
+impl KeyDigest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        use std::{
+            hash::{BuildHasher, RandomState},
+            sync::OnceLock,
+        };
+        static STATES: OnceLock<(RandomState, RandomState)> = OnceLock::new();
+        let (a, b) = STATES.get_or_init(|| (RandomState::new(), RandomState::new()));
+        let high = u128::from(a.hash_one(bytes));
+        let low = u128::from(b.hash_one(bytes));
+        Self(high << 64 | low)
+    }
+}
+
+impl fmt::Debug for KeyDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyDigest({:032x})", self.0)
+    }
+}
+
+/// The value of a request header (`None` when absent), remembered as its
+/// [`KeyDigest`].
 #[derive(Debug, Clone)]
 pub struct HeaderKey {
     name: HeaderName,
@@ -242,41 +272,45 @@ impl HeaderKey {
 }
 
 impl KeyType for HeaderKey {
-    type Key = Option<HeaderValue>;
+    type Key = Option<KeyDigest>;
 }
 
 impl<B> KeyExtractor<http::Request<B>> for HeaderKey {
-    fn key(&self, req: &http::Request<B>) -> Option<HeaderValue> {
-        req.headers().get(&self.name).cloned()
+    fn key(&self, req: &http::Request<B>) -> Option<KeyDigest> {
+        let value = req.headers().get(&self.name)?;
+        Some(KeyDigest::of(value.as_bytes()))
     }
 }
 
 /// The caller's API key: `x-api-key`, or else the token of
-/// `Authorization: Bearer <token>` (`None` when neither is sent).
+/// `Authorization: Bearer <token>` (`None` when neither is sent), remembered
+/// as its [`KeyDigest`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiKey;
 
 impl KeyType for ApiKey {
-    type Key = Option<HeaderValue>;
+    type Key = Option<KeyDigest>;
 }
 
 impl<B> KeyExtractor<http::Request<B>> for ApiKey {
-    fn key(&self, req: &http::Request<B>) -> Option<HeaderValue> {
+    fn key(&self, req: &http::Request<B>) -> Option<KeyDigest> {
         let headers = req.headers();
         if let Some(v) = headers.get("x-api-key") {
-            return Some(v.clone());
+            return Some(KeyDigest::of(v.as_bytes()));
         }
         let auth = headers.get(header::AUTHORIZATION)?.as_bytes();
         let token = auth
             .strip_prefix(b"Bearer ")
             .or_else(|| auth.strip_prefix(b"bearer "))?
             .trim_ascii();
-        HeaderValue::from_bytes(token).ok()
+        Some(KeyDigest::of(token))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use http::HeaderValue;
+
     use super::*;
 
     fn req(peer: &str, xff: Option<&str>) -> http::Request<()> {
@@ -353,16 +387,16 @@ mod tests {
             header::AUTHORIZATION,
             HeaderValue::from_static("Bearer abc "),
         );
-        assert_eq!(ApiKey.key(&r).unwrap(), "abc");
+        assert_eq!(ApiKey.key(&r), Some(KeyDigest::of(b"abc")));
         r.headers_mut()
             .insert("x-api-key", HeaderValue::from_static("k1"));
-        assert_eq!(ApiKey.key(&r).unwrap(), "k1");
+        assert_eq!(ApiKey.key(&r), Some(KeyDigest::of(b"k1")));
         assert_eq!(
-            HeaderKey::new(HeaderName::from_static("x-api-key"))
-                .key(&r)
-                .unwrap(),
-            "k1"
+            HeaderKey::new(HeaderName::from_static("x-api-key")).key(&r),
+            Some(KeyDigest::of(b"k1"))
         );
+        assert_ne!(KeyDigest::of(b"k1"), KeyDigest::of(b"k2"));
+        assert_eq!(std::mem::size_of::<Option<KeyDigest>>(), 32);
         let closure = key_fn(|r: &http::Request<()>| r.uri().path().to_owned());
         assert_eq!(closure.key(&r), "/");
     }

@@ -50,7 +50,7 @@ mod pace;
 mod service;
 
 pub use gcra::Quota;
-pub use key::{ApiKey, Global, HeaderKey, KeyExtractor, KeyFn, KeyType, PeerIp, key_fn};
+pub use key::{ApiKey, Global, HeaderKey, KeyDigest, KeyExtractor, KeyFn, KeyType, PeerIp, key_fn};
 pub use layer::{DEFAULT_MAX_KEYS, RateLimitHandle, RateLimitLayer, RateLimitSnapshot};
 pub use pace::{Pace, PaceLayer};
 pub use service::{RATELIMIT, RATELIMIT_POLICY, RateLimit, RateLimitFields, ResponseFuture};
