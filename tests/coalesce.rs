@@ -289,3 +289,39 @@ async fn identical_concurrent_calls_share_one_inner_call_in_the_generic_face() {
     let stats = svc.stats();
     assert_eq!((stats.calls, stats.joined, stats.in_flight), (3, 189, 0));
 }
+
+/// Callers that arrive and leave at once, from many threads: a caller may
+/// find a call whose last waiter leaves while the table is being read, and
+/// the call it then drops must not lock the table it is reading (a
+/// deadlock). Fails by timing out.
+#[test]
+fn callers_racing_in_and_out_never_deadlock_the_table() {
+    let svc = ServiceBuilder::new()
+        .layer(CoalesceLayer::new(|k: &u64| Some(*k)))
+        .service(service_fn(|k: u64| {
+            // Widens the gap between looking for a call and registering one,
+            // where another caller's call comes and goes.
+            std::thread::yield_now();
+            async move { Ok::<_, Infallible>(k) }
+        }));
+    let (done, finished) = std::sync::mpsc::channel();
+    for t in 0..4 {
+        let svc = svc.clone();
+        let done = done.clone();
+        std::thread::spawn(move || {
+            for i in 0..200_000u64 {
+                let mut svc = svc.clone();
+                let key = (i + t) % 2;
+                // Made, never polled, dropped: a waiter that leaves at once.
+                drop(svc.call(key));
+            }
+            let _ = done.send(());
+        });
+    }
+    for _ in 0..4 {
+        finished
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a thread deadlocked on the table");
+    }
+    assert_eq!(svc.stats().in_flight, 0);
+}

@@ -209,13 +209,17 @@ where
         let shared = call.shared();
         if let Some(weak) = shared.downgrade() {
             let mut calls = self.in_flight.lock();
-            let taken = calls.get(&key).is_some_and(|entry| {
+            // A call registered meanwhile keeps its place. The handle that
+            // proves it alive may be its last one, if its waiters all left
+            // this instant: dropping it drops the call, whose `Forget` locks
+            // the table. So it is dropped only once the table is unlocked.
+            let registered = calls.get(&key).and_then(|entry| {
                 entry
                     .call
-                    .downcast_ref::<WeakShared<BoxCall<M::Shared, M::Response, S::Error>>>()
-                    .is_some_and(|weak| weak.upgrade().is_some())
+                    .downcast_ref::<WeakShared<BoxCall<M::Shared, M::Response, S::Error>>>()?
+                    .upgrade()
             });
-            if !taken {
+            if registered.is_none() {
                 calls.insert(
                     key,
                     Entry {
@@ -224,6 +228,8 @@ where
                     },
                 );
             }
+            drop(calls);
+            drop(registered);
         }
         ResponseFuture::waiting(shared, None, respond, unshared)
     }
