@@ -1,12 +1,6 @@
-//! The retry budget and the shared cooldown.
+//! The retry budget.
 
-use std::{
-    sync::{
-        Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::Mutex, time::Duration};
 
 use tokio::time::Instant;
 
@@ -112,69 +106,6 @@ impl RetryBudget {
     }
 }
 
-/// The instant until which a remote asked every caller to wait, shared by
-/// every clone of a client (nanoseconds since `origin`; 0 when closed).
-#[derive(Debug)]
-pub(crate) struct Cooldown {
-    origin: Instant,
-    until: AtomicU64,
-    opened: AtomicU64,
-    longest_ms: AtomicU64,
-}
-
-impl Cooldown {
-    pub(crate) fn new() -> Self {
-        Self {
-            origin: Instant::now(),
-            until: AtomicU64::new(0),
-            opened: AtomicU64::new(0),
-            longest_ms: AtomicU64::new(0),
-        }
-    }
-
-    /// Opens (or extends, never shortens) the cooldown for `wait` from now.
-    pub(crate) fn open(&self, wait: Duration) -> Instant {
-        let until = crate::time::after(Instant::now(), wait);
-        let nanos = self.nanos(until);
-        let prev = self.until.fetch_max(nanos, Ordering::AcqRel);
-        if nanos > prev {
-            self.opened.fetch_add(1, Ordering::Relaxed);
-            let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
-            self.longest_ms.fetch_max(ms, Ordering::Relaxed);
-            #[cfg(feature = "tracing")]
-            tracing::debug!(
-                retry_after_ms = ms,
-                "remote asked to back off: cooldown open"
-            );
-        }
-        self.origin + Duration::from_nanos(nanos.max(prev))
-    }
-
-    /// The instant the cooldown ends, if it is still open.
-    pub(crate) fn until(&self) -> Option<Instant> {
-        let nanos = self.until.load(Ordering::Acquire);
-        if nanos == 0 {
-            return None;
-        }
-        let until = self.origin + Duration::from_nanos(nanos);
-        (until > Instant::now()).then_some(until)
-    }
-
-    pub(crate) fn opened(&self) -> u64 {
-        self.opened.load(Ordering::Relaxed)
-    }
-
-    pub(crate) fn longest_ms(&self) -> u64 {
-        self.longest_ms.load(Ordering::Relaxed)
-    }
-
-    fn nanos(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.origin).as_nanos())
-            .unwrap_or(u64::MAX)
-            .max(1)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,19 +130,5 @@ mod tests {
         assert!(RetryBudget::new(-0.1, 1, Duration::from_secs(10)).is_err());
         assert!(RetryBudget::new(f64::NAN, 1, Duration::from_secs(10)).is_err());
         assert!(RetryBudget::new(0.2, 1, Duration::from_millis(10)).is_err());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn cooldown_only_extends() {
-        let c = Cooldown::new();
-        assert_eq!(c.until(), None);
-        let start = Instant::now();
-        c.open(Duration::from_secs(5));
-        c.open(Duration::from_secs(1));
-        assert_eq!(c.until(), Some(start + Duration::from_secs(5)));
-        assert_eq!(c.opened(), 1);
-        assert_eq!(c.longest_ms(), 5000);
-        tokio::time::advance(Duration::from_secs(5)).await;
-        assert_eq!(c.until(), None);
     }
 }

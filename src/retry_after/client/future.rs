@@ -12,7 +12,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
-use super::{RETRY_ATTEMPT, ReplayBody, Shared, body};
+use super::{RETRY_ATTEMPT, ReplayBody, Shared, body, cooldown::Origin};
 use crate::{
     grpc::{self, GRPC_RETRY_PUSHBACK_MS},
     retry_after::{parse_pushback_ms, parse_retry_after},
@@ -30,6 +30,8 @@ pin_project! {
         #[pin]
         state: State<S::Future>,
         retry: Option<Box<Retry<S, B>>>,
+        // Whose cooldown it waits for and opens.
+        origin: Origin,
         shared: Arc<Shared>,
     }
 }
@@ -71,10 +73,11 @@ impl<S, B> HonorFuture<S, B>
 where
     S: Service<Request<ReplayBody<B>>>,
 {
-    pub(crate) fn once(future: S::Future, shared: Arc<Shared>) -> Self {
+    pub(crate) fn once(future: S::Future, origin: Origin, shared: Arc<Shared>) -> Self {
         Self {
             state: State::Calling { future },
             retry: None,
+            origin,
             shared,
         }
     }
@@ -86,6 +89,7 @@ where
         parts: Parts,
         body: ReplayBody<B>,
         replay: Option<Arc<Mutex<body::Shared<B>>>>,
+        origin: Origin,
         shared: Arc<Shared>,
     ) -> Self {
         Self {
@@ -100,6 +104,7 @@ where
                 attempts: 0,
                 hinted_at: 0,
             })),
+            origin,
             shared,
         }
     }
@@ -109,6 +114,7 @@ where
         inner: S,
         parts: Parts,
         replay: Arc<Mutex<body::Shared<B>>>,
+        origin: Origin,
         shared: Arc<Shared>,
     ) -> Self {
         Self {
@@ -121,6 +127,7 @@ where
                 attempts: 1,
                 hinted_at: 0,
             })),
+            origin,
             shared,
         }
     }
@@ -171,7 +178,7 @@ where
             match this.state.as_mut().project() {
                 StateProj::Calling { future } => {
                     let res = ready!(future.poll(cx))?;
-                    match decide(&res, this.shared, this.retry.as_deref_mut()) {
+                    match decide(&res, this.shared, this.origin, this.retry.as_deref_mut()) {
                         None => return Poll::Ready(Ok(res)),
                         Some(at) if at <= Instant::now() => {
                             drop(res);
@@ -192,7 +199,7 @@ where
                 StateProj::Ready => {
                     // A cooldown opened meanwhile by another call holds this
                     // retry too.
-                    if let Some(until) = this.shared.cooldown.until() {
+                    if let Some(until) = this.shared.cooldown.until(this.origin) {
                         this.state.set(State::Waiting {
                             sleep: tokio::time::sleep_until(until),
                         });
@@ -229,6 +236,7 @@ where
 fn decide<S, B, ResB>(
     res: &Response<ResB>,
     shared: &Shared,
+    origin: &Origin,
     retry: Option<&mut Retry<S, B>>,
 ) -> Option<Instant>
 where
@@ -242,7 +250,7 @@ where
             return None;
         }
         Verdict::Hint(wait) if wait.is_zero() => Instant::now(),
-        Verdict::Hint(wait) => shared.cooldown.open(wait),
+        Verdict::Hint(wait) => shared.cooldown.open(origin, wait),
         Verdict::NoHint => {
             let retry = retry.as_ref()?;
             let policy = shared.retries.as_ref()?;

@@ -2,6 +2,7 @@
 
 mod body;
 mod budget;
+mod cooldown;
 
 mod future;
 
@@ -21,8 +22,8 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 pub use body::ReplayBody;
-use budget::Cooldown;
 pub use budget::RetryBudget;
+use cooldown::Cooldown;
 pub use future::HonorFuture;
 
 use crate::ConfigError;
@@ -156,10 +157,15 @@ struct Stats {
 ///
 /// When a response is `429`/`503` with `Retry-After`, or a trailers-only gRPC
 /// `RESOURCE_EXHAUSTED`/`UNAVAILABLE` with `grpc-retry-pushback-ms`, a
-/// *cooldown* opens, shared by every clone of the client: until the instant
-/// the server named, every call waits (its `poll_ready` stays pending on a
-/// timer; a call readied before the cooldown opened waits in its future)
-/// instead of hammering the server. Never earlier than asked; never
+/// *cooldown* opens for that server's origin (scheme, host and port), shared
+/// by every clone of the client: until the instant the server named, every
+/// call to it waits in its future instead of hammering it, while calls to
+/// other origins go out. With [`global_cooldown`](Self::global_cooldown)
+/// one cooldown holds every call, and `poll_ready` stays pending on a timer
+/// while it is open (a call readied before it opened waits in its future).
+/// A request without an authority in its URI (a tonic `Channel`'s) is keyed
+/// by its `Host` header, or shares one cooldown with the others that lack
+/// both. Never earlier than asked; never
 /// longer than the [`cap`](Self::cap) (default 5 minutes) — a longer hint is
 /// not waited and the response goes back to the caller. A negative or
 /// unparseable pushback means "do not retry" (gRFC A6).
@@ -222,7 +228,7 @@ impl HonorRetryAfterLayer {
         Self {
             shared: Arc::new(Shared {
                 cap: DEFAULT_COOLDOWN_CAP,
-                cooldown: Arc::new(Cooldown::new()),
+                cooldown: Arc::new(Cooldown::new(true)),
                 retries: None,
                 stats: Arc::default(),
             }),
@@ -248,6 +254,14 @@ impl HonorRetryAfterLayer {
     #[must_use]
     pub fn retries(self, retries: Retries) -> Self {
         self.edit(|s| s.retries = Some(retries))
+    }
+
+    /// One cooldown for every call, whatever its origin, waited out in
+    /// `poll_ready`: for a client of a single origin, whose callers should
+    /// not even ready a call while the server asks them to wait.
+    #[must_use]
+    pub fn global_cooldown(self) -> Self {
+        self.edit(|s| s.cooldown = Arc::new(Cooldown::new(false)))
     }
 
     /// A handle on the cooldown and the counts.
@@ -306,9 +320,10 @@ pub struct HonorRetryAfterSnapshot {
 }
 
 impl HonorRetryAfterHandle {
-    /// The instant the open cooldown ends, if one is open.
+    /// The instant the open cooldown ends, if one is open; per origin, the
+    /// last one to end.
     pub fn cooldown_until(&self) -> Option<tokio::time::Instant> {
-        self.shared.cooldown.until()
+        self.shared.cooldown.latest()
     }
 
     /// The figures now.
@@ -380,7 +395,9 @@ where
                 self.sleep = None;
             }
             // Re-read after each wait: another call may have extended it.
-            match self.shared.cooldown.until() {
+            let cooldown = &self.shared.cooldown;
+            let global = (!cooldown.per_origin()).then(|| cooldown.until(&None));
+            match global.flatten() {
                 Some(until) => self.sleep = Some(Box::pin(tokio::time::sleep_until(until))),
                 None => break,
             }
@@ -398,14 +415,26 @@ where
             .retries
             .as_ref()
             .filter(|r| r.attempts > 1 && (r.non_idempotent || idempotent(req.method())));
-        // Readied before a cooldown opened: the call waits for it too.
-        let cooldown = self.shared.cooldown.until();
+        // The cooldown of its origin (or one opened after it was readied):
+        // the call waits for it.
+        let origin = self.shared.cooldown.origin_of(&req);
+        let cooldown = self.shared.cooldown.until(&origin);
         let shared = Arc::clone(&self.shared);
         match (retries, cooldown) {
-            (None, None) => HonorFuture::once(inner.call(req.map(ReplayBody::once)), shared),
+            (None, None) => {
+                HonorFuture::once(inner.call(req.map(ReplayBody::once)), origin, shared)
+            }
             (None, Some(until)) => {
                 let (parts, body) = req.into_parts();
-                HonorFuture::delayed(until, inner, parts, ReplayBody::once(body), None, shared)
+                HonorFuture::delayed(
+                    until,
+                    inner,
+                    parts,
+                    ReplayBody::once(body),
+                    None,
+                    origin,
+                    shared,
+                )
             }
             (Some(r), cooldown) => {
                 r.budget.deposit();
@@ -414,11 +443,17 @@ where
                 match cooldown {
                     None => {
                         let future = inner.call(Request::from_parts(parts.clone(), body));
-                        HonorFuture::retrying(future, inner, parts, replay, shared)
+                        HonorFuture::retrying(future, inner, parts, replay, origin, shared)
                     }
-                    Some(until) => {
-                        HonorFuture::delayed(until, inner, parts, body, Some(replay), shared)
-                    }
+                    Some(until) => HonorFuture::delayed(
+                        until,
+                        inner,
+                        parts,
+                        body,
+                        Some(replay),
+                        origin,
+                        shared,
+                    ),
                 }
             }
         }

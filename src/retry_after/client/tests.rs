@@ -491,3 +491,74 @@ async fn our_backoff_restarts_from_its_base_after_a_pushback() {
         assert!(last_wait <= Duration::from_millis(100), "{last_wait:?}");
     }
 }
+
+/// Answers the first call `503` with `retry_after`, the others `200`.
+fn refused_first(retry_after: Option<&'static str>) -> impl Fn(usize) -> Response<String> + Clone {
+    move |n| {
+        if n == 0 {
+            refuse(503, retry_after)
+        } else {
+            Response::new("ok".into())
+        }
+    }
+}
+
+fn to(uri: &str) -> Request<Full<Bytes>> {
+    Request::get(uri)
+        .body(Full::new(Bytes::from_static(b"")))
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_origins_cooldown_does_not_hold_calls_to_another() {
+    // `a.example` asks for two minutes; `b.example` answers.
+    let (svc, seen) = server(refused_first(Some("120")));
+    let layer = HonorRetryAfterLayer::new();
+    let client = layer.layer(svc.clone());
+    let start = Instant::now();
+    let res = client
+        .clone()
+        .oneshot(to("http://a.example/x"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 503);
+    // Another origin, Critical or not, goes out at once ...
+    let res = client
+        .clone()
+        .oneshot(to("http://b.example/x"))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(Instant::now(), start);
+    // ... and the same host on another port is another origin.
+    client
+        .clone()
+        .oneshot(to("http://a.example:8080/"))
+        .await
+        .unwrap();
+    assert_eq!(Instant::now(), start);
+    // The refusing origin waits its two minutes.
+    client
+        .clone()
+        .oneshot(to("http://A.example/y"))
+        .await
+        .unwrap();
+    assert!(Instant::now() >= start + Duration::from_secs(120));
+    assert_eq!(seen.lock().unwrap().len(), 4);
+
+    // With one cooldown for the client, the other origin waits too.
+    let (svc, _) = server(refused_first(Some("120")));
+    let client = HonorRetryAfterLayer::new().global_cooldown().layer(svc);
+    let start = Instant::now();
+    client
+        .clone()
+        .oneshot(to("http://a.example/x"))
+        .await
+        .unwrap();
+    client
+        .clone()
+        .oneshot(to("http://b.example/x"))
+        .await
+        .unwrap();
+    assert!(Instant::now() >= start + Duration::from_secs(120));
+}
