@@ -30,6 +30,9 @@ pin_project! {
         #[pin]
         state: State<S::Future>,
         retry: Option<Box<Retry<S, B>>>,
+        // The refusal a retry waits to replace: the caller's answer if the
+        // retry cannot be sent after all.
+        refused: Option<S::Response>,
         // Whose cooldown it waits for and opens.
         origin: Origin,
         shared: Arc<Shared>,
@@ -77,6 +80,7 @@ where
         Self {
             state: State::Calling { future },
             retry: None,
+            refused: None,
             origin,
             shared,
         }
@@ -104,6 +108,7 @@ where
                 attempts: 0,
                 hinted_at: 0,
             })),
+            refused: None,
             origin,
             shared,
         }
@@ -127,6 +132,7 @@ where
                 attempts: 1,
                 hinted_at: 0,
             })),
+            refused: None,
             origin,
             shared,
         }
@@ -181,11 +187,11 @@ where
                     match decide(&res, this.shared, this.origin, this.retry.as_deref_mut()) {
                         None => return Poll::Ready(Ok(res)),
                         Some(at) if at <= Instant::now() => {
-                            drop(res);
+                            *this.refused = Some(res);
                             this.state.set(State::Ready);
                         }
                         Some(at) => {
-                            drop(res);
+                            *this.refused = Some(res);
                             this.state.set(State::Waiting {
                                 sleep: tokio::time::sleep_until(at),
                             });
@@ -208,7 +214,11 @@ where
                     let Some(retry) = this.retry.as_deref_mut() else {
                         unreachable!("only futures holding their service wait");
                     };
-                    ready!(retry.inner.poll_ready(cx))?;
+                    if let Err(err) = ready!(retry.inner.poll_ready(cx)) {
+                        // The service cannot take the retry: the caller gets
+                        // the server's answer, not this error.
+                        return Poll::Ready(this.refused.take().map_or(Err(err), Ok));
+                    }
                     let Some(body) = retry.next_body.take() else {
                         unreachable!("an attempt is decided with its body");
                     };
@@ -224,6 +234,7 @@ where
                     }
                     retry.attempts += 1;
                     let future = retry.inner.call(Request::from_parts(parts, body));
+                    *this.refused = None;
                     this.state.set(State::Calling { future });
                 }
             }

@@ -562,3 +562,41 @@ async fn one_origins_cooldown_does_not_hold_calls_to_another() {
         .unwrap();
     assert!(Instant::now() >= start + Duration::from_secs(120));
 }
+
+/// A service that answers `503` and whose `poll_ready` fails after its
+/// first call.
+#[derive(Clone)]
+struct FailsAfterFirst(Arc<AtomicUsize>);
+
+impl Service<Request<ReplayBody<Full<Bytes>>>> for FailsAfterFirst {
+    type Response = Response<String>;
+    type Error = &'static str;
+    type Future = std::future::Ready<Result<Response<String>, &'static str>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(if self.0.load(Ordering::SeqCst) == 0 {
+            Ok(())
+        } else {
+            Err("connection pool closed")
+        })
+    }
+
+    fn call(&mut self, _: Request<ReplayBody<Full<Bytes>>>) -> Self::Future {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        std::future::ready(Ok(refuse(503, None)))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_retry_the_service_cannot_take_gives_back_the_servers_answer() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let layer = HonorRetryAfterLayer::new().retries(Retries::new());
+    let mut client = layer.layer(FailsAfterFirst(Arc::clone(&calls)));
+    client.ready().await.unwrap();
+    let res = client.call(get()).await.unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
