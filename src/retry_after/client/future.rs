@@ -217,7 +217,7 @@ where
                     if let Err(err) = ready!(retry.inner.poll_ready(cx)) {
                         // The service cannot take the retry: the caller gets
                         // the server's answer, not this error.
-                        return Poll::Ready(this.refused.take().map_or(Err(err), Ok));
+                        return Poll::Ready(this.refused.take().ok_or(err));
                     }
                     let Some(body) = retry.next_body.take() else {
                         unreachable!("an attempt is decided with its body");
