@@ -480,8 +480,10 @@ async fn a_full_queue_applies_backpressure_or_refuses() {
     next.ready().await.unwrap();
 }
 
+/// A service whose `poll_ready` fails until `recovered` is set, as a pool
+/// that lost its connections does until it reconnects.
 #[derive(Clone)]
-struct BrokenReady;
+struct BrokenReady(Arc<std::sync::atomic::AtomicBool>);
 
 impl Service<Vec<u32>> for BrokenReady {
     type Response = Vec<Result<u32, Infallible>>;
@@ -489,24 +491,32 @@ impl Service<Vec<u32>> for BrokenReady {
     type Future = std::future::Ready<Result<Self::Response, BoxError>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Err("connection pool closed".into()))
+        if self.0.load(std::sync::atomic::Ordering::SeqCst) {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Ready(Err("connection pool closed".into()))
+        }
     }
 
-    fn call(&mut self, _items: Vec<u32>) -> Self::Future {
-        unreachable!("never ready")
+    fn call(&mut self, items: Vec<u32>) -> Self::Future {
+        std::future::ready(Ok(items.into_iter().map(Ok).collect()))
     }
 }
 
 #[tokio::test]
-async fn a_failing_poll_ready_closes_the_batcher_with_its_error() {
-    let batch = Batch::new(BrokenReady, BatchConfig::default());
+async fn a_failing_poll_ready_fails_only_its_batch() {
+    let recovered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let batch = Batch::new(BrokenReady(recovered.clone()), BatchConfig::default());
     let answers = join_all((0..5).map(|i| batch.clone().oneshot(i))).await;
     for a in answers {
         let err = a.unwrap_err();
         assert!(err.is::<BatchFailed>(), "{err}");
+        assert!(err.to_string().contains("connection pool closed"), "{err}");
     }
-    let err = batch.clone().oneshot(1).await.unwrap_err();
-    assert!(err.to_string().contains("connection pool closed"), "{err}");
+    // The batcher is not closed: once the service recovers, it serves.
+    recovered.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(batch.clone().oneshot(7).await.unwrap(), 7);
+    assert!(batch.stats().failed_batches >= 1);
 }
 
 /// Writes rows through `Batch` into a real PostgreSQL with multi-row INSERTs.

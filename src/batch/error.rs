@@ -12,7 +12,7 @@ use std::{fmt, sync::Arc};
 use crate::BoxError;
 
 /// The inner service failed the whole batch this caller's item was in (or its
-/// `poll_ready` failed, which ends the batcher).
+/// `poll_ready` failed when the batch was due).
 ///
 /// Every caller of the batch receives a clone; [`source`](std::error::Error::source)
 /// is the inner service's error.

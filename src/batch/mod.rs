@@ -21,8 +21,9 @@
 //!   [`LengthMismatch`](error::LengthMismatch); a panic fails every caller of
 //!   that batch with [`Panicked`](error::Panicked). The worker survives all
 //!   three and keeps serving later batches.
-//! - An error from `poll_ready` means the inner service is broken: every
-//!   queued caller gets a `BatchFailed`, later calls are refused with it, and
+//! - An error (or a panic) from `poll_ready` fails the batch waiting for it:
+//!   its callers get a `BatchFailed` (or `Panicked`). The next batch asks the
+//!   service again, so one that recovers (a pool that reconnects) serves it;
 //!   batches already in flight are still answered.
 //!
 //! # When a batch is sent

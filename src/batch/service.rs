@@ -155,10 +155,7 @@ impl<T, R, Rj> Batch<T, R, Rj> {
     }
 
     fn closed_error(&self) -> BoxError {
-        match self.shared.failure.get() {
-            Some(failed) => Box::new(failed.clone()),
-            None => Box::new(Closed::new()),
-        }
+        Box::new(Closed::new())
     }
 
     /// The number of queue slots in use: items waiting for a batch, plus slots

@@ -21,7 +21,7 @@ use std::{
     panic::{AssertUnwindSafe, catch_unwind},
     pin::Pin,
     sync::{
-        Arc, OnceLock,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
     task::{Context, Poll},
@@ -60,8 +60,6 @@ type Answer<R> = oneshot::Sender<Result<R, BoxError>>;
 /// State shared by the handles and the worker.
 #[derive(Debug, Default)]
 pub(crate) struct Shared {
-    /// Set once, when the inner service fails `poll_ready`.
-    pub(crate) failure: OnceLock<BatchFailed>,
     pub(crate) batches: AtomicU64,
     pub(crate) items: AtomicU64,
     pub(crate) failed_batches: AtomicU64,
@@ -282,24 +280,22 @@ where
     /// The inner service failed in `poll_ready`: it cannot take more batches.
     /// Answer everything queued or gathered, refuse new items, and finish
     /// once the batches already in flight have been answered.
-    fn fail(&mut self, err: BoxError) {
+    /// Fails the batch gathered so far (the inner service could not take
+    /// it) and carries on: the next batch asks the service again, so a
+    /// service that recovers (a pool that reconnects) serves it.
+    fn fail_batch<F>(&mut self, err: F)
+    where
+        F: std::error::Error + Clone + Send + Sync + 'static,
+    {
         #[cfg(feature = "tracing")]
-        tracing::warn!(error = %err, "batch inner service failed; batcher closed");
-        let failed = BatchFailed::new(err);
-        let _ = self.shared.failure.set(failed.clone());
-        self.inner = None;
-        self.rx.close();
-        self.rx_done = true;
+        tracing::warn!(error = %err, items = self.items.len(), "batch inner service not ready; batch failed");
+        self.shared.failed_batches.fetch_add(1, Ordering::Relaxed);
         self.items.clear();
+        #[cfg(feature = "tracing")]
         self.spans.clear();
         let answers = mem::take(&mut self.answers);
-        answer_all(answers, || Box::new(failed.clone()));
-        if let Some(msg) = self.carry.take() {
-            let _ = msg.tx.send(Err(Box::new(failed.clone())));
-        }
-        while let Ok(msg) = self.rx.try_recv() {
-            let _ = msg.tx.send(Err(Box::new(failed.clone())));
-        }
+        answer_all(answers, || Box::new(err.clone()));
+        self.reset_batch();
     }
 
     fn run(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -336,11 +332,11 @@ where
                             continue;
                         }
                         Ok(Poll::Ready(Err(err))) => {
-                            self.fail(err.into());
+                            self.fail_batch(BatchFailed::new(err.into()));
                             continue;
                         }
                         Err(_) => {
-                            self.fail(Box::new(Panicked::new()));
+                            self.fail_batch(Panicked::new());
                             continue;
                         }
                         Ok(Poll::Pending) => {}
