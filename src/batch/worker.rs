@@ -291,7 +291,6 @@ where
         tracing::warn!(error = %err, items = self.items.len(), "batch inner service not ready; batch failed");
         self.shared.failed_batches.fetch_add(1, Ordering::Relaxed);
         self.items.clear();
-        #[cfg(feature = "tracing")]
         self.spans.clear();
         let answers = mem::take(&mut self.answers);
         answer_all(answers, || Box::new(err.clone()));
