@@ -325,3 +325,123 @@ fn callers_racing_in_and_out_never_deadlock_the_table() {
     }
     assert_eq!(svc.stats().in_flight, 0);
 }
+
+/// A page that answers with `header: value` (if any), after 200 ms so that
+/// concurrent requests overlap, and counts its calls.
+async fn serve_headed(header: &'static str, value: &'static str) -> (String, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let page = move |State(calls): State<Arc<AtomicUsize>>| async move {
+        let n = calls.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut res = axum::response::Response::new(axum::body::Body::from(format!("render #{n}")));
+        if !header.is_empty() {
+            let value = value.replace("{n}", &n.to_string());
+            res.headers_mut()
+                .insert(header, http::HeaderValue::from_str(&value).unwrap());
+        }
+        res
+    };
+    let app = Router::new()
+        .route("/login", get(page))
+        .with_state(calls.clone())
+        .layer(CoalesceLayer::http());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/login"), calls)
+}
+
+/// Eight concurrent anonymous requests; what each got.
+async fn eight_at_once(url: &str) -> Vec<(Option<String>, String)> {
+    let client = client();
+    let one = |client: HttpClient| async move {
+        let req = Request::get(url).body(Empty::new()).unwrap();
+        let res = client.request(req).await.unwrap();
+        let cookie = res
+            .headers()
+            .get("set-cookie")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        (cookie, String::from_utf8(body.to_vec()).unwrap())
+    };
+    join_all((0..8).map(|_| one(client.clone()))).await
+}
+
+#[tokio::test]
+async fn a_response_that_sets_a_cookie_is_never_shared() {
+    let (url, calls) = serve_headed("set-cookie", "session={n}").await;
+    let answers = eight_at_once(&url).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 8);
+    let mut cookies: Vec<_> = answers.into_iter().map(|(c, _)| c.unwrap()).collect();
+    cookies.sort();
+    cookies.dedup();
+    assert_eq!(
+        cookies.len(),
+        8,
+        "every caller its own session: {cookies:?}"
+    );
+}
+
+#[tokio::test]
+async fn private_no_store_and_unkeyed_vary_responses_are_never_shared() {
+    for (header, value) in [
+        ("cache-control", "max-age=0, private"),
+        ("cache-control", "no-store"),
+        ("vary", "X-Tenant"),
+        ("vary", "*"),
+    ] {
+        let (url, calls) = serve_headed(header, value).await;
+        eight_at_once(&url).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 8, "{header}: {value}");
+    }
+    // Varying on a header the key holds is shared as before.
+    let (url, calls) = serve_headed("vary", "Accept-Encoding").await;
+    let answers = eight_at_once(&url).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert!(answers.iter().all(|(_, body)| body == "render #0"));
+}
+
+#[tokio::test]
+async fn a_streamed_response_reaches_its_caller_as_it_arrives() {
+    // The second chunk is sent only once the caller has read the first: a
+    // coalescer that held the body to its end would never deliver it.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, Infallible>>(1);
+    let rx = Arc::new(tokio::sync::Mutex::new(Some(rx)));
+    let stream = move || {
+        let rx = rx.clone();
+        async move {
+            let rx = rx.lock().await.take().unwrap();
+            let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|c| (c, rx))
+            });
+            axum::body::Body::from_stream(chunks)
+        }
+    };
+    let app = Router::new()
+        .route("/stream", get(stream))
+        .layer(CoalesceLayer::http());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let req = Request::get(format!("http://{addr}/stream"))
+        .body(Empty::new())
+        .unwrap();
+    let (res, sent) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(5), client().request(req)),
+        tx.send(Ok(Bytes::from_static(b"first")))
+    );
+    sent.unwrap();
+    let res = res.expect("the head arrives before the body ends").unwrap();
+    let mut body = res.into_body();
+    let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+        .await
+        .expect("the first chunk arrives before the body ends")
+        .unwrap()
+        .unwrap();
+    assert_eq!(frame.into_data().unwrap(), "first");
+    tx.send(Ok(Bytes::from_static(b"second"))).await.unwrap();
+    drop(tx);
+    let rest = body.collect().await.unwrap().to_bytes();
+    assert_eq!(rest, "second");
+}

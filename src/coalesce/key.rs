@@ -29,27 +29,77 @@ pub use self::http_key::{HttpKey, HttpRequestKey};
 
 #[cfg(feature = "http")]
 mod http_key {
-    use http::{HeaderValue, Method, Request, Uri, header};
+    use std::sync::Arc;
+
+    use http::{HeaderName, HeaderValue, Method, Request, Uri, header};
 
     use super::MakeKey;
 
+    /// Request headers that tell callers apart or choose the response: part
+    /// of every key.
+    static KEYED: [HeaderName; 7] = [
+        header::HOST,
+        header::AUTHORIZATION,
+        header::PROXY_AUTHORIZATION,
+        HeaderName::from_static("x-api-key"),
+        header::ACCEPT,
+        header::ACCEPT_ENCODING,
+        header::ACCEPT_LANGUAGE,
+    ];
+
+    /// Conditional and range requests: their answer (a `304`, a `206`)
+    /// depends on what the caller already holds, so they are never shared.
+    static NEVER: [HeaderName; 6] = [
+        header::RANGE,
+        header::IF_RANGE,
+        header::IF_MATCH,
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::IF_UNMODIFIED_SINCE,
+    ];
+
     /// The default key of the HTTP face: shares `GET` and `HEAD` requests with
-    /// the same method, URI, `Host`, `Authorization` and `Cookie`.
+    /// the same method, URI, `Host`, credentials (`Authorization`,
+    /// `Proxy-Authorization`, `x-api-key`, `Cookie`), `Accept`,
+    /// `Accept-Encoding` and `Accept-Language`, and any header added with
+    /// [`header`](Self::header).
     ///
     /// The credentials are part of the key so that one user never receives a
     /// response made for another; `Host` is, because a server sees only the
     /// path in the URI and may serve several hosts. Other methods are never
-    /// shared: they may change state.
-    #[derive(Debug, Clone, Copy, Default)]
-    pub struct HttpKey;
+    /// shared: they may change state; nor are conditional or range requests.
+    /// Callers told apart by anything else (another header, their address)
+    /// need it in the key: add the header, or key with a closure.
+    #[derive(Debug, Clone, Default)]
+    pub struct HttpKey {
+        extra: Arc<[HeaderName]>,
+    }
+
+    impl HttpKey {
+        /// The default key.
+        pub fn new() -> Self {
+            Self::default()
+        }
+
+        /// Also keys by `name`: for a header that tells callers apart (a
+        /// tenant, a session of the application's own) or that the
+        /// response depends on.
+        #[must_use]
+        pub fn header(self, name: HeaderName) -> Self {
+            let mut extra = self.extra.to_vec();
+            extra.push(name);
+            Self {
+                extra: extra.into(),
+            }
+        }
+    }
 
     /// The key [`HttpKey`] builds.
     #[derive(Debug, Clone, PartialEq, Eq, Hash)]
     pub struct HttpRequestKey {
         method: Method,
         uri: Uri,
-        host: Option<HeaderValue>,
-        authorization: Option<HeaderValue>,
+        headers: Vec<Option<HeaderValue>>,
         cookie: Option<HeaderValue>,
     }
 
@@ -62,19 +112,22 @@ mod http_key {
                 return None;
             }
             let headers = req.headers();
+            if NEVER.iter().any(|name| headers.contains_key(name)) {
+                return None;
+            }
             // A header sent twice cannot be keyed by its first value alone.
-            let single = |name: header::HeaderName| -> Result<Option<HeaderValue>, ()> {
+            let single = |name: &HeaderName| -> Option<Option<HeaderValue>> {
                 let mut values = headers.get_all(name).iter();
                 match (values.next(), values.next()) {
-                    (v, None) => Ok(v.cloned()),
-                    (Some(_), Some(_)) | (None, Some(_)) => Err(()),
+                    (v, None) => Some(v.cloned()),
+                    (Some(_), Some(_)) | (None, Some(_)) => None,
                 }
             };
+            let keyed = KEYED.iter().chain(self.extra.iter());
             Some(HttpRequestKey {
                 method: method.clone(),
                 uri: req.uri().clone(),
-                host: single(header::HOST).ok()?,
-                authorization: single(header::AUTHORIZATION).ok()?,
+                headers: keyed.map(single).collect::<Option<_>>()?,
                 cookie: cookies(headers)?,
             })
         }
@@ -103,7 +156,7 @@ mod http_key {
         use super::*;
 
         fn key(req: Request<()>) -> Option<HttpRequestKey> {
-            HttpKey.make_key(&req)
+            HttpKey::new().make_key(&req)
         }
 
         #[test]
@@ -142,6 +195,48 @@ mod http_key {
                 .body(())
                 .unwrap();
             assert!(key(twice).is_none());
+        }
+
+        #[test]
+        fn every_credential_and_choice_of_representation_is_keyed() {
+            let with =
+                |name: &str, value: &str| Request::get("/a").header(name, value).body(()).unwrap();
+            for name in [
+                "proxy-authorization",
+                "x-api-key",
+                "accept",
+                "accept-encoding",
+                "accept-language",
+            ] {
+                assert_ne!(key(with(name, "1")), key(with(name, "2")), "{name}");
+                assert_ne!(
+                    key(with(name, "1")),
+                    key(Request::get("/a").body(()).unwrap())
+                );
+            }
+            // A header the application tells callers apart by, once added.
+            let tenant = |t| with("x-tenant", t);
+            assert_eq!(key(tenant("a")), key(tenant("b")));
+            let by_tenant = HttpKey::new().header(HeaderName::from_static("x-tenant"));
+            assert_ne!(
+                by_tenant.make_key(&tenant("a")),
+                by_tenant.make_key(&tenant("b"))
+            );
+        }
+
+        #[test]
+        fn conditional_and_range_requests_are_never_keyed() {
+            for (name, value) in [
+                ("range", "bytes=0-99"),
+                ("if-range", "\"v1\""),
+                ("if-match", "\"v1\""),
+                ("if-none-match", "\"v1\""),
+                ("if-modified-since", "Wed, 21 Oct 2015 07:28:00 GMT"),
+                ("if-unmodified-since", "Wed, 21 Oct 2015 07:28:00 GMT"),
+            ] {
+                let req = Request::get("/a").header(name, value).body(()).unwrap();
+                assert!(key(req).is_none(), "{name}");
+            }
         }
 
         #[test]

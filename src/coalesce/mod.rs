@@ -20,11 +20,16 @@
 //!   closure `Fn(&Req) -> Option<Key>`; `None` means "never share") and shares
 //!   responses that are `Clone` ([`CloneResponse`]).
 //! - [`CoalesceLayer::http`] keys `GET` and `HEAD` requests by method, URI,
-//!   `Host`, `Authorization` and `Cookie` ([`HttpKey`]) — so one user never
-//!   receives a response made for another — and shares responses by reading
-//!   their bodies into memory up to a cap ([`BufferBody`], 1 MiB by default).
-//!   A larger body goes to the caller that made the call, and the other
-//!   waiters make their own calls. Other methods pass straight through.
+//!   `Host`, credentials (`Authorization`, `Proxy-Authorization`,
+//!   `x-api-key`, `Cookie`) and `Accept*` ([`HttpKey`]; add headers with
+//!   [`HttpKey::header`]) — so one user never receives a response made for
+//!   another — and never shares conditional or range requests. It shares a
+//!   response by reading its body into memory up to a cap ([`BufferBody`],
+//!   1 MiB by default), and only one that sets no cookie, is neither
+//!   `Cache-Control: private` nor `no-store`, varies on no header outside the
+//!   key, and says its length. Any other response goes to the caller that
+//!   made the call, as it arrives, and the other waiters make their own
+//!   calls. Other methods pass straight through.
 //!
 //! ```
 //! use axum::{Router, routing::get};

@@ -307,13 +307,15 @@ impl<K, Key> CoalesceLayer<K, Key, CloneResponse> {
 #[cfg(feature = "http")]
 impl CoalesceLayer<super::HttpKey, super::HttpRequestKey, super::BufferBody> {
     /// The HTTP face: shares `GET` and `HEAD` requests with equal method, URI,
-    /// `Host`, `Authorization` and `Cookie` ([`HttpKey`](super::HttpKey)), by
-    /// buffering response bodies of up to 1 MiB
+    /// `Host`, credentials and `Accept*` headers ([`HttpKey`](super::HttpKey)),
+    /// never conditional or range requests, and only responses that set no
+    /// cookie, are not `private` or `no-store`, vary on nothing outside the
+    /// key and say their length, by buffering response bodies of up to 1 MiB
     /// ([`BufferBody`](super::BufferBody); change it with
     /// [`max_body`](Self::max_body)).
     pub fn http() -> Self {
         Self {
-            key: super::HttpKey,
+            key: super::HttpKey::new(),
             share: super::BufferBody::default(),
             in_flight: Arc::new(InFlight::new()),
         }

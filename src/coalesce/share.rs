@@ -139,12 +139,14 @@ mod http_share {
 
         fn collect(&self, res: Response<B>) -> CollectBody<B> {
             let (parts, body) = res.into_parts();
+            let shareable = shareable(&parts.headers) && fits(&body, self.max);
             CollectBody {
                 parts: Some(parts),
                 body: Some(Box::pin(body)),
                 buf: BytesMut::new(),
                 trailers: None,
                 max: self.max,
+                shareable,
             }
         }
 
@@ -168,6 +170,52 @@ mod http_share {
         }
     }
 
+    /// Whether a response may go to callers other than the one it was made
+    /// for: not if it sets a cookie (a session made for one caller), is
+    /// `Cache-Control: private` or `no-store`, or varies on a request header
+    /// the key does not hold ([`HttpKey`](crate::coalesce::HttpKey) keys the
+    /// credentials, `Host` and `Accept*`).
+    fn shareable(headers: &HeaderMap) -> bool {
+        use http::header::{CACHE_CONTROL, SET_COOKIE, VARY};
+        const KEYED: [&str; 7] = [
+            "accept",
+            "accept-encoding",
+            "accept-language",
+            "authorization",
+            "cookie",
+            "host",
+            "x-api-key",
+        ];
+        let tokens = |name| {
+            headers
+                .get_all(name)
+                .into_iter()
+                .flat_map(|v| v.to_str().unwrap_or("*").split(','))
+                .map(|t| t.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        };
+        if headers.contains_key(SET_COOKIE) {
+            return false;
+        }
+        let cache = tokens(CACHE_CONTROL);
+        // `private` may carry field names (`private="x"`): private all the same.
+        let private = |t: &String| t == "no-store" || t.split('=').next() == Some("private");
+        if cache.iter().any(private) {
+            return false;
+        }
+        tokens(VARY)
+            .iter()
+            .all(|t| t.is_empty() || KEYED.contains(&t.as_str()))
+    }
+
+    /// Whether the body can be held for sharing: it says how long it is, and
+    /// that is within `max`. A body of unknown length (a stream, chunked) goes
+    /// to its own caller as it arrives instead of making every waiter wait
+    /// for its end.
+    fn fits<B: Body>(body: &B, max: usize) -> bool {
+        body.is_end_stream() || body.size_hint().exact().is_some_and(|n| n <= max as u64)
+    }
+
     /// Reads a response body into memory for sharing; see [`BufferBody`].
     pub struct CollectBody<B> {
         parts: Option<Parts>,
@@ -175,6 +223,9 @@ mod http_share {
         buf: BytesMut,
         trailers: Option<HeaderMap>,
         max: usize,
+        /// Decided from the head: if not, the response goes to its caller
+        /// at once.
+        shareable: bool,
     }
 
     impl<B> fmt::Debug for CollectBody<B> {
@@ -216,6 +267,10 @@ mod http_share {
 
         fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
             let this = self.get_mut();
+            if !this.shareable {
+                let body = this.body.take().expect("polled after completion");
+                return Poll::Ready(this.give_up(Rest::Body { body }));
+            }
             loop {
                 let body = this.body.as_mut().expect("polled after completion");
                 match body.as_mut().poll_frame(cx) {
