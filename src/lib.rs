@@ -91,6 +91,7 @@
 mod error;
 mod overloaded;
 mod signal;
+mod sync;
 mod time;
 mod windowed_min;
 

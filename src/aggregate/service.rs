@@ -15,7 +15,7 @@ use tokio::sync::{AcquireError, Notify, OwnedSemaphorePermit, Semaphore, mpsc, o
 use tower_service::Service;
 
 use super::{AggregateConfig, Merge, merge::merge_into, worker::Worker};
-use crate::BoxError;
+use crate::{BoxError, sync::lock};
 
 type Acquire = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireError>> + Send>>;
 
@@ -263,12 +263,6 @@ where
         }
         Ok(())
     }
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Merging cannot leave the map half-updated in a way that matters more
-    // than losing the aggregate; keep serving after a panic elsewhere.
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl<K, V> Service<(K, V)> for Aggregate<K, V>

@@ -22,9 +22,9 @@ use tower_service::Service;
 
 use super::{
     Merge,
-    service::{Command, Shared, lock},
+    service::{Command, Shared},
 };
-use crate::BoxError;
+use crate::{BoxError, sync::lock};
 
 /// How many times one map is offered to the inner service before its
 /// updates are given up (counted in `keys_dropped`, and logged).

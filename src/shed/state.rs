@@ -3,7 +3,7 @@
 
 use std::{
     sync::{
-        Arc, Mutex, MutexGuard, TryLockError,
+        Arc, Mutex,
         atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
@@ -16,6 +16,7 @@ use super::core::{
 };
 use crate::{
     LoadSignal, Overloaded, Priority, Reason, priority::Cohort, retry_after::RetryAfterPolicy,
+    sync::try_lock,
 };
 
 /// Keeps a counter that every request writes on its own cache line (128
@@ -356,7 +357,9 @@ impl State {
         at: u64,
         signal: Option<&DynSignal>,
     ) {
-        // One closer at a time; the others decide with the current level.
+        // One closer at a time; the others decide with the current level. A
+        // lock poisoned by a panic (in a user's `LoadSignal`, say) is taken
+        // all the same: refusing it would freeze the level for good.
         let Some(mut controller) = try_lock(&adaptive.controller) else {
             return;
         };
@@ -524,17 +527,5 @@ impl crate::http::OnBodyEnd for Permit {
         if let crate::http::BodyEnd::Complete { .. } = end {
             self.complete();
         }
-    }
-}
-
-/// The lock if nobody holds it. A lock poisoned by a panic (in a user's
-/// `LoadSignal`, say) is taken all the same: the state behind it is counters
-/// and a level, whole after any panic, and refusing it would freeze the
-/// controller for good.
-fn try_lock<T>(mutex: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
-    match mutex.try_lock() {
-        Ok(guard) => Some(guard),
-        Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
-        Err(TryLockError::WouldBlock) => None,
     }
 }

@@ -151,7 +151,7 @@ impl ShedHandle {
                 thresholds: *thresholds,
             },
             Mode::Adaptive(a) => {
-                let c = a.controller.lock().unwrap_or_else(|p| p.into_inner());
+                let c = crate::sync::lock(&a.controller);
                 let (delay, baseline) = (c.last_delay(), c.baseline());
                 drop(c);
                 ModeStats::Adaptive {

@@ -12,24 +12,56 @@ use std::{
     time::Duration,
 };
 
-use http::Request;
+use http::{
+    HeaderValue, Request,
+    uri::{Authority, Scheme},
+};
 use tokio::time::Instant;
+
+use crate::sync::lock;
 
 /// The most origins remembered; past it, the cooldown ending soonest is
 /// forgotten first (expired ones go whenever one is added).
 const MAX_ORIGINS: usize = 1024;
 
-/// Where a request goes, as a cooldown's key: `scheme://host:port`, or the
-/// `Host` header for a request without an authority (a tonic `Channel`'s
-/// requests carry only their path; they share one key, `""`, if neither is
-/// there). `None` when the client has one cooldown for everything.
-pub(crate) type Origin = Option<Box<str>>;
+/// Where a request goes, as cheap handles onto its own URI and `Host` header
+/// (reference-counted bytes, no copy): a call keeps it in case its answer
+/// opens a cooldown. `None` when the client has one cooldown for everything.
+pub(crate) type Origin = Option<RequestOrigin>;
+
+#[derive(Debug, Clone)]
+pub(crate) struct RequestOrigin {
+    scheme: Option<Scheme>,
+    authority: Option<Authority>,
+    host: Option<HeaderValue>,
+}
+
+impl RequestOrigin {
+    /// The cooldown's key: `scheme://host:port`; for a request without an
+    /// authority (a tonic `Channel`'s carry only their path), its `Host`
+    /// header; `""` when it has neither. Built only while some cooldown is
+    /// open, or when one opens.
+    fn key(&self) -> Box<str> {
+        let Some(authority) = &self.authority else {
+            let host = self.host.as_ref().and_then(|h| h.to_str().ok());
+            return host.unwrap_or("").to_ascii_lowercase().into();
+        };
+        let scheme = self.scheme.as_ref().map_or("http", Scheme::as_str);
+        let port = authority
+            .port_u16()
+            .unwrap_or(if scheme == "https" { 443 } else { 80 });
+        let host = authority.host().to_ascii_lowercase();
+        format!("{scheme}://{host}:{port}").into()
+    }
+}
 
 #[derive(Debug)]
 pub(crate) struct Cooldown {
     per_origin: bool,
     epoch: Instant,
-    /// The whole client's cooldown (nanoseconds since `epoch`; 0: closed).
+    /// The whole client's cooldown, or per origin the last one to end
+    /// (nanoseconds since `epoch`; 0: none ever opened): while it has
+    /// passed, a call looks no further.
     until: AtomicU64,
     by_origin: Mutex<HashMap<Box<str>, Instant>>,
     opened: AtomicU64,
@@ -54,22 +86,13 @@ impl Cooldown {
         self.per_origin
     }
 
-    /// The cooldown key of `req`.
+    /// Where `req` goes, if cooldowns are kept per origin.
     pub(crate) fn origin_of<B>(&self, req: &Request<B>) -> Origin {
-        if !self.per_origin {
-            return None;
-        }
-        let uri = req.uri();
-        let Some(host) = uri.host() else {
-            let host = req.headers().get(http::header::HOST);
-            let host = host.and_then(|h| h.to_str().ok()).unwrap_or("");
-            return Some(host.to_ascii_lowercase().into());
-        };
-        let scheme = uri.scheme_str().unwrap_or("http");
-        let port = uri
-            .port_u16()
-            .unwrap_or(if scheme == "https" { 443 } else { 80 });
-        Some(format!("{scheme}://{}:{port}", host.to_ascii_lowercase()).into())
+        self.per_origin.then(|| RequestOrigin {
+            scheme: req.uri().scheme().cloned(),
+            authority: req.uri().authority().cloned(),
+            host: req.headers().get(http::header::HOST).cloned(),
+        })
     }
 
     /// Opens (or extends, never shortens) the cooldown of `origin` for `wait`
@@ -77,23 +100,19 @@ impl Cooldown {
     pub(crate) fn open(&self, origin: &Origin, wait: Duration) -> Instant {
         let now = Instant::now();
         let until = crate::time::after(now, wait);
+        let nanos = self.nanos(until);
+        let prev = self.until.fetch_max(nanos, Ordering::AcqRel);
         let (end, extended) = match origin {
-            None => {
-                let nanos = self.nanos(until);
-                let prev = self.until.fetch_max(nanos, Ordering::AcqRel);
-                (
-                    self.epoch + Duration::from_nanos(nanos.max(prev)),
-                    nanos > prev,
-                )
-            }
+            None => (self.instant(nanos.max(prev)), nanos > prev),
             Some(origin) => {
                 let mut map = lock(&self.by_origin);
-                let prev = map.get(origin).copied();
+                let key = origin.key();
+                let prev = map.get(&key).copied();
                 let end = prev.map_or(until, |p| p.max(until));
                 if prev.is_none() && map.len() >= MAX_ORIGINS {
                     forget_one(&mut map, now);
                 }
-                map.insert(origin.clone(), end);
+                map.insert(key, end);
                 (end, prev.is_none_or(|p| until > p))
             }
         };
@@ -104,33 +123,32 @@ impl Cooldown {
             #[cfg(feature = "tracing")]
             tracing::debug!(
                 retry_after_ms = ms,
-                origin = origin.as_deref().unwrap_or("*"),
+                per_origin = self.per_origin,
                 "remote asked to back off: cooldown open"
             );
         }
         end
     }
 
-    /// When the cooldown of `origin` ends, if it is still open.
+    /// When the cooldown of `origin` ends, if it is still open. Without one
+    /// open anywhere, an atomic load and nothing else.
     pub(crate) fn until(&self, origin: &Origin) -> Option<Instant> {
-        let until = match origin {
-            None => {
-                let nanos = self.until.load(Ordering::Acquire);
-                (nanos != 0).then(|| self.epoch + Duration::from_nanos(nanos))?
-            }
-            Some(origin) => *lock(&self.by_origin).get(origin)?,
+        let latest = self.latest()?;
+        let Some(origin) = origin else {
+            return Some(latest);
         };
+        let until = *lock(&self.by_origin).get(&origin.key())?;
         (until > Instant::now()).then_some(until)
     }
 
     /// When the last open cooldown, of any origin, ends.
     pub(crate) fn latest(&self) -> Option<Instant> {
-        if !self.per_origin {
-            return self.until(&None);
+        let nanos = self.until.load(Ordering::Acquire);
+        if nanos == 0 {
+            return None;
         }
-        let now = Instant::now();
-        let map = lock(&self.by_origin);
-        map.values().copied().filter(|u| *u > now).max()
+        let until = self.instant(nanos);
+        (until > Instant::now()).then_some(until)
     }
 
     pub(crate) fn opened(&self) -> u64 {
@@ -139,6 +157,10 @@ impl Cooldown {
 
     pub(crate) fn longest_ms(&self) -> u64 {
         self.longest_ms.load(Ordering::Relaxed)
+    }
+
+    fn instant(&self, nanos: u64) -> Instant {
+        self.epoch + Duration::from_nanos(nanos)
     }
 
     fn nanos(&self, at: Instant) -> u64 {
@@ -160,10 +182,6 @@ fn forget_one(map: &mut HashMap<Box<str>, Instant>, now: Instant) {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,7 +193,7 @@ mod tests {
     #[test]
     fn origins_are_scheme_host_and_port() {
         let c = Cooldown::new(true);
-        let o = |uri: &str| c.origin_of(&get(uri)).unwrap().to_string();
+        let o = |uri: &str| c.origin_of(&get(uri)).unwrap().key().to_string();
         assert_eq!(o("http://A.example/x"), "http://a.example:80");
         assert_eq!(o("https://a.example/y?z"), "https://a.example:443");
         assert_eq!(o("http://a.example:8080/"), "http://a.example:8080");
@@ -184,14 +202,18 @@ mod tests {
         with_host
             .headers_mut()
             .insert(http::header::HOST, "B.example:81".parse().unwrap());
-        assert_eq!(c.origin_of(&with_host).unwrap().as_ref(), "b.example:81");
-        assert_eq!(Cooldown::new(false).origin_of(&get("http://a/")), None);
+        assert_eq!(
+            c.origin_of(&with_host).unwrap().key().as_ref(),
+            "b.example:81"
+        );
+        assert!(Cooldown::new(false).origin_of(&get("http://a/")).is_none());
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_cooldown_only_extends_in_either_scope() {
-        for (per_origin, origin) in [(false, None), (true, Some("http://a:80".into()))] {
+        for per_origin in [false, true] {
             let c = Cooldown::new(per_origin);
+            let origin = c.origin_of(&get("http://a/"));
             assert_eq!(c.until(&origin), None);
             let start = Instant::now();
             c.open(&origin, Duration::from_secs(5));
@@ -209,14 +231,15 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn origins_are_bounded() {
         let c = Cooldown::new(true);
+        let origin = |i: usize| c.origin_of(&get(&format!("http://h{i}/")));
         for i in 0..MAX_ORIGINS + 10 {
-            let origin = Some(format!("http://h{i}:80").into());
-            c.open(&origin, Duration::from_secs(60 + i as u64));
+            c.open(&origin(i), Duration::from_secs(60 + i as u64));
         }
         assert_eq!(lock(&c.by_origin).len(), MAX_ORIGINS);
         // The soonest-ending went first; the latest are kept.
-        let last = Some(format!("http://h{}:80", MAX_ORIGINS + 9).into());
-        assert!(c.until(&last).is_some());
-        assert!(c.until(&Some("http://h0:80".into())).is_none());
+        assert!(c.until(&origin(MAX_ORIGINS + 9)).is_some());
+        assert!(c.until(&origin(0)).is_none());
+        // An origin that never asked is not held.
+        assert!(c.until(&c.origin_of(&get("http://other/"))).is_none());
     }
 }
