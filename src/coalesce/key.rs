@@ -25,6 +25,8 @@ where
 }
 
 #[cfg(feature = "http")]
+pub(crate) use self::http_key::keys_header;
+#[cfg(feature = "http")]
 pub use self::http_key::{HttpKey, HttpRequestKey};
 
 #[cfg(feature = "http")]
@@ -99,8 +101,17 @@ mod http_key {
     pub struct HttpRequestKey {
         method: Method,
         uri: Uri,
-        headers: Vec<Option<HeaderValue>>,
+        keyed: [Option<HeaderValue>; KEYED.len()],
+        // Empty (no allocation) unless headers were added.
+        extra: Vec<Option<HeaderValue>>,
         cookie: Option<HeaderValue>,
+    }
+
+    /// Whether a response varying on `name` can be shared under the default
+    /// key: the key holds that request header.
+    pub(crate) fn keys_header(name: &str) -> bool {
+        name.eq_ignore_ascii_case(header::COOKIE.as_str())
+            || KEYED.iter().any(|k| name.eq_ignore_ascii_case(k.as_str()))
     }
 
     impl<B> MakeKey<Request<B>> for HttpKey {
@@ -123,11 +134,15 @@ mod http_key {
                     (Some(_), Some(_)) | (None, Some(_)) => None,
                 }
             };
-            let keyed = KEYED.iter().chain(self.extra.iter());
+            let mut keyed: [Option<HeaderValue>; KEYED.len()] = Default::default();
+            for (slot, name) in keyed.iter_mut().zip(&KEYED) {
+                *slot = single(name)?;
+            }
             Some(HttpRequestKey {
                 method: method.clone(),
                 uri: req.uri().clone(),
-                headers: keyed.map(single).collect::<Option<_>>()?,
+                keyed,
+                extra: self.extra.iter().map(single).collect::<Option<_>>()?,
                 cookie: cookies(headers)?,
             })
         }

@@ -173,39 +173,32 @@ mod http_share {
     /// Whether a response may go to callers other than the one it was made
     /// for: not if it sets a cookie (a session made for one caller), is
     /// `Cache-Control: private` or `no-store`, or varies on a request header
-    /// the key does not hold ([`HttpKey`](crate::coalesce::HttpKey) keys the
-    /// credentials, `Host` and `Accept*`).
+    /// the default key does not hold ([`HttpKey`](crate::coalesce::HttpKey)
+    /// keys the credentials, `Host` and `Accept*`; headers added to a key
+    /// are not known here, so a response varying on one is not shared).
     fn shareable(headers: &HeaderMap) -> bool {
         use http::header::{CACHE_CONTROL, SET_COOKIE, VARY};
-        const KEYED: [&str; 7] = [
-            "accept",
-            "accept-encoding",
-            "accept-language",
-            "authorization",
-            "cookie",
-            "host",
-            "x-api-key",
-        ];
+        // A field that is not text reads as `*`: neither understood nor
+        // shared.
         let tokens = |name| {
             headers
                 .get_all(name)
                 .into_iter()
                 .flat_map(|v| v.to_str().unwrap_or("*").split(','))
-                .map(|t| t.trim().to_ascii_lowercase())
-                .collect::<Vec<_>>()
+                .map(str::trim)
         };
         if headers.contains_key(SET_COOKIE) {
             return false;
         }
-        let cache = tokens(CACHE_CONTROL);
         // `private` may carry field names (`private="x"`): private all the same.
-        let private = |t: &String| t == "no-store" || t.split('=').next() == Some("private");
-        if cache.iter().any(private) {
+        let private = |t: &str| {
+            let directive = t.split('=').next().unwrap_or(t).trim();
+            directive.eq_ignore_ascii_case("private") || directive.eq_ignore_ascii_case("no-store")
+        };
+        if tokens(CACHE_CONTROL).any(private) {
             return false;
         }
-        tokens(VARY)
-            .iter()
-            .all(|t| t.is_empty() || KEYED.contains(&t.as_str()))
+        tokens(VARY).all(|t| t.is_empty() || crate::coalesce::key::keys_header(t))
     }
 
     /// Whether the body can be held for sharing: it says how long it is, and
