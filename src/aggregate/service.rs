@@ -41,6 +41,14 @@ pub(crate) struct Shared<K, V> {
     pub(crate) done: Notify,
 }
 
+impl<K, V> Shared<K, V> {
+    /// Empties the map the handles merge into (its lock held as `state`).
+    pub(crate) fn take_map(&self, state: &mut State<K, V>) -> HashMap<K, V> {
+        self.keys.store(0, Ordering::Relaxed);
+        std::mem::take(&mut state.map)
+    }
+}
+
 pub(crate) struct State<K, V> {
     pub(crate) map: HashMap<K, V>,
     pub(crate) closed: bool,
@@ -158,8 +166,7 @@ where
                 false
             } else {
                 state.closed = true;
-                let map = std::mem::take(&mut state.map);
-                self.shared.keys.store(0, Ordering::Relaxed);
+                let map = self.shared.take_map(&mut state);
                 self.tx.send(Command::Shutdown(map, done_tx)).is_ok()
             }
         };
@@ -231,8 +238,7 @@ where
     fn hand_off(&self, permit: OwnedSemaphorePermit) {
         let mut state = lock(&self.shared.state);
         if state.map.len() >= self.shared.max_keys && !state.closed {
-            let map = std::mem::take(&mut state.map);
-            self.shared.keys.store(0, Ordering::Relaxed);
+            let map = self.shared.take_map(&mut state);
             // The worker only stops after `shutdown` or when every handle is
             // gone, so this send cannot fail while `closed` is false.
             let _ = self.tx.send(Command::Flush(map, permit));
@@ -256,8 +262,7 @@ where
             // Flush now if a slot is free; otherwise the next `poll_ready`
             // waits for one.
             if let Ok(permit) = self.slots.clone().try_acquire_owned() {
-                let map = std::mem::take(&mut state.map);
-                self.shared.keys.store(0, Ordering::Relaxed);
+                let map = self.shared.take_map(&mut state);
                 let _ = self.tx.send(Command::Flush(map, permit));
             }
         }

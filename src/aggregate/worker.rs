@@ -75,7 +75,7 @@ impl<K: Hash + Eq, V> Drop for Worker<K, V> {
         // nobody will flush now (there are none after a clean stop).
         let mut state = lock(&self.shared.state);
         state.closed = true;
-        let mut lost = std::mem::take(&mut state.map).len();
+        let mut lost = self.shared.take_map(&mut state).len();
         drop(state);
         self.rx.close();
         while let Ok(command) = self.rx.try_recv() {
@@ -89,7 +89,6 @@ impl<K: Hash + Eq, V> Drop for Worker<K, V> {
             #[cfg(feature = "tracing")]
             tracing::error!(keys = lost, "aggregate worker stopped; updates lost");
         }
-        self.shared.keys.store(0, Ordering::Relaxed);
         self.shared.stats.shut_down.store(true, Ordering::Release);
         self.shared.done.notify_waiters();
     }
@@ -151,9 +150,7 @@ where
 
 /// The handles' current map, emptied.
 fn take_map<K, V>(shared: &Shared<K, V>) -> HashMap<K, V> {
-    let mut state = lock(&shared.state);
-    shared.keys.store(0, Ordering::Relaxed);
-    std::mem::take(&mut state.map)
+    shared.take_map(&mut lock(&shared.state))
 }
 
 /// Offers `map` to the inner service, with the map of a pending retry merged
