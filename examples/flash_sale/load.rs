@@ -104,6 +104,32 @@ pub async fn drive(
     timeout: Duration,
     live: Arc<Live>,
 ) -> Vec<Sample> {
+    let samples = Arc::new(Mutex::new(Vec::with_capacity(64 * 1024)));
+    let record = {
+        let samples = Arc::clone(&samples);
+        move |sample, _status| samples.lock().unwrap().push(sample)
+    };
+    drive_into(addr, phases, mix, protocol, timeout, live, record).await;
+    Arc::try_unwrap(samples)
+        .map(|m| m.into_inner().unwrap())
+        .unwrap_or_default()
+}
+
+/// Sends the phases' traffic to `addr` and hands each request's fate, with
+/// the status it was answered with (`None`: no complete answer), to `record`
+/// as soon as it is known. Nothing is kept, so a run of any length holds
+/// only the requests in flight.
+pub async fn drive_into<R>(
+    addr: SocketAddr,
+    phases: &[Phase],
+    mix: Mix,
+    protocol: Protocol,
+    timeout: Duration,
+    live: Arc<Live>,
+    record: R,
+) where
+    R: Fn(Sample, Option<StatusCode>) + Clone + Send + 'static,
+{
     let client = match protocol {
         // One HTTP/2 connection multiplexes every request, so the client
         // needs no socket per outstanding request however badly the server
@@ -122,7 +148,6 @@ pub async fn drive(
         Protocol::Http1 => H1_CONNECTIONS,
         Protocol::Http2 => tokio::sync::Semaphore::MAX_PERMITS,
     }));
-    let samples = Arc::new(Mutex::new(Vec::with_capacity(64 * 1024)));
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     let mut next = start;
@@ -133,18 +158,18 @@ pub async fn drive(
             tokio::time::sleep_until(next).await;
             let (priority, path) = pick_route(&mix);
             let client = client.clone();
-            let samples = Arc::clone(&samples);
+            let record = record.clone();
             let live = Arc::clone(&live);
             let connections = Arc::clone(&connections);
             live.sent.fetch_add(1, Ordering::Relaxed);
             tasks.spawn(async move {
                 let sent = start.elapsed();
-                let outcome = tokio::time::timeout(timeout, async {
+                let (outcome, status) = tokio::time::timeout(timeout, async {
                     let _connection = connections.acquire().await;
                     send(&client, addr, path).await
                 })
                 .await
-                .unwrap_or(Outcome::Timeout);
+                .unwrap_or((Outcome::Timeout, None));
                 let done = start.elapsed();
                 match outcome {
                     Outcome::Ok => &live.ok,
@@ -153,12 +178,15 @@ pub async fn drive(
                     Outcome::Error => &live.error,
                 }
                 .fetch_add(1, Ordering::Relaxed);
-                samples.lock().unwrap().push(Sample {
-                    priority,
-                    sent,
-                    done,
-                    outcome,
-                });
+                record(
+                    Sample {
+                        priority,
+                        sent,
+                        done,
+                        outcome,
+                    },
+                    status,
+                );
             });
             // Reap finished tasks as we go so the set stays small.
             while tasks.try_join_next().is_some() {}
@@ -166,9 +194,6 @@ pub async fn drive(
         }
     }
     while tasks.join_next().await.is_some() {}
-    Arc::try_unwrap(samples)
-        .map(|m| m.into_inner().unwrap())
-        .unwrap_or_default()
 }
 
 fn pick_route(mix: &Mix) -> (Priority, &'static str) {
@@ -198,7 +223,7 @@ async fn send(
     client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
     addr: SocketAddr,
     path: &str,
-) -> Outcome {
+) -> (Outcome, Option<StatusCode>) {
     let req = Request::post(format!("http://{addr}{path}"))
         .header(header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from_static(b"{\"item\":42}")))
@@ -209,7 +234,7 @@ async fn send(
             if std::env::var_os("FLASH_SALE_DEBUG").is_some() {
                 eprintln!("request failed: {e:?}");
             }
-            return Outcome::Error;
+            return (Outcome::Error, None);
         }
     };
     let status = res.status();
@@ -218,9 +243,9 @@ async fn send(
         .get(header::RETRY_AFTER)
         .and_then(|v| parse_retry_after(v.as_bytes(), std::time::SystemTime::now()));
     if res.into_body().collect().await.is_err() {
-        return Outcome::Error;
+        return (Outcome::Error, None);
     }
-    match (status, hint) {
+    let outcome = match (status, hint) {
         (status, _) if status.is_success() => Outcome::Ok,
         (StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS, hint) => match hint {
             Some(d) if d >= Duration::from_secs(1) => Outcome::Shed,
@@ -232,5 +257,6 @@ async fn send(
             }
             Outcome::Error
         }
-    }
+    };
+    (outcome, Some(status))
 }
