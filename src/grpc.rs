@@ -57,10 +57,16 @@ pub fn is_grpc_request(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
-/// The `grpc-status` in a header or trailer block, if present and numeric.
+/// The `grpc-status` in a header or trailer block, if present and a decimal
+/// number (the protocol's `1*DIGIT`, surrounding whitespace aside).
 pub fn grpc_status(headers: &HeaderMap) -> Option<i32> {
-    let v = headers.get(&GRPC_STATUS)?.to_str().ok()?;
-    v.trim().parse().ok()
+    let v = headers.get(&GRPC_STATUS)?.as_bytes().trim_ascii();
+    // `i32`'s parser also takes a sign: `+14` is not `UNAVAILABLE` (tonic
+    // reads it as `UNKNOWN`).
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
 }
 
 /// Writes the fields of a trailers-only refusal into `headers`.

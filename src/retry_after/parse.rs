@@ -101,7 +101,11 @@ fn rfc850(text: &str, now: SystemTime) -> Option<SystemTime> {
         year -= 100;
     }
     let days = days_from_civil(year, month, day);
-    let secs = days * 86_400 + hour * 3_600 + minute * 60 + second;
+    // Checked: against a clock near the end of `SystemTime`, the century
+    // ahead does not fit an `i64` of seconds.
+    let secs = days
+        .checked_mul(86_400)?
+        .checked_add(hour * 3_600 + minute * 60 + second)?;
     let secs = u64::try_from(secs).unwrap_or(0);
     SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(secs))
 }
