@@ -10,13 +10,15 @@ use axum::{
     body::Body,
     body::Bytes,
     extract::State,
-    http::{Method, Request},
+    http::{Method, Request, StatusCode},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
     routing::{get, post},
 };
 use serde_json::{Value, json};
 use tower_spillway::{
     Priority,
-    deadline::DeadlineLayer,
+    deadline::{Deadline, DeadlineLayer},
     limit::{AdaptiveLimitLayer, Gradient, LimitHandle},
     priority::{HeaderPriority, PriorityLayer, RouteTable},
     shed::{Adaptive, Bypass, HealthChecks, PriorityShedLayer, ShedHandle},
@@ -73,6 +75,13 @@ pub fn routes() -> RouteTable {
         .route(None, "/analytics", Priority::Low)
 }
 
+/// The longest a caller may take to send its request body (less if its
+/// deadline is sooner).
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest request body: axum's default limit.
+const BODY_LIMIT: usize = 2 * 1024 * 1024;
+
 /// Requests no overload layer may refuse or delay: health checks (the
 /// load balancer must not think a busy instance is dead) and `/stats` (it is
 /// needed most when the service is busiest).
@@ -110,14 +119,16 @@ pub fn app(config: &Config) -> (Router, Handles) {
         db: Arc::clone(&db),
     };
 
-    // The limiter wraps only the routes that use the database ...
+    // The limiter wraps only the routes that use the database, and only
+    // once their body has arrived ...
     let protected = Router::new()
         .route("/payments", post(write))
         .route("/orders", post(write))
         .route("/likes", post(write))
         .route("/analytics", post(write))
         .with_state(db)
-        .layer(limit);
+        .layer(limit)
+        .layer(middleware::from_fn(read_body));
     // ... so health checks and stats never wait for a permit; the shedder
     // lets them through by `operational`.
     let app = Router::new()
@@ -133,9 +144,38 @@ pub fn app(config: &Config) -> (Router, Handles) {
     (app, handles)
 }
 
+/// Reads the request body (up to 2 MB, within [`BODY_TIMEOUT`]) before the
+/// limiter: a permit stands for a database write, not for the caller's
+/// upload. Were the body read under the permit, a caller that stalls its
+/// body (slowloris) would hold the permit as long as it liked, and as many
+/// such callers as the limit (10 to start with) would have every write
+/// refused. Answers `413` past the size, `408` past the time.
+async fn read_body(req: Request<Body>, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let within = parts
+        .extensions
+        .get::<Deadline>()
+        .map_or(BODY_TIMEOUT, |d| d.remaining().min(BODY_TIMEOUT));
+    match tokio::time::timeout(within, axum::body::to_bytes(body, BODY_LIMIT)).await {
+        Ok(Ok(bytes)) => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
+        Ok(Err(err)) => {
+            let too_large = std::error::Error::source(&err)
+                .is_some_and(|e| e.is::<http_body_util::LengthLimitError>());
+            if too_large {
+                StatusCode::PAYLOAD_TOO_LARGE.into_response()
+            } else {
+                StatusCode::BAD_REQUEST.into_response()
+            }
+        }
+        Err(_) => StatusCode::REQUEST_TIMEOUT.into_response(),
+    }
+}
+
 /// One database write; the answer says what the request was worth. The
-/// request body (any, up to axum's default 2 MB) is read before the write,
-/// as a real handler would.
+/// request body (any, up to 2 MB) has been read by [`read_body`].
 async fn write(
     State(db): State<Arc<Database>>,
     priority: Option<Extension<Priority>>,

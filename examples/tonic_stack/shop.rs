@@ -27,6 +27,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tonic::{
     Status,
     body::Body,
@@ -35,10 +36,10 @@ use tonic::{
     transport::{Channel, Server, server::TcpIncoming},
 };
 use tonic_prost::ProstCodec;
-use tower::{BoxError, Service, ServiceBuilder};
+use tower::{BoxError, Service, ServiceBuilder, ServiceExt as _};
 use tower_spillway::{
     Priority,
-    deadline::DeadlineLayer,
+    deadline::{Deadline, DeadlineLayer},
     limit::{AdaptiveLimitLayer, Aimd, Gradient, Growth, HttpOutcomes, LimitHandle},
     priority::{GrpcMethods, PriorityLayer},
     rate::{ApiKey, KeyDigest, Quota, RateLimitHandle, RateLimitLayer},
@@ -155,6 +156,76 @@ where
     }
 }
 
+/// The longest a caller may take to send its request message (less if its
+/// deadline is sooner).
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest request body: tonic's default 4 MiB message and its prefix.
+const BODY_LIMIT: usize = 4 * 1024 * 1024 + 5;
+
+/// Reads a call's request body before the limiter: a permit stands for a
+/// database write, not for the caller's upload. Were the message read under
+/// the permit, a caller that stalls it (an HTTP/2 stream left open after
+/// a few bytes) would hold the permit as long as it liked, and as many such
+/// calls as the limit would have every call refused. A message not sent
+/// within [`BODY_TIMEOUT`] is `DEADLINE_EXCEEDED`; one over 4 MiB
+/// `OUT_OF_RANGE`.
+#[derive(Debug, Clone)]
+pub struct ReadBody<S> {
+    inner: S,
+}
+
+impl<S> ReadBody<S> {
+    pub fn new(inner: S) -> Self {
+        Self { inner }
+    }
+}
+
+impl<S, B> Service<http::Request<Body>> for ReadBody<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // Each call readies its own clone once its body has arrived.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let (parts, body) = req.into_parts();
+            let within = parts
+                .extensions
+                .get::<Deadline>()
+                .map_or(BODY_TIMEOUT, |d| d.remaining().min(BODY_TIMEOUT));
+            let read = Limited::new(body, BODY_LIMIT).collect();
+            let status = match tokio::time::timeout(within, read).await {
+                Ok(Ok(body)) => {
+                    let req = http::Request::from_parts(parts, Body::new(body));
+                    let res = inner.oneshot(req).await?;
+                    return Ok(res.map(Body::new));
+                }
+                Ok(Err(err)) if err.is::<LengthLimitError>() => {
+                    Status::out_of_range("request message larger than 4 MiB")
+                }
+                Ok(Err(_)) => Status::cancelled("request body failed"),
+                Err(_) => Status::deadline_exceeded("request message not sent in time"),
+            };
+            Ok(status.into_http())
+        })
+    }
+}
+
 /// The server's settings.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -190,7 +261,8 @@ pub fn methods() -> GrpcMethods {
 ///   refuses what the limiter forecasts it would refuse; health checks
 ///   bypass it);
 /// - shop calls only: a rate limit per API key (`RESOURCE_EXHAUSTED` with the
-///   exact wait), then the adaptive limit (the default `Gradient`, priority
+///   exact wait), then [`ReadBody`] (the message arrives before a permit is
+///   taken), then the adaptive limit (the default `Gradient`, priority
 ///   queue, refusal at the door of what cannot be served in time or before
 ///   the caller's deadline).
 ///
@@ -231,6 +303,7 @@ pub async fn serve(
     // The shop's own protection: `named_layer` keeps the service's gRPC name.
     let shop = ServiceBuilder::new()
         .layer(rate)
+        .layer_fn(ReadBody::new)
         .layer(limit)
         .named_layer(ShopServer::new(db));
     let server = Server::builder()
