@@ -8,7 +8,8 @@ use tokio::time::{Instant, advance};
 
 use super::{
     Gradient, LimitHandle, Outcome, Permit,
-    queue::{Admission, QueueConfig, Shared},
+    admission::{Admission, Shared},
+    queue::QueueConfig,
 };
 use crate::{LoadSignal, Priority, Reason};
 

@@ -11,7 +11,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Sleep, sleep_until};
 use tower_service::Service;
 
-use super::{ClassifyOutcome, Permit, queue::Ticket};
+use super::{ClassifyOutcome, Permit, permit::Ticket};
 use crate::{Overloaded, Reject};
 
 /// A request waiting in the queue, with the ready service it will call.

@@ -8,7 +8,7 @@ use std::{
 
 use tokio::time::Instant;
 
-use super::queue::Shared;
+use super::admission::Shared;
 use crate::{LoadSignal, Priority};
 
 /// A view of an [`AdaptiveLimitLayer`](super::AdaptiveLimitLayer)'s state:

@@ -5,8 +5,8 @@ use tower_layer::Layer;
 #[cfg(feature = "http")]
 use super::HttpOutcomes;
 use super::{
-    AdaptiveLimit, Algorithm, ByResult, LimitHandle, Reserved,
-    queue::{QueueConfig, Shared},
+    AdaptiveLimit, Algorithm, ByResult, LimitHandle, Reserved, admission::Shared,
+    queue::QueueConfig,
 };
 #[cfg(feature = "http")]
 use crate::http::{AsResponse, ProblemDetails};

@@ -141,13 +141,18 @@
 //! - Shrinking the limit never cancels running work: it only delays the next
 //!   admissions.
 
+mod admission;
 mod aimd;
+mod counters;
 mod forecast;
 mod gradient;
 mod handle;
 mod layer;
+mod log;
 mod outcome;
+mod permit;
 mod queue;
+mod reserved;
 mod service;
 
 pub mod future;
@@ -159,7 +164,8 @@ pub use layer::AdaptiveLimitLayer;
 #[cfg(feature = "http")]
 pub use outcome::{BodyPermit, HttpOutcomes};
 pub use outcome::{ByResult, ClassifyOutcome};
-pub use queue::{Outcome, Permit, Reserved};
+pub use permit::{Outcome, Permit};
+pub use reserved::Reserved;
 pub use service::AdaptiveLimit;
 
 #[cfg(test)]

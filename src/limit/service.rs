@@ -8,8 +8,8 @@ use tower_service::Service;
 
 use super::{
     ClassifyOutcome, LimitHandle,
+    admission::{Admission, Shared},
     future::ResponseFuture,
-    queue::{Admission, Shared},
 };
 use crate::{AsError, Overloaded, Reject, priority::Classify, priority::FromExtensions};
 
