@@ -143,6 +143,7 @@
 
 mod admission;
 mod aimd;
+mod algorithm;
 mod counters;
 mod forecast;
 mod gradient;
@@ -157,7 +158,8 @@ mod service;
 
 pub mod future;
 
-pub use aimd::{Aimd, AimdBuilder, Algorithm, Fixed, Growth, LatencyTarget, Sample};
+pub use aimd::{Aimd, AimdBuilder, Growth, LatencyTarget};
+pub use algorithm::{Algorithm, Fixed, Sample};
 pub use gradient::{Gradient, GradientBuilder};
 pub use handle::{LimitHandle, LimitSnapshot, QueuedByPriority};
 pub use layer::AdaptiveLimitLayer;
