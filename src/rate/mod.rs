@@ -43,16 +43,19 @@
 //! - Quotas change at runtime through [`RateLimitHandle::set_quota`], keeping
 //!   every key's history.
 
+mod clock;
 mod gcra;
 mod key;
 mod layer;
 mod pace;
+mod quota;
 mod service;
+mod store;
 
-pub use gcra::Quota;
 pub use key::{ApiKey, Global, HeaderKey, KeyDigest, KeyExtractor, KeyFn, KeyType, PeerIp, key_fn};
 pub use layer::{DEFAULT_MAX_KEYS, RateLimitHandle, RateLimitLayer, RateLimitSnapshot};
 pub use pace::{Pace, PaceLayer};
+pub use quota::Quota;
 pub use service::{RATELIMIT, RATELIMIT_POLICY, RateLimit, RateLimitFields, ResponseFuture};
 
 #[cfg(test)]
