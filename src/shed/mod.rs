@@ -114,6 +114,8 @@ pub mod future;
 mod layer;
 #[cfg(feature = "tracing")]
 mod log;
+mod mode;
+mod permit;
 mod service;
 mod state;
 mod stats;
@@ -124,8 +126,8 @@ pub use bypass::HealthChecks;
 pub use bypass::{Bypass, NoBypass};
 pub use future::ResponseFuture;
 pub use layer::PriorityShedLayer;
+pub use permit::Permit;
 pub use service::{HoldPermit, PriorityShed};
-pub use state::Permit;
 pub use stats::{ModeStats, PerPriority, ShedHandle, ShedStats};
 #[cfg(test)]
 mod tests;

@@ -1,10 +1,10 @@
-//! The shared, lock-free state behind every clone of one layer, and the
-//! permit an admitted request holds.
+//! The shared, lock-free state behind every clone of one layer: admission,
+//! the adaptive window's samples, the completion rate and the retry hint.
 
 use std::{
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -12,84 +12,19 @@ use std::{
 use tokio::time::Instant;
 
 use super::core::{
-    Adaptive, Controller, Movement, RateMeter, SLOTS, Thresholds, Window, admits_at, drain_time,
+    Adaptive, Movement, RateMeter, SLOTS, Thresholds, Window, admits_at, drain_time,
+};
+use super::{
+    mode::{AdaptiveState, Mode, nanos},
+    permit::Permit,
 };
 use crate::{
     LoadSignal, Overloaded, Priority, Reason, priority::Cohort, retry_after::RetryAfterPolicy,
-    sync::try_lock,
+    sync::Padded, sync::try_lock,
 };
-
-/// Keeps a counter that every request writes on its own cache line (128
-/// bytes: adjacent-line prefetchers pair lines), away from the read-mostly
-/// configuration and from other counters.
-#[derive(Debug, Default)]
-#[repr(align(128))]
-pub(crate) struct Padded<T>(pub(crate) T);
-
-impl<T> std::ops::Deref for Padded<T> {
-    type Target = T;
-
-    #[inline]
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
-
-/// The latency samples of the current adaptive window.
-#[derive(Debug)]
-struct Samples {
-    count: AtomicU32,
-    /// The fastest, in nanoseconds (`u64::MAX`: none).
-    min_ns: AtomicU64,
-}
 
 /// A load signal shared by the layer's clones.
 pub(crate) type DynSignal = Arc<dyn LoadSignal + Send + Sync>;
-
-// One per layer: its size does not matter, an indirection on the hot path
-// would.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug)]
-pub(crate) enum Mode {
-    Static(Thresholds),
-    Adaptive(AdaptiveState),
-}
-
-#[derive(Debug)]
-pub(crate) struct AdaptiveState {
-    pub(crate) config: Adaptive,
-    pub(crate) level: AtomicU32,
-    epoch: Instant,
-    /// End of the current window, in nanoseconds since `epoch`.
-    deadline_ns: AtomicU64,
-    samples: Padded<Samples>,
-    pub(crate) controller: Mutex<Controller>,
-}
-
-impl AdaptiveState {
-    fn new(config: Adaptive) -> Self {
-        let epoch = Instant::now();
-        Self {
-            config,
-            level: AtomicU32::new(SLOTS),
-            epoch,
-            deadline_ns: AtomicU64::new(nanos(config.window_time())),
-            samples: Padded(Samples {
-                count: AtomicU32::new(0),
-                min_ns: AtomicU64::new(u64::MAX),
-            }),
-            controller: Mutex::new(Controller::new(config)),
-        }
-    }
-
-    fn since_epoch(&self, now: Instant) -> u64 {
-        nanos(now.saturating_duration_since(self.epoch))
-    }
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
 
 /// The layer's signal, where statistics handles find it.
 pub(crate) struct SignalSlot(std::sync::RwLock<Option<DynSignal>>);
@@ -124,7 +59,7 @@ pub(crate) struct State {
     pub(crate) in_flight: Padded<AtomicUsize>,
     /// Admissions against an external signal that the signal may not show yet
     /// (from the decision until the inner service's future is first polled).
-    claims: Padded<AtomicUsize>,
+    pub(super) claims: Padded<AtomicUsize>,
     pub(crate) admitted: Padded<[AtomicU64; 4]>,
     pub(crate) shed: [AtomicU64; 4],
     pub(crate) bypassed: AtomicU64,
@@ -414,7 +349,7 @@ impl State {
     /// Records a completed request's latency in the adaptive window.
     /// `start` is the admission time in nanoseconds since the window
     /// epoch, plus one.
-    fn sample(&self, start: u64) {
+    pub(super) fn sample(&self, start: u64) {
         if let Mode::Adaptive(adaptive) = &self.mode {
             let now = Instant::now();
             let end = adaptive.since_epoch(now);
@@ -452,80 +387,4 @@ fn admits_level(level: u32, priority: Priority, cohort: Option<Cohort>) -> bool 
         .or_else(|| Cohort::new(fastrand::u8(..Cohort::COUNT as u8)))
         .unwrap_or(top);
     admits_at(level, priority, cohort)
-}
-
-/// The place an admitted request holds until it finishes: released exactly
-/// once, when its response (on the HTTP face, its response body) ends, fails
-/// or is dropped, or when the caller gives up.
-pub struct Permit {
-    /// `None` for a bypassed request, which holds nothing.
-    state: Option<Arc<State>>,
-    claimed: bool,
-    /// Admission time for a latency sample, in nanoseconds since the
-    /// adaptive window epoch plus one; 0 when no sample is wanted.
-    start: u64,
-}
-
-impl std::fmt::Debug for Permit {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Permit").finish_non_exhaustive()
-    }
-}
-
-impl Permit {
-    /// The permit of a bypassed request: it holds nothing.
-    pub(crate) const fn none() -> Self {
-        Self {
-            state: None,
-            claimed: false,
-            start: 0,
-        }
-    }
-
-    /// `true` while the permit holds a claim against an external signal.
-    #[inline]
-    pub(crate) const fn is_claimed(&self) -> bool {
-        self.claimed
-    }
-
-    /// The inner service has the request and has been polled once: an
-    /// external signal counts it now.
-    #[inline]
-    pub(crate) fn settle(&mut self) {
-        if std::mem::take(&mut self.claimed) {
-            if let Some(state) = &self.state {
-                state.claims.fetch_sub(1, Ordering::AcqRel);
-            }
-        }
-    }
-
-    /// The request finished normally: in adaptive mode its latency is a
-    /// sample. (A permit merely dropped gives none: a cancelled or failed
-    /// request says nothing about queueing.)
-    #[inline]
-    pub(crate) fn complete(mut self) {
-        let start = std::mem::take(&mut self.start);
-        if let (true, Some(state)) = (start != 0, &self.state) {
-            state.sample(start);
-        }
-    }
-}
-
-impl Drop for Permit {
-    #[inline]
-    fn drop(&mut self) {
-        self.settle();
-        if let Some(state) = &self.state {
-            state.in_flight.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-}
-
-#[cfg(feature = "http")]
-impl crate::http::OnBodyEnd for Permit {
-    fn on_body_end(self, end: crate::http::BodyEnd<'_>) {
-        if let crate::http::BodyEnd::Complete { .. } = end {
-            self.complete();
-        }
-    }
 }

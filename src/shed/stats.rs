@@ -11,7 +11,8 @@ use std::{
 use super::{
     Thresholds,
     core::SLOTS,
-    state::{DynSignal, Mode, State},
+    mode::Mode,
+    state::{DynSignal, State},
 };
 use crate::Priority;
 
