@@ -1,156 +1,48 @@
-//! Transition logs and periodic summaries (feature `tracing`).
+//! Transition logs and periodic summaries (feature `tracing`): a leaf that
+//! is handed numbers and decides what to print. Without the feature, [`Log`]
+//! is [`Silent`], which keeps nothing and prints nothing.
 //!
 //! Under overload, logging must not become load: a tier's first refusal logs
 //! "shedding started", the level's moves log at `debug`, and every
-//! [`SUMMARY_PERIOD`] a single line counts the refusals by priority. A tier
+//! ten seconds a single line counts the refusals by priority. A tier
 //! without refusals for a whole period logs "shedding stopped". Nothing is
 //! logged per request.
 
-use std::{
-    sync::atomic::{AtomicBool, AtomicU64, Ordering},
-    time::Duration,
-};
+use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{
-    core::Movement,
-    state::{DynSignal, State},
-};
+use super::core::Movement;
 use crate::Priority;
 
-/// How often a summary is logged while shedding.
-pub(crate) const SUMMARY_PERIOD: Duration = Duration::from_secs(10);
+#[cfg(feature = "tracing")]
+mod transitions;
 
+/// The shedder's log: [`Transitions`](transitions::Transitions) with the
+/// `tracing` feature.
+#[cfg(feature = "tracing")]
+pub(crate) type Log = transitions::Transitions;
+/// The shedder's log: [`Silent`] without the `tracing` feature.
+#[cfg(not(feature = "tracing"))]
+pub(crate) type Log = Silent;
+
+/// A log that keeps nothing and prints nothing.
 #[derive(Debug)]
-pub(crate) struct Log {
-    shedding: [AtomicBool; 4],
-    period_shed: [AtomicU64; 4],
-    any: AtomicBool,
-    epoch: Instant,
-    /// When the next summary is due, in nanoseconds since `epoch` (0: not
-    /// scheduled).
-    next_summary: AtomicU64,
-}
+#[cfg_attr(feature = "tracing", allow(dead_code))]
+pub(crate) struct Silent;
 
-impl Log {
+#[cfg_attr(feature = "tracing", allow(dead_code))]
+impl Silent {
     pub(crate) fn new() -> Self {
-        Self {
-            shedding: Default::default(),
-            period_shed: Default::default(),
-            any: AtomicBool::new(false),
-            epoch: Instant::now(),
-            next_summary: AtomicU64::new(0),
-        }
+        Self
     }
 
-    pub(crate) fn on_shed(
-        &self,
-        state: &State,
-        priority: Priority,
-        load: usize,
-        retry_after: Duration,
-        now: Instant,
-    ) {
-        self.period_shed[priority.index()].fetch_add(1, Ordering::Relaxed);
-        if !self.shedding[priority.index()].swap(true, Ordering::Relaxed) {
-            self.any.store(true, Ordering::Relaxed);
-            tracing::warn!(
-                priority = priority.as_str(),
-                load,
-                inflight = state.in_flight.load(Ordering::Relaxed),
-                retry_after_ms = retry_after.as_millis() as u64,
-                "shedding started"
-            );
-        }
-        self.maybe_summary(now);
-    }
+    #[inline]
+    pub(crate) fn on_shed(&self, _: Priority, _: usize, _: usize, _: Duration, _: Instant) {}
 
-    pub(crate) fn on_admit(
-        &self,
-        _state: &State,
-        _priority: Priority,
-        _signal: Option<&DynSignal>,
-    ) {
-        if self.any.load(Ordering::Relaxed) {
-            self.maybe_summary(Instant::now());
-        }
-    }
+    #[inline]
+    pub(crate) fn on_admit(&self) {}
 
-    pub(crate) fn on_window(
-        &self,
-        _state: &State,
-        movement: Movement,
-        delay: Option<Duration>,
-        now: Instant,
-    ) {
-        let delay_ms = delay.map_or(0, |d| d.as_millis() as u64);
-        match movement {
-            Movement::Down { from, to } if from != to => {
-                tracing::debug!(from, to, delay_ms, "admission level lowered");
-            }
-            Movement::Up { from, to } if from != to => {
-                tracing::debug!(from, to, delay_ms, "admission level raised");
-            }
-            _ => {}
-        }
-        if self.any.load(Ordering::Relaxed) {
-            self.maybe_summary(now);
-        }
-    }
-
-    fn maybe_summary(&self, now: Instant) {
-        let at = u64::try_from(now.saturating_duration_since(self.epoch).as_nanos())
-            .unwrap_or(u64::MAX)
-            .max(1);
-        let period = SUMMARY_PERIOD.as_nanos() as u64;
-        let next = self.next_summary.load(Ordering::Relaxed);
-        if next == 0 {
-            // The first period starts now.
-            let _ = self.next_summary.compare_exchange(
-                0,
-                at.saturating_add(period),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            );
-            return;
-        }
-        if at < next
-            || self
-                .next_summary
-                .compare_exchange(
-                    next,
-                    at.saturating_add(period),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_err()
-        {
-            return;
-        }
-        let counts = [0, 1, 2, 3].map(|i| self.period_shed[i].swap(0, Ordering::Relaxed));
-        let total: u64 = counts.iter().sum();
-        if total > 0 {
-            tracing::info!(
-                low = counts[0],
-                default = counts[1],
-                high = counts[2],
-                critical = counts[3],
-                "shed {total} requests in the last {} s",
-                SUMMARY_PERIOD.as_secs()
-            );
-        }
-        let mut any = false;
-        for p in Priority::ALL {
-            let i = p.index();
-            if counts[i] == 0 {
-                if self.shedding[i].swap(false, Ordering::Relaxed) {
-                    tracing::info!(priority = p.as_str(), "shedding stopped");
-                }
-            } else {
-                any = true;
-            }
-        }
-        self.any.store(any, Ordering::Relaxed);
-    }
+    #[inline]
+    pub(crate) fn on_window(&self, _: Movement, _: Option<Duration>, _: Instant) {}
 }

@@ -112,7 +112,6 @@ mod bypass;
 mod core;
 pub mod future;
 mod layer;
-#[cfg(feature = "tracing")]
 mod log;
 mod mode;
 mod permit;

@@ -15,6 +15,7 @@ use super::core::{
     Adaptive, Movement, RateMeter, SLOTS, Thresholds, Window, admits_at, drain_time,
 };
 use super::{
+    log::Log,
     mode::{AdaptiveState, Mode, nanos},
     permit::Permit,
 };
@@ -69,8 +70,7 @@ pub(crate) struct State {
     pub(crate) last_hint_ms: AtomicU64,
     /// The signal, for statistics handles (requests read the layer's copy).
     pub(crate) signal: SignalSlot,
-    #[cfg(feature = "tracing")]
-    pub(crate) log: super::log::Log,
+    pub(crate) log: Log,
 }
 
 impl State {
@@ -94,8 +94,7 @@ impl State {
             rate_bits: AtomicU64::new(f64::NAN.to_bits()),
             last_hint_ms: AtomicU64::new(0),
             signal: SignalSlot(std::sync::RwLock::new(None)),
-            #[cfg(feature = "tracing")]
-            log: super::log::Log::new(),
+            log: Log::new(),
         }
     }
 
@@ -163,8 +162,7 @@ impl State {
             }
         };
         self.admitted[priority.index()].fetch_add(1, Ordering::Relaxed);
-        #[cfg(feature = "tracing")]
-        self.log.on_admit(self, priority, signal);
+        self.log.on_admit();
         Ok(Permit {
             state: Some(Arc::clone(self)),
             claimed,
@@ -258,8 +256,8 @@ impl State {
         let delay = policy.delay(Some(hint)).max(Duration::from_secs(1));
         self.last_hint_ms
             .store(delay.as_millis() as u64, Ordering::Relaxed);
-        #[cfg(feature = "tracing")]
-        self.log.on_shed(self, priority, backlog, delay, now);
+        let in_flight = self.in_flight.load(Ordering::Relaxed);
+        self.log.on_shed(priority, backlog, in_flight, delay, now);
         Overloaded::new(Reason::Shed)
             .with_priority(priority)
             .with_retry_after(delay)
@@ -340,10 +338,7 @@ impl State {
         adaptive
             .deadline_ns
             .store(at.saturating_add(window_ns), Ordering::Relaxed);
-        #[cfg(feature = "tracing")]
-        self.log
-            .on_window(self, movement, controller.last_delay(), now);
-        let _ = movement;
+        self.log.on_window(movement, controller.last_delay(), now);
     }
 
     /// Records a completed request's latency in the adaptive window.

@@ -1,0 +1,137 @@
+//! The shedder's log through `tracing`: transitions and periodic summaries.
+
+use std::{
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    time::Duration,
+};
+
+use tokio::time::Instant;
+
+use super::super::core::Movement;
+use crate::Priority;
+
+/// How often a summary is logged while shedding.
+const SUMMARY_PERIOD: Duration = Duration::from_secs(10);
+
+/// Transitions and summaries through `tracing`.
+#[derive(Debug)]
+pub(crate) struct Transitions {
+    shedding: [AtomicBool; 4],
+    period_shed: [AtomicU64; 4],
+    any: AtomicBool,
+    epoch: Instant,
+    /// When the next summary is due, in nanoseconds since `epoch` (0: not
+    /// scheduled).
+    next_summary: AtomicU64,
+}
+
+impl Transitions {
+    pub(crate) fn new() -> Self {
+        Self {
+            shedding: Default::default(),
+            period_shed: Default::default(),
+            any: AtomicBool::new(false),
+            epoch: Instant::now(),
+            next_summary: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn on_shed(
+        &self,
+        priority: Priority,
+        load: usize,
+        in_flight: usize,
+        retry_after: Duration,
+        now: Instant,
+    ) {
+        self.period_shed[priority.index()].fetch_add(1, Ordering::Relaxed);
+        if !self.shedding[priority.index()].swap(true, Ordering::Relaxed) {
+            self.any.store(true, Ordering::Relaxed);
+            tracing::warn!(
+                priority = priority.as_str(),
+                load,
+                inflight = in_flight,
+                retry_after_ms = retry_after.as_millis() as u64,
+                "shedding started"
+            );
+        }
+        self.maybe_summary(now);
+    }
+
+    pub(crate) fn on_admit(&self) {
+        if self.any.load(Ordering::Relaxed) {
+            self.maybe_summary(Instant::now());
+        }
+    }
+
+    pub(crate) fn on_window(&self, movement: Movement, delay: Option<Duration>, now: Instant) {
+        let delay_ms = delay.map_or(0, |d| d.as_millis() as u64);
+        match movement {
+            Movement::Down { from, to } if from != to => {
+                tracing::debug!(from, to, delay_ms, "admission level lowered");
+            }
+            Movement::Up { from, to } if from != to => {
+                tracing::debug!(from, to, delay_ms, "admission level raised");
+            }
+            _ => {}
+        }
+        if self.any.load(Ordering::Relaxed) {
+            self.maybe_summary(now);
+        }
+    }
+
+    fn maybe_summary(&self, now: Instant) {
+        let at = u64::try_from(now.saturating_duration_since(self.epoch).as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let period = SUMMARY_PERIOD.as_nanos() as u64;
+        let next = self.next_summary.load(Ordering::Relaxed);
+        if next == 0 {
+            // The first period starts now.
+            let _ = self.next_summary.compare_exchange(
+                0,
+                at.saturating_add(period),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+            return;
+        }
+        if at < next
+            || self
+                .next_summary
+                .compare_exchange(
+                    next,
+                    at.saturating_add(period),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+        {
+            return;
+        }
+        let counts = [0, 1, 2, 3].map(|i| self.period_shed[i].swap(0, Ordering::Relaxed));
+        let total: u64 = counts.iter().sum();
+        if total > 0 {
+            tracing::info!(
+                low = counts[0],
+                default = counts[1],
+                high = counts[2],
+                critical = counts[3],
+                "shed {total} requests in the last {} s",
+                SUMMARY_PERIOD.as_secs()
+            );
+        }
+        let mut any = false;
+        for p in Priority::ALL {
+            let i = p.index();
+            if counts[i] == 0 {
+                if self.shedding[i].swap(false, Ordering::Relaxed) {
+                    tracing::info!(priority = p.as_str(), "shedding stopped");
+                }
+            } else {
+                any = true;
+            }
+        }
+        self.any.store(any, Ordering::Relaxed);
+    }
+}
