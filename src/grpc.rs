@@ -124,7 +124,7 @@ mod tonic_status {
             };
             let mut status = tonic::Status::new(code, o.to_string());
             if let Some(d) = o.retry_after() {
-                let ms = crate::retry_after::pushback_ms(d);
+                let ms = crate::hint::pushback_ms(d);
                 status
                     .metadata_mut()
                     .insert("grpc-retry-pushback-ms", ms.into());

@@ -89,6 +89,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod error;
+mod hint;
 mod overloaded;
 mod signal;
 mod sync;
@@ -119,6 +120,7 @@ pub use aggregate::{Aggregate, AggregateLayer, Merge};
 pub use batch::{Batch, BatchLayer};
 pub use coalesce::{Coalesce, CoalesceLayer};
 pub use error::{BoxError, ConfigError};
+pub use hint::RetryAfterPolicy;
 pub use overloaded::{OverloadSource, Overloaded, Reason, find_overloaded, is_overloaded};
 pub use priority::Priority;
 pub use reject::{AsError, Reject};

@@ -15,11 +15,10 @@ use std::{
 use http::HeaderName;
 use tower::{Layer, ServiceExt, service_fn};
 use tower_spillway::{
-    BoxError, LoadSignal,
+    BoxError, LoadSignal, RetryAfterPolicy,
     limit::{AdaptiveLimitLayer, Aimd, Fixed, LatencyTarget},
     priority::Priority,
     rate::{HeaderKey, Quota, RateLimitLayer},
-    retry_after::RetryAfterPolicy,
     shed::{Adaptive, PriorityShedLayer},
 };
 

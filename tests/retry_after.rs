@@ -19,8 +19,7 @@ use hyper_util::{
 };
 use tower::{Service, ServiceBuilder, layer::layer_fn};
 use tower_spillway::{
-    BoxError, Overloaded, Priority, Reason,
-    retry_after::{RetryAfterLayer, RetryAfterPolicy},
+    BoxError, Overloaded, Priority, Reason, RetryAfterPolicy, retry_after::RetryAfterLayer,
 };
 
 /// Refuses requests that carry `x-refuse: capacity` or `x-refuse: quota`, the

@@ -7,8 +7,8 @@ use super::{RejectBody, ResponseBody};
 use crate::{
     ConfigError, Overloaded,
     grpc::{self, Code},
+    hint::{RetryAfterPolicy, ceil_secs, pushback_ms},
     reject::Reject,
-    retry_after::{RetryAfterPolicy, ceil_secs, pushback_ms},
 };
 
 /// What a rejection needs to know about the refused request, captured before

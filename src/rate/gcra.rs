@@ -70,7 +70,7 @@ pub(crate) fn policy_field(quota: &Quota) -> HeaderValue {
 /// pass until the quota is whole again — on a refusal, until the next call
 /// conforms (at least 1).
 pub(crate) fn current_field(remaining: u32, reset: Duration) -> HeaderValue {
-    let t = crate::retry_after::ceil_secs(reset);
+    let t = crate::hint::ceil_secs(reset);
     let t = if remaining == 0 { t.max(1) } else { t };
     HeaderValue::try_from(format!("\"default\";r={remaining};t={t}"))
         .unwrap_or(HeaderValue::from_static("\"default\""))

@@ -8,9 +8,9 @@ use super::{
     service::RateLimit,
 };
 use crate::{
-    AsError, ConfigError,
+    AsError, ConfigError, RetryAfterPolicy,
     http::{AsResponse, MakeRejection, ProblemDetails},
-    retry_after::{MAX_HINT, RetryAfterPolicy},
+    retry_after::MAX_HINT,
 };
 
 /// The default bound on the keys a keyed limit remembers.

@@ -89,7 +89,7 @@ impl Quota {
     /// being long enough to refill a whole burst.
     pub fn policy(&self) -> (u64, u64) {
         let interval = self.replenish_interval().as_nanos().max(1);
-        let window = crate::retry_after::ceil_secs(self.inner.burst_size_replenished_in()).max(1);
+        let window = crate::hint::ceil_secs(self.inner.burst_size_replenished_in()).max(1);
         let q = u128::from(window) * 1_000_000_000 / interval;
         (u64::try_from(q).unwrap_or(u64::MAX).max(1), window)
     }

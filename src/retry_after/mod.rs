@@ -8,7 +8,7 @@
 //!
 //! - [`RetryAfterLayer`] turns [`Overloaded`](crate::Overloaded) errors from
 //!   inner services into those answers and passes every other error through;
-//! - [`RetryAfterPolicy`] computes the hint: the refusing layer's observation,
+//! - [`RetryAfterPolicy`](crate::RetryAfterPolicy) computes the hint: the refusing layer's observation,
 //!   jittered upwards so refused callers spread out, and capped;
 //! - [`parse_retry_after`] and [`parse_pushback_ms`] read hints back, totally
 //!   and with a cap, whatever a server sends;
@@ -64,7 +64,6 @@
 mod client;
 #[cfg(feature = "http")]
 mod parse;
-mod policy;
 #[cfg(feature = "http")]
 mod server;
 
@@ -79,9 +78,6 @@ pub use client::{
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use parse::{MAX_HINT, parse_pushback_ms, parse_retry_after};
-pub use policy::RetryAfterPolicy;
-#[cfg(feature = "http")]
-pub(crate) use policy::{ceil_millis, ceil_secs, pushback_ms};
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use server::{ResponseFuture, RetryAfter, RetryAfterLayer};

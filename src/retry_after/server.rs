@@ -12,7 +12,7 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::{RetryAfterPolicy, ceil_secs, pushback_ms};
+use crate::hint::{RetryAfterPolicy, ceil_secs, pushback_ms};
 use crate::{
     OverloadSource,
     grpc::{self, GRPC_RETRY_PUSHBACK_MS},

@@ -6,7 +6,7 @@ use super::{
     Adaptive, NoBypass, PriorityShed, ShedHandle, Thresholds,
     state::{DynSignal, State},
 };
-use crate::{AsError, LoadSignal, priority::FromExtensions, retry_after::RetryAfterPolicy};
+use crate::{AsError, LoadSignal, RetryAfterPolicy, priority::FromExtensions};
 
 /// Sheds the least valuable requests first when the service below is
 /// overloaded; see the [module docs](super).

@@ -20,8 +20,8 @@ use super::{
     permit::Permit,
 };
 use crate::{
-    LoadSignal, Overloaded, Priority, Reason, priority::Cohort, retry_after::RetryAfterPolicy,
-    sync::Padded, sync::try_lock,
+    LoadSignal, Overloaded, Priority, Reason, RetryAfterPolicy, priority::Cohort, sync::Padded,
+    sync::try_lock,
 };
 
 /// A load signal shared by the layer's clones.

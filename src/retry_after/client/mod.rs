@@ -338,9 +338,7 @@ impl HonorRetryAfterHandle {
             cooldowns: self.shared.cooldown.opened(),
             max_cooldown_ms: self.shared.cooldown.longest_ms(),
             cooldown_remaining_ms: self.cooldown_until().map_or(0, |u| {
-                crate::retry_after::ceil_millis(
-                    u.saturating_duration_since(tokio::time::Instant::now()),
-                )
+                crate::hint::ceil_millis(u.saturating_duration_since(tokio::time::Instant::now()))
             }),
         }
     }

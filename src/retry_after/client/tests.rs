@@ -420,9 +420,9 @@ mod properties {
     use proptest::prelude::*;
 
     use crate::{
-        Overloaded, Reason,
+        Overloaded, Reason, RetryAfterPolicy,
         http::{MakeRejection, ProblemDetails, RequestInfo},
-        retry_after::{MAX_HINT, RetryAfterPolicy, parse_pushback_ms, parse_retry_after},
+        retry_after::{MAX_HINT, parse_pushback_ms, parse_retry_after},
     };
 
     use super::*;

@@ -1,3 +1,8 @@
+//! The retry hint a refusal carries: [`RetryAfterPolicy`] (its default,
+//! jitter and cap), and how a hint is rounded into `Retry-After` seconds and
+//! `grpc-retry-pushback-ms` milliseconds. Every face of every layer reads it
+//! from here, so nothing below depends on `retry_after`.
+
 use std::time::Duration;
 
 use crate::ConfigError;
@@ -13,7 +18,7 @@ use crate::ConfigError;
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_spillway::retry_after::RetryAfterPolicy;
+/// use tower_spillway::RetryAfterPolicy;
 ///
 /// let policy = RetryAfterPolicy::new()
 ///     .default_delay(Duration::from_secs(2))
