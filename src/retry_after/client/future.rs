@@ -12,7 +12,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
-use super::{RETRY_ATTEMPT, ReplayBody, Shared, body, cooldown::Origin};
+use super::{RETRY_ATTEMPT, ReplayBody, body, cooldown::Origin, layer::Shared};
 use crate::{
     grpc::{self, GRPC_RETRY_PUSHBACK_MS},
     retry_after::{parse_pushback_ms, parse_retry_after},
