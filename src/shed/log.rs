@@ -1,5 +1,6 @@
 //! Transition logs and periodic summaries (feature `tracing`): a leaf that
-//! is handed numbers and decides what to print. Without the feature, [`Log`]
+//! is handed numbers (a counter it reads only when it prints) and decides
+//! what to print. Without the feature, [`Log`]
 //! is [`Silent`], which keeps nothing and prints nothing.
 //!
 //! Under overload, logging must not become load: a tier's first refusal logs
@@ -8,7 +9,7 @@
 //! without refusals for a whole period logs "shedding stopped". Nothing is
 //! logged per request.
 
-use std::time::Duration;
+use std::{sync::atomic::AtomicUsize, time::Duration};
 
 use tokio::time::Instant;
 
@@ -38,7 +39,7 @@ impl Silent {
     }
 
     #[inline]
-    pub(crate) fn on_shed(&self, _: Priority, _: usize, _: usize, _: Duration, _: Instant) {}
+    pub(crate) fn on_shed(&self, _: Priority, _: usize, _: &AtomicUsize, _: Duration, _: Instant) {}
 
     #[inline]
     pub(crate) fn on_admit(&self) {}

@@ -256,8 +256,8 @@ impl State {
         let delay = policy.delay(Some(hint)).max(Duration::from_secs(1));
         self.last_hint_ms
             .store(delay.as_millis() as u64, Ordering::Relaxed);
-        let in_flight = self.in_flight.load(Ordering::Relaxed);
-        self.log.on_shed(priority, backlog, in_flight, delay, now);
+        self.log
+            .on_shed(priority, backlog, &self.in_flight, delay, now);
         Overloaded::new(Reason::Shed)
             .with_priority(priority)
             .with_retry_after(delay)

@@ -1,7 +1,7 @@
 //! The shedder's log through `tracing`: transitions and periodic summaries.
 
 use std::{
-    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     time::Duration,
 };
 
@@ -40,7 +40,7 @@ impl Transitions {
         &self,
         priority: Priority,
         load: usize,
-        in_flight: usize,
+        in_flight: &AtomicUsize,
         retry_after: Duration,
         now: Instant,
     ) {
@@ -50,7 +50,7 @@ impl Transitions {
             tracing::warn!(
                 priority = priority.as_str(),
                 load,
-                inflight = in_flight,
+                inflight = in_flight.load(Ordering::Relaxed),
                 retry_after_ms = retry_after.as_millis() as u64,
                 "shedding started"
             );
