@@ -59,15 +59,17 @@ fn tower_limit() -> ConcurrencyLimit<Echo> {
 }
 
 fn fixed_limit() -> impl Service<u64, Response = u64> + Clone + Send {
-    AdaptiveLimitLayer::new(Fixed::new(1_000).unwrap())
+    AdaptiveLimitLayer::builder(Fixed::new(1_000).unwrap())
         .classify(Priority::Default)
+        .build()
         .layer(Echo)
 }
 
 fn aimd_limit() -> impl Service<u64, Response = u64> + Clone + Send {
     let aimd = Aimd::builder().max_limit(1_000).build().unwrap();
-    AdaptiveLimitLayer::new(aimd)
+    AdaptiveLimitLayer::builder(aimd)
         .classify(Priority::Default)
+        .build()
         .layer(Echo)
 }
 
@@ -139,9 +141,10 @@ fn http_refusal(c: &mut Criterion) {
         .enable_time()
         .build()
         .unwrap();
-    let layer = AdaptiveLimitLayer::new(Fixed::new(1).unwrap())
+    let layer = AdaptiveLimitLayer::builder(Fixed::new(1).unwrap())
         .max_queue(0)
-        .http();
+        .http()
+        .build();
     let (hold_tx, hold_rx) = tokio::sync::oneshot::channel::<()>();
     let hold_rx = std::sync::Arc::new(std::sync::Mutex::new(Some(hold_rx)));
     let svc = layer.layer(tower::service_fn(

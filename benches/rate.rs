@@ -144,12 +144,14 @@ fn bench(c: &mut Criterion) {
     g.bench_function("spillway RateLimit global", |b| {
         b.iter(|| once(&mut global, request()))
     });
-    let mut global_http = RateLimitLayer::new(plenty).http().layer(Ok200);
+    let mut global_http = RateLimitLayer::builder(plenty).http().build().layer(Ok200);
     g.bench_function("spillway RateLimit global, HTTP face", |b| {
         b.iter(|| once(&mut global_http, request()))
     });
-    let mut keyed = RateLimitLayer::keyed(plenty, PeerIp::new())
+    let mut keyed = RateLimitLayer::builder(plenty)
+        .keyed(PeerIp::new())
         .http()
+        .build()
         .layer(Ok200);
     g.bench_function("spillway RateLimit keyed by peer IP, HTTP face", |b| {
         b.iter(|| once(&mut keyed, request()))
@@ -157,8 +159,9 @@ fn bench(c: &mut Criterion) {
     g.finish();
 
     let mut g = c.benchmark_group("rate_reject");
-    let mut refusing = RateLimitLayer::new(Quota::per_minute(1).unwrap())
+    let mut refusing = RateLimitLayer::builder(Quota::per_minute(1).unwrap())
         .http()
+        .build()
         .layer(Ok200);
     once(&mut refusing, request());
     g.bench_function(
@@ -180,8 +183,9 @@ fn bench(c: &mut Criterion) {
             res
         })
     });
-    let mut grpc = RateLimitLayer::new(Quota::per_minute(1).unwrap())
+    let mut grpc = RateLimitLayer::builder(Quota::per_minute(1).unwrap())
         .http()
+        .build()
         .layer(Ok200);
     once(&mut grpc, request());
     g.bench_function("spillway gRPC RESOURCE_EXHAUSTED trailers-only", |b| {
@@ -210,8 +214,9 @@ fn client(c: &mut Criterion) {
     g.bench_function("HonorRetryAfter, cooldown only", |b| {
         b.iter(|| once(&mut honour, request()))
     });
-    let mut retrying = HonorRetryAfterLayer::new()
+    let mut retrying = HonorRetryAfterLayer::builder()
         .retries(Retries::new())
+        .build()
         .layer(ClientOk200);
     g.bench_function("HonorRetryAfter, retries (body recorded)", |b| {
         b.iter(|| once(&mut retrying, request()))

@@ -113,22 +113,25 @@ fn bench(c: &mut Criterion) {
             .service(Echo)
     });
     run(c, "PriorityShed static", || {
-        PriorityShedLayer::new(Thresholds::ladder(10_000))
+        PriorityShedLayer::builder(Thresholds::ladder(10_000))
             .classify(|p: &Priority| *p)
+            .build()
             .layer(Echo)
     });
     run(c, "PriorityShed adaptive", || {
-        PriorityShedLayer::adaptive(Adaptive::default())
+        PriorityShedLayer::builder(Adaptive::default())
             .classify(|p: &Priority| *p)
+            .build()
             .layer(Echo)
     });
 
     // The refusal path: everything but Critical is shed.
     let mut g = c.benchmark_group("refusal");
     g.bench_function("PriorityShed generic", |b| {
-        let mut svc = PriorityShedLayer::new(Thresholds::ladder(1))
+        let mut svc = PriorityShedLayer::builder(Thresholds::ladder(1))
             .classify(|p: &Priority| *p)
             .signal(|| 1_000usize)
+            .build()
             .layer(Echo);
         b.iter(|| black_box(one(&mut svc, Priority::Low)));
     });
@@ -140,9 +143,10 @@ fn bench(c: &mut Criterion) {
                 ))
             },
         );
-        let mut svc = PriorityShedLayer::new(Thresholds::ladder(1))
+        let mut svc = PriorityShedLayer::builder(Thresholds::ladder(1))
             .signal(|| 1_000usize)
             .http()
+            .build()
             .layer(inner);
         b.iter(|| {
             let mut req = http::Request::new(http_body_util::Empty::<bytes::Bytes>::new());

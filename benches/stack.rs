@@ -76,10 +76,13 @@ fn spillway() -> impl Service<Request<Body>> + Clone + Send {
         .route(None, "/analytics", Priority::Low);
     // The README's stack, with the defaults: an uncontended request is
     // admitted at once, so the cost measured is admitting and releasing.
-    let limit = AdaptiveLimitLayer::new(Gradient::default()).http();
-    let shed = PriorityShedLayer::adaptive(Adaptive::default())
+    let limit = AdaptiveLimitLayer::builder(Gradient::default())
+        .http()
+        .build();
+    let shed = PriorityShedLayer::builder(Adaptive::default())
         .signal(limit.handle())
-        .http();
+        .http()
+        .build();
     ServiceBuilder::new()
         .layer(PriorityLayer::new(routes))
         .layer(shed)

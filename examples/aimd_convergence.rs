@@ -151,11 +151,11 @@ async fn main() {
         .decrease_once_per_rtt(!args.per_sample)
         .build()
         .unwrap();
-    let layer = AdaptiveLimitLayer::new(aimd)
+    let layer = AdaptiveLimitLayer::builder(aimd)
         .outcomes(HttpOutcomes::new())
         .max_queue(WORKERS)
         .queue_timeout(Duration::from_secs(2))
-        .without_standing_queue();
+        .build();
     let handle = layer.handle();
     let svc = ServiceBuilder::new().layer(layer).service(client);
 

@@ -79,7 +79,7 @@ async fn serve(quota: Quota) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         Server::builder()
-            .layer(RateLimitLayer::new(quota).http())
+            .layer(RateLimitLayer::builder(quota).http().build())
             .add_service(health)
             .serve_with_incoming(TcpIncoming::from(listener))
             .await
@@ -100,14 +100,16 @@ async fn main() {
 
     // The client stack, outermost first. gRPC calls are POSTs: allow their
     // retry explicitly (the server refused them before running them).
-    let honour = HonorRetryAfterLayer::new().retries(Retries::new().allow_non_idempotent(true));
+    let honour = HonorRetryAfterLayer::builder()
+        .retries(Retries::new().allow_non_idempotent(true))
+        .build();
     let stats = honour.handle();
     let pace = (args.pace > 0).then(|| PaceLayer::new(Quota::per_second(args.pace).unwrap()));
     let stack = ServiceBuilder::new()
         .layer(honour)
         // Fewer calls in flight when the server pushes back or slows down.
         .layer(
-            AdaptiveLimitLayer::new(
+            AdaptiveLimitLayer::builder(
                 Aimd::builder()
                     .min_limit(1)
                     .initial_limit(args.tasks)
@@ -119,7 +121,7 @@ async fn main() {
             // Every task may wait: a closed-loop client has nothing better to do.
             .max_queue(args.tasks)
             .queue_timeout(Duration::from_secs(30))
-            .without_standing_queue(),
+            .build(),
         )
         .option_layer(pace)
         .map_request(|req: http::Request<ReplayBody<tonic::body::Body>>| {

@@ -27,9 +27,10 @@ use tower_spillway::{
 async fn main() {
     // The shedder: Low from 5 in flight, Default from 20, High from 100,
     // Critical never. Health checks pass untouched.
-    let shed = PriorityShedLayer::new(Thresholds::ladder(100))
+    let shed = PriorityShedLayer::builder(Thresholds::ladder(100))
         .bypass(HealthChecks)
-        .http();
+        .http()
+        .build();
     let stats = shed.handle();
 
     // The work: 50 at a time, 20 ms each.

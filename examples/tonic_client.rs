@@ -45,7 +45,7 @@ fn client_stack(
         .allow_non_idempotent(true);
     Ok(ServiceBuilder::new()
         // Waits out cooldowns the server asks for (up to 5 minutes), retries.
-        .layer(HonorRetryAfterLayer::new().retries(retries))
+        .layer(HonorRetryAfterLayer::builder().retries(retries).build())
         // Never more than the quota we know of.
         .layer(PaceLayer::new(known_quota))
         // The replayable body back into tonic's body type.
@@ -66,7 +66,11 @@ async fn main() -> Result<(), BoxError> {
     let addr = listener.local_addr()?;
     tokio::spawn(
         Server::builder()
-            .layer(RateLimitLayer::new(Quota::per_second(20)?.burst(1)?).http())
+            .layer(
+                RateLimitLayer::builder(Quota::per_second(20)?.burst(1)?)
+                    .http()
+                    .build(),
+            )
             .add_service(health)
             .serve_with_incoming(TcpIncoming::from(listener)),
     );

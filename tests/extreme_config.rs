@@ -26,9 +26,10 @@ const MS: Duration = Duration::from_millis(1);
 
 #[tokio::test(start_paused = true)]
 async fn a_queue_timeout_of_duration_max_means_wait_as_long_as_it_takes() {
-    let layer = AdaptiveLimitLayer::new(Fixed::new(1).unwrap())
+    let layer = AdaptiveLimitLayer::builder(Fixed::new(1).unwrap())
         .classify(|_: &u64| Priority::Default)
-        .queue_timeout(Duration::MAX);
+        .queue_timeout(Duration::MAX)
+        .build();
     let handle = layer.handle();
     let svc = layer.layer(service_fn(|ms: u64| async move {
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -66,7 +67,7 @@ async fn an_adaptive_window_of_duration_max_closes_on_its_request_count() {
             Some(Duration::from_millis(self.0.load(Ordering::Relaxed)))
         }
     }
-    let layer = PriorityShedLayer::adaptive(
+    let layer = PriorityShedLayer::builder(
         Adaptive::builder()
             .window(10, Duration::MAX)
             .baseline_period(Duration::MAX)
@@ -74,7 +75,8 @@ async fn an_adaptive_window_of_duration_max_closes_on_its_request_count() {
             .unwrap(),
     )
     .classify(|p: &Priority| *p)
-    .signal(Slow(Arc::new(AtomicU64::new(500))));
+    .signal(Slow(Arc::new(AtomicU64::new(500))))
+    .build();
     let handle = layer.handle();
     let svc = layer.layer(service_fn(|_p: Priority| async { Ok::<_, Infallible>(()) }));
     for _ in 0..200 {
@@ -98,7 +100,9 @@ async fn a_huge_latency_multiple_never_counts_a_sample_slow() {
         })
         .build()
         .unwrap();
-    let layer = AdaptiveLimitLayer::new(aimd).classify(|_: &u64| Priority::Default);
+    let layer = AdaptiveLimitLayer::builder(aimd)
+        .classify(|_: &u64| Priority::Default)
+        .build();
     let handle = layer.handle();
     let svc = layer.layer(service_fn(|ms: u64| async move {
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -114,9 +118,11 @@ async fn a_huge_latency_multiple_never_counts_a_sample_slow() {
 #[tokio::test]
 async fn max_keys_of_usize_max_is_a_bound_like_any_other() {
     let quota = Quota::per_second(100).unwrap();
-    let layer = RateLimitLayer::keyed(quota, HeaderKey::new(HeaderName::from_static("x-key")))
+    let layer = RateLimitLayer::builder(quota)
+        .keyed(HeaderKey::new(HeaderName::from_static("x-key")))
         .max_keys(usize::MAX)
-        .unwrap();
+        .unwrap()
+        .build();
     let handle = layer.handle();
     let svc = layer.layer(service_fn(|_r: http::Request<()>| async {
         Ok::<_, Infallible>(())

@@ -236,32 +236,44 @@ impl std::error::Error for SharedError {}
 fn case(name: &str) -> Case {
     match name {
         "shed (adaptive)" => {
-            let layer = PriorityShedLayer::adaptive(Adaptive::default()).http();
+            let layer = PriorityShedLayer::builder(Adaptive::default())
+                .http()
+                .build();
             let idle = shed_idle(layer.handle());
             alone!(layer, idle)
         }
         "shed (static, refusing)" => {
-            let layer = PriorityShedLayer::new(Thresholds::ladder(2)).http();
+            let layer = PriorityShedLayer::builder(Thresholds::ladder(2))
+                .http()
+                .build();
             let idle = shed_idle(layer.handle());
             alone!(layer, idle)
         }
         "limit (gradient)" => {
-            let layer = AdaptiveLimitLayer::new(Gradient::default()).http();
+            let layer = AdaptiveLimitLayer::builder(Gradient::default())
+                .http()
+                .build();
             let idle = limit_idle(layer.handle());
             alone!(layer, idle)
         }
         "limit (1 permit, queueing)" => {
-            let layer = AdaptiveLimitLayer::new(Fixed::new(1).unwrap()).http();
+            let layer = AdaptiveLimitLayer::builder(Fixed::new(1).unwrap())
+                .http()
+                .build();
             let idle = limit_idle(layer.handle());
             alone!(layer, idle)
         }
         "rate (refusing)" => {
-            let layer = RateLimitLayer::new(Quota::per_second(2).unwrap()).http();
+            let layer = RateLimitLayer::builder(Quota::per_second(2).unwrap())
+                .http()
+                .build();
             alone!(layer, nothing_held())
         }
         "retry_after (server)" => alone!(RetryAfterLayer::new(), nothing_held()),
         "retry_after (client, retrying)" => {
-            let layer = HonorRetryAfterLayer::new().retries(Retries::new());
+            let layer = HonorRetryAfterLayer::builder()
+                .retries(Retries::new())
+                .build();
             alone!(layer, nothing_held())
         }
         "coalesce" => {
@@ -700,13 +712,15 @@ impl Service<Request<axum::body::Body>> for Route {
 /// The layers of `examples/axum_stack` with every default, over routes that
 /// produce faults.
 fn faulty_stack() -> (axum::Router, LimitHandle, ShedHandle) {
-    use axum::http::Request as AxumRequest;
-    let limit = AdaptiveLimitLayer::new(Gradient::default()).http();
+    let limit = AdaptiveLimitLayer::builder(Gradient::default())
+        .http()
+        .build();
     let limit_handle = limit.handle();
-    let shed = PriorityShedLayer::adaptive(Adaptive::default())
+    let shed = PriorityShedLayer::builder(Adaptive::default())
         .signal(limit_handle.clone())
-        .bypass(axum_stack::operational as fn(&AxumRequest<axum::body::Body>) -> bool)
-        .http();
+        .bypass(axum_stack::operational)
+        .http()
+        .build();
     let shed_handle = shed.handle();
     let protected = ["/payments", "/orders", "/likes", "/analytics"]
         .into_iter()

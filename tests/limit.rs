@@ -25,7 +25,7 @@ use tokio::sync::{Notify, mpsc};
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_spillway::{
     BoxError, Reason, find_overloaded,
-    limit::{AdaptiveLimitLayer, Aimd, Fixed, HttpOutcomes, LimitHandle},
+    limit::{AdaptiveLimitBuilder, AdaptiveLimitLayer, Aimd, Fixed, HttpOutcomes, LimitHandle},
 };
 
 async fn serve(app: Router) -> SocketAddr {
@@ -59,9 +59,10 @@ async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 /// refusals are 503 + Retry-After + problem+json over the wire.
 #[tokio::test]
 async fn axum_one_limit_across_routes_held_until_the_body_ends() {
-    let layer = AdaptiveLimitLayer::new(Fixed::new(1).unwrap())
+    let layer = AdaptiveLimitLayer::builder(Fixed::new(1).unwrap())
         .max_queue(0)
-        .http();
+        .http()
+        .build();
     let handle = layer.handle();
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(4);
     let rx = Arc::new(std::sync::Mutex::new(Some(rx)));
@@ -128,7 +129,7 @@ async fn axum_one_limit_across_routes_held_until_the_body_ends() {
 #[tokio::test]
 async fn axum_handler_overload_shrinks_the_limit() {
     let aimd = Aimd::builder().min_limit(1).build().unwrap();
-    let layer = AdaptiveLimitLayer::new(aimd).http();
+    let layer = AdaptiveLimitLayer::builder(aimd).http().build();
     let handle = layer.handle();
     let app = Router::new()
         .route("/busy", get(|| async { StatusCode::SERVICE_UNAVAILABLE }))
@@ -156,7 +157,9 @@ async fn axum_handler_overload_shrinks_the_limit() {
 #[tokio::test]
 async fn grpc_status_in_trailers_is_a_drop() {
     let aimd = Aimd::builder().min_limit(1).build().unwrap();
-    let layer = AdaptiveLimitLayer::new(aimd).outcomes(HttpOutcomes::new());
+    let layer = AdaptiveLimitLayer::builder(aimd)
+        .outcomes(HttpOutcomes::new())
+        .build();
     let handle = layer.handle();
     let svc = ServiceBuilder::new()
         .layer(layer)
@@ -262,11 +265,11 @@ mod grpc {
             .initial_limit(20)
             .build()
             .unwrap();
-        let layer = AdaptiveLimitLayer::new(aimd)
+        let layer = AdaptiveLimitLayer::builder(aimd)
             .max_queue(100)
             .queue_timeout(Duration::from_secs(5))
-            .without_standing_queue()
-            .outcomes(HttpOutcomes::new());
+            .outcomes(HttpOutcomes::new())
+            .build();
         let handle: LimitHandle = layer.handle();
         let limited = ServiceBuilder::new().layer(layer).service(channel);
 
@@ -323,9 +326,10 @@ mod grpc {
     /// client as `UNAVAILABLE` with a pushback, not `UNKNOWN`.
     #[tokio::test]
     async fn tonic_server_refuses_with_unavailable_while_a_stream_holds_the_permit() {
-        let layer = AdaptiveLimitLayer::new(Fixed::new(1).unwrap())
+        let layer = AdaptiveLimitLayer::builder(Fixed::new(1).unwrap())
             .max_queue(0)
-            .http();
+            .http()
+            .build();
         let handle = layer.handle();
         let incoming = TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = incoming.local_addr().unwrap();
@@ -414,11 +418,11 @@ async fn hyper_client_shrinks_on_429_and_on_slowdown_and_grows_back() {
         ))
         .build()
         .unwrap();
-    let layer = AdaptiveLimitLayer::new(aimd)
+    let layer = AdaptiveLimitLayer::builder(aimd)
         .outcomes(HttpOutcomes::new())
         .max_queue(64)
         .queue_timeout(Duration::from_secs(5))
-        .without_standing_queue();
+        .build();
     let handle = layer.handle();
     let svc = ServiceBuilder::new().layer(layer).service(http_client());
 
@@ -558,11 +562,12 @@ proptest! {
             .build()
             .unwrap();
         let (handle, finished) = rt.block_on(async move {
-            let layer = AdaptiveLimitLayer::new(
+            let layer = AdaptiveLimitLayer::builder(
                 Aimd::builder().min_limit(1).initial_limit(limit).max_limit(8).build().unwrap(),
             )
             .max_queue(queue)
-            .http();
+            .http()
+            .build();
             let handle = layer.handle();
             let svc = ServiceBuilder::new()
                 .layer(layer)
@@ -626,7 +631,7 @@ impl Drop for Running {
 /// Lock-free admission and release (a fixed limit takes no samples).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stress_lock_free_paths_never_exceed_the_limit() {
-    stress(AdaptiveLimitLayer::new(Fixed::new(4).unwrap()), 4).await;
+    stress(AdaptiveLimitLayer::builder(Fixed::new(4).unwrap()), 4).await;
 }
 
 /// Sampled releases take the lock to update the algorithm.
@@ -638,7 +643,7 @@ async fn stress_sampled_releases_never_exceed_the_limit() {
         .max_limit(4)
         .build()
         .unwrap();
-    stress(AdaptiveLimitLayer::new(aimd), 4).await;
+    stress(AdaptiveLimitLayer::builder(aimd), 4).await;
 }
 
 /// With reserved shares every admission takes the lock; the reserve may
@@ -647,21 +652,20 @@ async fn stress_sampled_releases_never_exceed_the_limit() {
 async fn stress_reserved_shares_never_exceed_limit_plus_reserve() {
     let reserved = tower_spillway::limit::Reserved::new()
         .share(tower_spillway::Priority::Critical, 0.25)
-        .build()
         .unwrap();
     stress(
-        AdaptiveLimitLayer::new(Fixed::new(4).unwrap()).reserved(reserved),
+        AdaptiveLimitLayer::builder(Fixed::new(4).unwrap()).reserved(reserved),
         5,
     )
     .await;
 }
 
-async fn stress(layer: AdaptiveLimitLayer, max_peak: usize) {
+async fn stress(layer: AdaptiveLimitBuilder, max_peak: usize) {
     let layer = layer
         .max_queue(10_000)
         .queue_timeout(Duration::from_secs(30))
-        .without_standing_queue()
-        .classify(|n: &usize| tower_spillway::Priority::ALL[n % 4]);
+        .classify(|n: &usize| tower_spillway::Priority::ALL[n % 4])
+        .build();
     let handle = layer.handle();
     let running = Arc::new(AtomicUsize::new(0));
     let peak = Arc::new(AtomicUsize::new(0));

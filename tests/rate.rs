@@ -54,7 +54,10 @@ async fn axum_429_carries_exact_retry_after_and_ratelimit_fields() {
         ext.get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(a)| a.ip())
     });
-    let limit = RateLimitLayer::keyed(Quota::per_minute(2).unwrap(), peer).http();
+    let limit = RateLimitLayer::builder(Quota::per_minute(2).unwrap())
+        .keyed(peer)
+        .http()
+        .build();
     let handle = limit.handle();
     let addr = serve_axum(routes().layer(limit)).await;
     let plain = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
@@ -91,9 +94,13 @@ async fn axum_429_carries_exact_retry_after_and_ratelimit_fields() {
 
 #[tokio::test]
 async fn hyper_client_honours_the_limit_and_gets_through() {
-    let limit = RateLimitLayer::new(Quota::per_second(2).unwrap().burst(1).unwrap()).http();
+    let limit = RateLimitLayer::builder(Quota::per_second(2).unwrap().burst(1).unwrap())
+        .http()
+        .build();
     let addr = serve_axum(routes().layer(limit)).await;
-    let honour = HonorRetryAfterLayer::new().retries(Retries::new());
+    let honour = HonorRetryAfterLayer::builder()
+        .retries(Retries::new())
+        .build();
     let handle = honour.handle();
     let svc = ServiceBuilder::new().layer(honour).service(client());
 
@@ -114,7 +121,9 @@ async fn hyper_client_honours_the_limit_and_gets_through() {
 
 #[tokio::test]
 async fn refused_post_bodies_are_replayed_intact() {
-    let limit = RateLimitLayer::new(Quota::per_second(2).unwrap().burst(1).unwrap()).http();
+    let limit = RateLimitLayer::builder(Quota::per_second(2).unwrap().burst(1).unwrap())
+        .http()
+        .build();
     let app = Router::new()
         .route(
             "/echo",
@@ -122,7 +131,9 @@ async fn refused_post_bodies_are_replayed_intact() {
         )
         .layer(limit);
     let addr = serve_axum(app).await;
-    let honour = HonorRetryAfterLayer::new().retries(Retries::new().allow_non_idempotent(true));
+    let honour = HonorRetryAfterLayer::builder()
+        .retries(Retries::new().allow_non_idempotent(true))
+        .build();
     let handle = honour.handle();
     let svc = ServiceBuilder::new().layer(honour).service(client());
     for i in 0..2 {
@@ -150,7 +161,7 @@ mod grpc {
         reporter
             .set_service_status("", tonic_health::ServingStatus::Serving)
             .await;
-        let limit = RateLimitLayer::new(quota).http();
+        let limit = RateLimitLayer::builder(quota).http().build();
         let handle = limit.handle();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -201,7 +212,9 @@ mod grpc {
     #[tokio::test]
     async fn tonic_client_with_honour_layer_waits_out_the_pushback() {
         let (addr, handle) = serve_health(Quota::per_second(5).unwrap().burst(1).unwrap()).await;
-        let honour = HonorRetryAfterLayer::new().retries(Retries::new().allow_non_idempotent(true));
+        let honour = HonorRetryAfterLayer::builder()
+            .retries(Retries::new().allow_non_idempotent(true))
+            .build();
         let stats = honour.handle();
         let svc = ServiceBuilder::new()
             .layer(honour)

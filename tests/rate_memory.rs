@@ -36,7 +36,9 @@ static ALLOCATOR: Counting = Counting;
 
 #[tokio::test(flavor = "current_thread")]
 async fn remembered_keys_cost_their_digest_not_their_bytes() {
-    let layer = RateLimitLayer::keyed(Quota::per_second(10).unwrap(), ApiKey);
+    let layer = RateLimitLayer::builder(Quota::per_second(10).unwrap())
+        .keyed(ApiKey)
+        .build();
     let handle = layer.handle();
     let svc = layer.layer(service_fn(|_r: Request<()>| async {
         Ok::<_, Infallible>(())

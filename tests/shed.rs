@@ -72,7 +72,9 @@ async fn axum_spike_keeps_critical_and_sheds_low_first() {
             "done"
         }
     };
-    let shed = PriorityShedLayer::new(Thresholds::ladder(100)).http();
+    let shed = PriorityShedLayer::builder(Thresholds::ladder(100))
+        .http()
+        .build();
     let stats = shed.handle();
     let app = Router::new()
         .route("/work", get(handler))
@@ -169,7 +171,7 @@ async fn one_layer_on_a_router_is_one_shared_state() {
         .high(2)
         .build()
         .unwrap();
-    let shed = PriorityShedLayer::new(limits).http();
+    let shed = PriorityShedLayer::builder(limits).http().build();
     let stats = shed.handle();
     let gate = Arc::new(Semaphore::new(0));
     let held = {
@@ -227,9 +229,10 @@ async fn tonic_shed_call_is_unavailable_with_pushback() {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
     // A saturated load signal: every non-critical call is shed.
-    let shed = PriorityShedLayer::new(Thresholds::ladder(10))
+    let shed = PriorityShedLayer::builder(Thresholds::ladder(10))
         .signal(|| 1_000usize)
-        .http();
+        .http()
+        .build();
     let stats = shed.handle();
     let (_reporter, health) = tonic_health::server::health_reporter();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -270,9 +273,10 @@ async fn tonic_shed_call_is_unavailable_with_pushback() {
 async fn tonic_critical_call_passes_under_the_same_load() {
     use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-    let shed = PriorityShedLayer::new(Thresholds::ladder(10))
+    let shed = PriorityShedLayer::builder(Thresholds::ladder(10))
         .signal(|| 1_000usize)
-        .http();
+        .http()
+        .build();
     let (_reporter, health) = tonic_health::server::health_reporter();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -312,7 +316,9 @@ async fn axum_adaptive_sheds_by_priority_under_sustained_overload() {
             "done"
         }
     };
-    let shed = PriorityShedLayer::adaptive(tower_spillway::shed::Adaptive::default()).http();
+    let shed = PriorityShedLayer::builder(tower_spillway::shed::Adaptive::default())
+        .http()
+        .build();
     let stats = shed.handle();
     let app = Router::new()
         .route("/work", get(handler))

@@ -97,16 +97,19 @@ pub fn app(config: &Config) -> (Router, Handles) {
     // capacity from latency; at the limit requests wait by priority, and
     // what could not be served in time (or before the caller's deadline) is
     // refused at once.
-    let limit = AdaptiveLimitLayer::new(Gradient::default()).http();
+    let limit = AdaptiveLimitLayer::builder(Gradient::default())
+        .http()
+        .build();
     let limit_handle = limit.handle();
 
     // The shedder refuses, before the limiter's lock, the priorities the
     // limiter forecasts it would refuse, with a `Retry-After` of how long
     // the backlog takes to drain.
-    let shed = PriorityShedLayer::adaptive(Adaptive::default())
+    let shed = PriorityShedLayer::builder(Adaptive::default())
         .signal(limit_handle.clone())
-        .bypass(operational as fn(&Request<Body>) -> bool)
-        .http();
+        .bypass(operational)
+        .http()
+        .build();
     let shed_handle = shed.handle();
 
     // A client may always lower its own priority with `x-priority`; raising

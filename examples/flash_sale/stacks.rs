@@ -107,13 +107,16 @@ fn spillway(
     // The limit finds the database's capacity from latency; at the limit,
     // requests wait by priority, and what could not be served in time is
     // refused at once.
-    let limit = AdaptiveLimitLayer::new(Gradient::default()).http();
+    let limit = AdaptiveLimitLayer::builder(Gradient::default())
+        .http()
+        .build();
     let handle = limit.handle();
     // The shedder refuses, before the limiter's lock, the tiers the limiter
     // forecasts it would refuse anyway.
-    let shed = PriorityShedLayer::adaptive(Adaptive::default())
+    let shed = PriorityShedLayer::builder(Adaptive::default())
         .signal(handle.clone())
-        .http();
+        .http()
+        .build();
     let shed_handle = shed.handle();
     let app = app
         .layer(limit)

@@ -277,15 +277,18 @@ pub async fn serve(
 ) {
     let db = Database::new(config.capacity, config.service);
     // Every number a default: the limit finds the database's capacity.
-    let limit = AdaptiveLimitLayer::new(Gradient::default()).http();
-    let shed = PriorityShedLayer::adaptive(Adaptive::default())
+    let limit = AdaptiveLimitLayer::builder(Gradient::default())
+        .http()
+        .build();
+    let shed = PriorityShedLayer::builder(Adaptive::default())
         .signal(limit.handle())
         .bypass(HealthChecks)
-        .http();
+        .http()
+        .build();
     let quota = Quota::per_second(config.quota_per_key)
         .and_then(|q| q.burst(config.quota_per_key.div_ceil(10)))
         .expect("a positive quota");
-    let rate = RateLimitLayer::keyed(quota, ApiKey).http();
+    let rate = RateLimitLayer::builder(quota).keyed(ApiKey).http().build();
     let handles = Handles {
         limit: limit.handle(),
         shed: shed.handle(),
@@ -384,12 +387,12 @@ pub fn client(
         .decrease_once_per_rtt(true)
         .build()
         .expect("a valid AIMD configuration");
-    let limit = AdaptiveLimitLayer::new(aimd)
+    let limit = AdaptiveLimitLayer::builder(aimd)
         .outcomes(HttpOutcomes::new())
         // A closed-loop caller has nothing better to do than wait its turn.
         .max_queue(tasks)
         .queue_timeout(Duration::from_secs(30))
-        .without_standing_queue();
+        .build();
     let limit_handle = limit.handle();
     let stack = ServiceBuilder::new()
         .layer(honour)

@@ -336,20 +336,6 @@ impl<K, Key, M> CoalesceLayer<K, Key, M> {
         self.in_flight.stats()
     }
 
-    /// Keys requests with `key` instead, keeping the sharing strategy; starts
-    /// a new table of calls in flight.
-    #[must_use]
-    pub fn key<K2, Key2, Req>(self, key: K2) -> CoalesceLayer<K2, Key2, M>
-    where
-        K2: MakeKey<Req, Key = Key2>,
-    {
-        CoalesceLayer {
-            key,
-            share: self.share,
-            in_flight: Arc::new(InFlight::new()),
-        }
-    }
-
     /// Shares responses with `share` instead.
     #[must_use]
     pub fn share<M2>(self, share: M2) -> CoalesceLayer<K, Key, M2> {

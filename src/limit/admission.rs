@@ -118,11 +118,6 @@ impl Shared {
         }
     }
 
-    /// Called when the configuration changed after `new`.
-    pub(crate) fn reconfigured(&mut self) {
-        self.fast = self.config.reserved == Reserved::new();
-    }
-
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {
         // A panicking algorithm must not wedge the limiter: the state is
         // consistent between statements, so a poisoned lock is still usable.

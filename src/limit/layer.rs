@@ -24,8 +24,9 @@ use crate::{AsError, priority::FromExtensions};
 /// ([`ByResult`] or [`HttpOutcomes`](super::HttpOutcomes)), `K` finds a
 /// request's priority ([`FromExtensions`] by default).
 ///
-/// Set the options before the layer is cloned or applied: they change the
-/// shared state, and doing so on a shared layer panics.
+/// Build it with [`new`](Self::new) (every option at its default) or
+/// [`builder`](Self::builder); [`HttpLimitLayer`](super::HttpLimitLayer)
+/// names the HTTP face.
 #[derive(Debug)]
 pub struct AdaptiveLimitLayer<R = AsError, C = ByResult, K = FromExtensions> {
     shared: Arc<Shared>,
@@ -46,39 +47,121 @@ impl<R: Clone, C: Clone, K: Clone> Clone for AdaptiveLimitLayer<R, C, K> {
 }
 
 impl AdaptiveLimitLayer {
-    /// A limit driven by `algorithm`, on the generic face: refusals are
-    /// [`Overloaded`](crate::Overloaded) errors, responses are successes and
-    /// inner errors drops.
+    /// A limit driven by `algorithm`, on the generic face, with every option
+    /// at its default: refusals are [`Overloaded`](crate::Overloaded)
+    /// errors, responses are successes and inner errors drops.
     ///
     /// A request that finds the limit reached waits, by priority, for up to
     /// 1 s; it is let in only when the forecast wait (the waiters ahead of it
     /// and the higher priorities still arriving, over the measured service
     /// rate) is at most half that, and refused at once otherwise. See
-    /// [`max_queue`](Self::max_queue) for the queue's length.
+    /// [`max_queue`](AdaptiveLimitBuilder::max_queue) for the queue's length.
     pub fn new<A>(algorithm: A) -> Self
     where
         A: Algorithm + Send + 'static,
     {
-        Self {
-            shared: Arc::new(Shared::new(Box::new(algorithm), QueueConfig::default())),
+        Self::builder(algorithm).build()
+    }
+
+    /// Configures a limit driven by `algorithm`: set the options in any
+    /// order, then [`build`](AdaptiveLimitBuilder::build) it.
+    pub fn builder<A>(algorithm: A) -> AdaptiveLimitBuilder
+    where
+        A: Algorithm + Send + 'static,
+    {
+        AdaptiveLimitBuilder {
+            algorithm: Box::new(algorithm),
+            config: QueueConfig::default(),
             reject: AsError,
-            outcomes: ByResult::new(),
+            outcomes: FaceOutcomes,
             classify: FromExtensions,
         }
     }
 }
 
 impl<R, C, K> AdaptiveLimitLayer<R, C, K> {
-    fn configure(&mut self, f: impl FnOnce(&mut QueueConfig)) {
-        match Arc::get_mut(&mut self.shared) {
-            Some(shared) => {
-                f(&mut shared.config);
-                shared.reconfigured();
-            }
-            None => panic!("configure an AdaptiveLimitLayer before cloning or applying it"),
-        }
+    /// A handle on the limit, the in-flight count and the queue.
+    pub fn handle(&self) -> LimitHandle {
+        LimitHandle::new(Arc::clone(&self.shared))
     }
+}
 
+/// The options of an [`AdaptiveLimitLayer`], a plain value: set them in any
+/// order, then [`build`](Self::build) the layer, which creates the shared
+/// limit once.
+///
+/// `O` is the outcome classification: until [`outcomes`](Self::outcomes)
+/// is called, the face's own ([`ByResult`] on the generic face,
+/// [`HttpOutcomes`](super::HttpOutcomes) after [`http`](Self::http)).
+pub struct AdaptiveLimitBuilder<R = AsError, O = FaceOutcomes, K = FromExtensions> {
+    algorithm: Box<dyn Algorithm + Send>,
+    config: QueueConfig,
+    reject: R,
+    outcomes: O,
+    classify: K,
+}
+
+impl<R: std::fmt::Debug, O: std::fmt::Debug, K: std::fmt::Debug> std::fmt::Debug
+    for AdaptiveLimitBuilder<R, O, K>
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdaptiveLimitBuilder")
+            .field("algorithm", &self.algorithm)
+            .field("config", &self.config)
+            .field("reject", &self.reject)
+            .field("outcomes", &self.outcomes)
+            .field("classify", &self.classify)
+            .finish()
+    }
+}
+
+/// The outcome classification of an [`AdaptiveLimitBuilder`] whose
+/// [`outcomes`](AdaptiveLimitBuilder::outcomes) was not set: the face's own.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FaceOutcomes;
+
+/// An outcome classification chosen with
+/// [`outcomes`](AdaptiveLimitBuilder::outcomes), kept whatever face is set
+/// afterwards.
+#[derive(Debug, Clone, Copy)]
+pub struct Chosen<C>(C);
+
+/// Resolves a builder's outcome classification for the face `R` when the
+/// layer is built: [`FaceOutcomes`] becomes the face's default, a
+/// [`Chosen`] one stays as it is.
+pub trait OutcomesFor<R> {
+    /// The classification the layer runs.
+    type Outcomes;
+    /// Resolves it.
+    fn resolve(self) -> Self::Outcomes;
+}
+
+impl OutcomesFor<AsError> for FaceOutcomes {
+    type Outcomes = ByResult;
+
+    fn resolve(self) -> ByResult {
+        ByResult::new()
+    }
+}
+
+#[cfg(feature = "http")]
+impl<M> OutcomesFor<AsResponse<M>> for FaceOutcomes {
+    type Outcomes = HttpOutcomes;
+
+    fn resolve(self) -> HttpOutcomes {
+        HttpOutcomes::new()
+    }
+}
+
+impl<R, C> OutcomesFor<R> for Chosen<C> {
+    type Outcomes = C;
+
+    fn resolve(self) -> C {
+        self.0
+    }
+}
+
+impl<R, O, K> AdaptiveLimitBuilder<R, O, K> {
     /// How many requests may wait for a permit. Zero refuses at once at the
     /// limit. When the queue is full, a request refuses the newest waiter of
     /// the lowest priority below its own, or is refused.
@@ -95,17 +178,15 @@ impl<R, C, K> AdaptiveLimitLayer<R, C, K> {
     /// by refusing the newest waiter of a lower priority.
     #[must_use]
     pub fn max_queue(mut self, len: usize) -> Self {
-        self.configure(|c| {
-            c.max_len = len;
-            c.auto_len = false;
-        });
+        self.config.max_len = len;
+        self.config.auto_len = false;
         self
     }
 
     /// How long a request may wait for a permit (default 1 s).
     #[must_use]
     pub fn queue_timeout(mut self, timeout: Duration) -> Self {
-        self.configure(|c| c.timeout = timeout);
+        self.config.timeout = timeout;
         self
     }
 
@@ -118,34 +199,28 @@ impl<R, C, K> AdaptiveLimitLayer<R, C, K> {
     /// shorter queue.
     #[must_use]
     pub fn standing_queue(mut self, interval: Duration, short_timeout: Duration) -> Self {
-        self.configure(|c| c.standing = Some((interval, short_timeout)));
-        self
-    }
-
-    /// Turns the standing-queue rule off (the default): every waiter may wait
-    /// the full [`queue_timeout`](Self::queue_timeout).
-    #[must_use]
-    pub fn without_standing_queue(mut self) -> Self {
-        self.configure(|c| c.standing = None);
+        self.config.standing = Some((interval, short_timeout));
         self
     }
 
     /// Reserves shares of the limit for priorities.
     #[must_use]
     pub fn reserved(mut self, reserved: Reserved) -> Self {
-        self.configure(|c| c.reserved = reserved);
+        self.config.reserved = reserved;
         self
     }
 
     /// Classifies outcomes with `outcomes`, for example
-    /// [`HttpOutcomes`](super::HttpOutcomes) for a client of an HTTP or gRPC
-    /// service on the generic face.
+    /// [`HttpOutcomes`](super::HttpOutcomes) tuned, or for a client of an
+    /// HTTP or gRPC service on the generic face. Kept whichever face is set,
+    /// before or after.
     #[must_use]
-    pub fn outcomes<C2>(self, outcomes: C2) -> AdaptiveLimitLayer<R, C2, K> {
-        AdaptiveLimitLayer {
-            shared: self.shared,
+    pub fn outcomes<C>(self, outcomes: C) -> AdaptiveLimitBuilder<R, Chosen<C>, K> {
+        AdaptiveLimitBuilder {
+            algorithm: self.algorithm,
+            config: self.config,
             reject: self.reject,
-            outcomes,
+            outcomes: Chosen(outcomes),
             classify: self.classify,
         }
     }
@@ -153,41 +228,50 @@ impl<R, C, K> AdaptiveLimitLayer<R, C, K> {
     /// Finds each request's priority with `classify` (by default, the
     /// [`Priority`](crate::Priority) in the request's extensions).
     #[must_use]
-    pub fn classify<K2>(self, classify: K2) -> AdaptiveLimitLayer<R, C, K2> {
-        AdaptiveLimitLayer {
-            shared: self.shared,
+    pub fn classify<K2>(self, classify: K2) -> AdaptiveLimitBuilder<R, O, K2> {
+        AdaptiveLimitBuilder {
+            algorithm: self.algorithm,
+            config: self.config,
             reject: self.reject,
             outcomes: self.outcomes,
             classify,
         }
     }
 
-    /// A handle on the limit, the in-flight count and the queue.
-    pub fn handle(&self) -> LimitHandle {
-        LimitHandle::new(Arc::clone(&self.shared))
+    /// Creates the shared limit and the layer.
+    pub fn build(self) -> AdaptiveLimitLayer<R, O::Outcomes, K>
+    where
+        O: OutcomesFor<R>,
+    {
+        AdaptiveLimitLayer {
+            shared: Arc::new(Shared::new(self.algorithm, self.config)),
+            reject: self.reject,
+            outcomes: self.outcomes.resolve(),
+            classify: self.classify,
+        }
     }
 }
 
 #[cfg(feature = "http")]
-impl<R, C, K> AdaptiveLimitLayer<R, C, K> {
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+impl<R, O, K> AdaptiveLimitBuilder<R, O, K> {
     /// The HTTP face: refusals are `503` responses with `Retry-After` (or
     /// trailers-only gRPC `UNAVAILABLE`), outcomes are classified by
-    /// [`HttpOutcomes`], and each permit lasts until its response body ends.
-    ///
-    /// This sets the classification to `HttpOutcomes::new()`; to tune it,
-    /// call [`outcomes`](Self::outcomes) afterwards.
+    /// [`HttpOutcomes`] unless [`outcomes`](Self::outcomes) chose otherwise,
+    /// and each permit lasts until its response body ends.
     #[must_use]
-    pub fn http(self) -> AdaptiveLimitLayer<AsResponse<ProblemDetails>, HttpOutcomes, K> {
+    pub fn http(self) -> AdaptiveLimitBuilder<AsResponse<ProblemDetails>, O, K> {
         self.rejection(ProblemDetails::default())
     }
 
     /// The HTTP face with refusals built by `make`.
     #[must_use]
-    pub fn rejection<M>(self, make: M) -> AdaptiveLimitLayer<AsResponse<M>, HttpOutcomes, K> {
-        AdaptiveLimitLayer {
-            shared: self.shared,
+    pub fn rejection<M>(self, make: M) -> AdaptiveLimitBuilder<AsResponse<M>, O, K> {
+        AdaptiveLimitBuilder {
+            algorithm: self.algorithm,
+            config: self.config,
             reject: AsResponse::new(make),
-            outcomes: HttpOutcomes::new(),
+            outcomes: self.outcomes,
             classify: self.classify,
         }
     }

@@ -48,7 +48,7 @@
 //! [`Reason::QueueTimeout`](crate::Reason::QueueTimeout), with a hint of how
 //! long the backlog takes to drain: errors on the generic face
 //! ([`AdaptiveLimitLayer::new`]), `503` + `Retry-After` on the HTTP face
-//! ([`AdaptiveLimitLayer::http`]).
+//! ([`AdaptiveLimitBuilder::http`]).
 //!
 //! # Server
 //!
@@ -60,9 +60,10 @@
 //!     priority::{Priority, PriorityLayer, RouteTable},
 //! };
 //!
-//! let limit = AdaptiveLimitLayer::new(Gradient::default())
+//! let limit = AdaptiveLimitLayer::builder(Gradient::default())
 //!     .queue_timeout(Duration::from_millis(500))
-//!     .http();
+//!     .http()
+//!     .build();
 //! let stats = limit.handle();
 //!
 //! let app: Router = Router::new()
@@ -87,7 +88,7 @@
 //!     .decrease_once_per_rtt(true)
 //!     .build()?;
 //! let channel = ServiceBuilder::new()
-//!     .layer(AdaptiveLimitLayer::new(aimd).outcomes(HttpOutcomes::new()).max_queue(64))
+//!     .layer(AdaptiveLimitLayer::builder(aimd).outcomes(HttpOutcomes::new()).max_queue(64).build())
 //!     .service(channel);
 //! // tonic_health::pb::health_client::HealthClient::new(channel) ...
 //! # let _ = channel; Ok(()) }
@@ -162,12 +163,20 @@ pub use aimd::{Aimd, AimdBuilder, Growth, LatencyTarget};
 pub use algorithm::{Algorithm, Fixed, Sample};
 pub use gradient::{Gradient, GradientBuilder};
 pub use handle::{LimitHandle, LimitSnapshot, QueuedByPriority};
-pub use layer::AdaptiveLimitLayer;
+pub use layer::{AdaptiveLimitBuilder, AdaptiveLimitLayer, Chosen, FaceOutcomes, OutcomesFor};
 #[cfg(feature = "http")]
 pub use outcome::{BodyPermit, HttpOutcomes};
 pub use outcome::{ByResult, ClassifyOutcome};
 pub use permit::{Outcome, Permit};
 pub use reserved::Reserved;
+
+/// The limit as [`AdaptiveLimitBuilder::http`] builds it: `503` refusals,
+/// [`HttpOutcomes`], priorities found by `K` (by default in the request's
+/// extensions).
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub type HttpLimitLayer<K = crate::priority::FromExtensions> =
+    AdaptiveLimitLayer<crate::http::AsResponse<crate::http::ProblemDetails>, HttpOutcomes, K>;
 pub use service::AdaptiveLimit;
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use crate::{AsError, Overloaded, Reject, priority::Classify, priority::FromExten
 /// without having been polled ready. A queued request therefore holds
 /// whatever its inner service's readiness reserves (for a tonic `Channel`, a
 /// slot in its buffer) while it waits; keep
-/// [`max_queue`](super::AdaptiveLimitLayer::max_queue) below such a buffer.
+/// [`max_queue`](super::AdaptiveLimitBuilder::max_queue) below such a buffer.
 #[derive(Debug)]
 pub struct AdaptiveLimit<S, R = AsError, C = super::ByResult, K = FromExtensions> {
     inner: S,

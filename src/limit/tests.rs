@@ -56,9 +56,9 @@ fn by_priority(job: &Job) -> Priority {
 
 type Svc = AdaptiveLimit<Backend, crate::AsError, ByResult, fn(&Job) -> Priority>;
 
-fn setup(layer: AdaptiveLimitLayer) -> (Svc, LimitHandle, Started) {
+fn setup(layer: AdaptiveLimitBuilder) -> (Svc, LimitHandle, Started) {
     let started = Started::default();
-    let layer = layer.classify(by_priority as fn(&Job) -> Priority);
+    let layer = layer.classify(by_priority as fn(&Job) -> Priority).build();
     let handle = layer.handle();
     let svc = tower::Layer::layer(
         &layer,
@@ -94,8 +94,8 @@ async fn settle() {
     }
 }
 
-fn fixed(n: usize) -> AdaptiveLimitLayer {
-    AdaptiveLimitLayer::new(Fixed::new(n).unwrap())
+fn fixed(n: usize) -> AdaptiveLimitBuilder {
+    AdaptiveLimitLayer::builder(Fixed::new(n).unwrap())
 }
 
 fn reason(res: Result<&'static str, BoxError>) -> Reason {
@@ -107,7 +107,7 @@ fn reason(res: Result<&'static str, BoxError>) -> Reason {
 
 #[tokio::test(start_paused = true)]
 async fn waiters_are_served_by_priority_then_arrival() {
-    let (mut svc, handle, started) = setup(fixed(1).without_standing_queue());
+    let (mut svc, handle, started) = setup(fixed(1));
     let (first, c0) = send(&mut svc, Priority::Low, "running").await;
     let mut queued = Vec::new();
     for (p, name) in [
@@ -169,7 +169,7 @@ async fn waiters_are_served_by_priority_then_arrival() {
 
 #[tokio::test(start_paused = true)]
 async fn full_queue_refuses_or_evicts_a_lower_priority() {
-    let (mut svc, handle, started) = setup(fixed(1).max_queue(2).without_standing_queue());
+    let (mut svc, handle, started) = setup(fixed(1).max_queue(2));
     let (_run, _c0) = send(&mut svc, Priority::Default, "running").await;
     let (_a, a) = send(&mut svc, Priority::Low, "low").await;
     let (_b, _bc) = send(&mut svc, Priority::Default, "default").await;
@@ -198,11 +198,7 @@ async fn zero_queue_refuses_at_the_limit() {
 
 #[tokio::test(start_paused = true)]
 async fn waiter_times_out_and_never_runs() {
-    let (mut svc, handle, started) = setup(
-        fixed(1)
-            .queue_timeout(Duration::from_millis(300))
-            .without_standing_queue(),
-    );
+    let (mut svc, handle, started) = setup(fixed(1).queue_timeout(Duration::from_millis(300)));
     let (run, c0) = send(&mut svc, Priority::Default, "running").await;
     let (_w, w) = send(&mut svc, Priority::Default, "waiter").await;
     tokio::time::advance(Duration::from_millis(200)).await;
@@ -298,7 +294,7 @@ async fn shrinking_never_cancels_running_work() {
         .backoff_ratio(0.5)
         .build()
         .unwrap();
-    let (mut svc, handle, _) = setup(AdaptiveLimitLayer::new(aimd));
+    let (mut svc, handle, _) = setup(AdaptiveLimitLayer::builder(aimd));
     let mut jobs = Vec::new();
     for name in ["a", "b", "c", "d"] {
         jobs.push(send(&mut svc, Priority::Default, name).await);
@@ -328,7 +324,7 @@ async fn a_growing_limit_admits_waiters() {
         .initial_limit(2)
         .build()
         .unwrap();
-    let (mut svc, handle, started) = setup(AdaptiveLimitLayer::new(aimd).without_standing_queue());
+    let (mut svc, handle, started) = setup(AdaptiveLimitLayer::builder(aimd));
     let (a, ac) = send(&mut svc, Priority::Default, "a").await;
     let (_b, _bc) = send(&mut svc, Priority::Default, "b").await;
     let (_c, _cc) = send(&mut svc, Priority::Default, "c").await;
@@ -344,7 +340,7 @@ async fn a_growing_limit_admits_waiters() {
 
 #[tokio::test(start_paused = true)]
 async fn cancelled_waiters_leave_the_queue_and_granted_ones_release() {
-    let (mut svc, handle, started) = setup(fixed(1).without_standing_queue());
+    let (mut svc, handle, started) = setup(fixed(1));
     let (run, c0) = send(&mut svc, Priority::Default, "running").await;
     let (_w, w) = send(&mut svc, Priority::Default, "cancelled").await;
     assert_eq!(handle.queued(), 1);
@@ -373,11 +369,8 @@ async fn cancelled_waiters_leave_the_queue_and_granted_ones_release() {
 
 #[tokio::test(start_paused = true)]
 async fn reserved_shares_admit_beyond_the_limit_only_up_to_the_reserve() {
-    let reserved = Reserved::new()
-        .share(Priority::Critical, 0.25)
-        .build()
-        .unwrap();
-    let (mut svc, handle, started) = setup(fixed(4).reserved(reserved).without_standing_queue());
+    let reserved = Reserved::new().share(Priority::Critical, 0.25).unwrap();
+    let (mut svc, handle, started) = setup(fixed(4).reserved(reserved));
     let mut keep = Vec::new();
     for name in ["l1", "l2", "l3", "l4"] {
         keep.push(send(&mut svc, Priority::Low, name).await);
@@ -408,17 +401,16 @@ async fn reserved_shares_admit_beyond_the_limit_only_up_to_the_reserve() {
     assert!(
         Reserved::new()
             .share(Priority::Low, 0.7)
-            .share(Priority::High, 0.4)
-            .build()
+            .and_then(|r| r.share(Priority::High, 0.4))
             .is_err()
     );
-    assert!(Reserved::new().share(Priority::Low, -0.1).build().is_err());
+    assert!(Reserved::new().share(Priority::Low, -0.1).is_err());
 }
 
 #[tokio::test(start_paused = true)]
 async fn inner_errors_are_drops_and_responses_successes() {
     let aimd = Aimd::builder().min_limit(1).build().unwrap();
-    let (mut svc, handle, _) = setup(AdaptiveLimitLayer::new(aimd));
+    let (mut svc, handle, _) = setup(AdaptiveLimitLayer::builder(aimd));
     let (tx, c) = send(&mut svc, Priority::Default, "x").await;
     tx.send(Err("boom")).unwrap();
     let err = c.await.unwrap().unwrap_err();
@@ -432,7 +424,7 @@ async fn inner_errors_are_drops_and_responses_successes() {
 
 #[test]
 fn one_layer_is_one_limit() {
-    let layer = fixed(3);
+    let layer = fixed(3).build();
     let handle = layer.handle();
     let a = tower::Layer::layer(
         &layer,
@@ -447,14 +439,6 @@ fn one_layer_is_one_limit() {
     assert_eq!(handle.limit(), 3);
 }
 
-#[test]
-#[should_panic(expected = "before cloning")]
-fn configuring_a_shared_layer_panics() {
-    let layer = fixed(3);
-    let _clone = layer.clone();
-    let _ = layer.max_queue(3);
-}
-
 #[cfg(feature = "http")]
 #[tokio::test(start_paused = true)]
 async fn http_face_answers_a_queue_timeout_with_503() {
@@ -462,8 +446,8 @@ async fn http_face_answers_a_queue_timeout_with_503() {
 
     let layer = fixed(1)
         .queue_timeout(Duration::from_millis(100))
-        .without_standing_queue()
-        .http();
+        .http()
+        .build();
     let handle = layer.handle();
     let (hold, held) = oneshot::channel::<()>();
     let held = Arc::new(Mutex::new(Some(held)));
@@ -505,7 +489,7 @@ async fn http_face_answers_a_queue_timeout_with_503() {
 #[cfg(feature = "serde")]
 #[test]
 fn snapshot_serialises() {
-    let handle = fixed(7).handle();
+    let handle = fixed(7).build().handle();
     let json = serde_json::to_value(handle.snapshot()).unwrap();
     assert_eq!(json["limit"], 7);
     assert_eq!(json["queued_by_priority"]["critical"], 0);

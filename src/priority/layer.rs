@@ -14,8 +14,8 @@ use super::{CallerKey, Classify, Cohort, Cohorts, Priority};
 /// A request an outer layer already stamped keeps its stamp, so an edge proxy's
 /// decision is not overridden by a more generous inner default.
 ///
-/// The classifier is shared by every clone and every route: `layer()` only
-/// clones an `Arc`.
+/// The layer is a plain value holding no state: `layer()` hands each service
+/// a shared copy of the classifier.
 ///
 /// ```
 /// use axum::{Router, routing::post};
@@ -30,9 +30,9 @@ use super::{CallerKey, Classify, Cohort, Cohorts, Priority};
 ///     .route("/payments", post(|| async { "paid" }))
 ///     .layer(PriorityLayer::new(routes));
 /// ```
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PriorityLayer<C, K = NoCohorts> {
-    shared: Arc<Shared<C, K>>,
+    shared: Shared<C, K>,
 }
 
 /// The caller key of a [`PriorityLayer`] that assigns no cohorts.
@@ -45,59 +45,42 @@ impl<Req> CallerKey<Req> for NoCohorts {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Shared<C, K> {
     classify: C,
     cohorts: Option<Cohorts<K>>,
-}
-
-impl<C, K> Clone for PriorityLayer<C, K> {
-    fn clone(&self) -> Self {
-        Self {
-            shared: Arc::clone(&self.shared),
-        }
-    }
 }
 
 impl<C> PriorityLayer<C, NoCohorts> {
     /// Classifies every request with `classify`.
     pub fn new(classify: C) -> Self {
         Self {
-            shared: Arc::new(Shared {
+            shared: Shared {
                 classify,
                 cohorts: None,
-            }),
+            },
         }
     }
 
     /// Also assigns each request a [`Cohort`] from its caller.
-    ///
-    /// This makes a new layer; clones of the old one keep assigning none.
     #[must_use]
-    pub fn cohorts<K>(self, cohorts: Cohorts<K>) -> PriorityLayer<C, K>
-    where
-        C: Clone,
-    {
-        let classify = match Arc::try_unwrap(self.shared) {
-            Ok(shared) => shared.classify,
-            Err(shared) => shared.classify.clone(),
-        };
+    pub fn cohorts<K>(self, cohorts: Cohorts<K>) -> PriorityLayer<C, K> {
         PriorityLayer {
-            shared: Arc::new(Shared {
-                classify,
+            shared: Shared {
+                classify: self.shared.classify,
                 cohorts: Some(cohorts),
-            }),
+            },
         }
     }
 }
 
-impl<S, C, K> Layer<S> for PriorityLayer<C, K> {
+impl<S, C: Clone, K: Clone> Layer<S> for PriorityLayer<C, K> {
     type Service = SetPriority<S, C, K>;
 
     fn layer(&self, inner: S) -> Self::Service {
         SetPriority {
             inner,
-            shared: Arc::clone(&self.shared),
+            shared: Arc::new(self.shared.clone()),
         }
     }
 }

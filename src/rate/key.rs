@@ -24,7 +24,7 @@ pub trait KeyType {
 /// use tower_spillway::rate::{Quota, RateLimitLayer, key_fn};
 ///
 /// let by_tenant = key_fn(|req: &http::Request<()>| req.headers().get("x-tenant").cloned());
-/// let layer = RateLimitLayer::keyed(Quota::per_second(10)?, by_tenant);
+/// let layer = RateLimitLayer::builder(Quota::per_second(10)?).keyed(by_tenant).build();
 /// # let _ = layer;
 /// # Ok::<(), tower_spillway::ConfigError>(())
 /// ```

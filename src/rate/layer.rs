@@ -19,23 +19,28 @@ pub const DEFAULT_MAX_KEYS: usize = 100_000;
 /// Limits the rate of requests with GCRA (the generic cell rate algorithm,
 /// from `governor`), globally or per key.
 ///
-/// - [`new`](Self::new): one global bucket; [`keyed`](Self::keyed): one bucket
-///   per key, at most [`max_keys`](Self::max_keys) remembered;
+/// - [`new`](Self::new): one global bucket on the generic face;
+///   [`builder`](Self::builder) for the rest:
+///   [`keyed`](RateLimitBuilder::keyed) gives one bucket per key, at most
+///   [`max_keys`](RateLimitBuilder::max_keys) remembered;
 /// - the generic face refuses with [`Overloaded`](crate::Overloaded) errors
 ///   (reason `RateLimited`, `retry_after` the exact GCRA wait);
-///   [`http`](Self::http) answers `429` with that wait as `Retry-After`
-///   (rounded up, never 0) and the `RateLimit-Policy` / `RateLimit` fields,
-///   or a trailers-only `RESOURCE_EXHAUSTED` with `grpc-retry-pushback-ms`
-///   for gRPC calls;
-/// - the buckets live in the layer: every service it makes (per route, per
-///   connection, per request) draws from them; [`handle`](Self::handle)
-///   reads them and changes the quota at runtime.
+///   [`http`](RateLimitBuilder::http) answers `429` with that wait as
+///   `Retry-After` (rounded up, never 0) and the `RateLimit-Policy` /
+///   `RateLimit` fields, or a trailers-only `RESOURCE_EXHAUSTED` with
+///   `grpc-retry-pushback-ms` for gRPC calls;
+/// - the buckets are created once, when the layer is built: every service it
+///   makes (per route, per connection, per request) draws from them;
+///   [`handle`](Self::handle) reads them and changes the quota at runtime.
 ///
 /// ```
 /// use axum::{Router, routing::get};
 /// use tower_spillway::rate::{PeerIp, Quota, RateLimitLayer};
 ///
-/// let per_ip = RateLimitLayer::keyed(Quota::per_second(20)?.burst(40)?, PeerIp::new()).http();
+/// let per_ip = RateLimitLayer::builder(Quota::per_second(20)?.burst(40)?)
+///     .keyed(PeerIp::new())
+///     .http()
+///     .build();
 /// let app: Router = Router::new().route("/", get(|| async { "hi" })).layer(per_ip);
 /// # Ok::<(), tower_spillway::ConfigError>(())
 /// ```
@@ -68,25 +73,19 @@ impl<X: KeyType + fmt::Debug, R: fmt::Debug> fmt::Debug for RateLimitLayer<X, R>
 }
 
 impl RateLimitLayer<Global, AsError> {
-    /// One bucket for every request.
+    /// One bucket for every request, on the generic face.
     pub fn new(quota: Quota) -> Self {
-        Self {
-            extractor: Arc::new(Global),
-            limiter: Arc::new(Limiter::new(quota, Store::global())),
-            reject: AsError,
-            fields_on_success: false,
-        }
+        Self::builder(quota).build()
     }
-}
 
-impl<X: KeyType> RateLimitLayer<X, AsError> {
-    /// One bucket per key that `extractor` picks, remembering at most
-    /// [`DEFAULT_MAX_KEYS`] keys.
-    pub fn keyed(quota: Quota, extractor: X) -> Self {
-        let store = Store::keyed(DEFAULT_MAX_KEYS).unwrap_or_else(|_| Store::global());
-        Self {
-            extractor: Arc::new(extractor),
-            limiter: Arc::new(Limiter::new(quota, store)),
+    /// Configures a limit of `quota`: set the options in any order, then
+    /// [`build`](RateLimitBuilder::build) it.
+    pub fn builder(quota: Quota) -> RateLimitBuilder {
+        RateLimitBuilder {
+            quota,
+            extractor: Global,
+            keyed: false,
+            max_keys: DEFAULT_MAX_KEYS,
             reject: AsError,
             fields_on_success: false,
         }
@@ -94,17 +93,55 @@ impl<X: KeyType> RateLimitLayer<X, AsError> {
 }
 
 impl<X: KeyType, R> RateLimitLayer<X, R> {
-    /// Bounds the keys remembered (at least 1). Keys idle the longest are
-    /// forgotten first, without any cleanup task; memory stays flat however
-    /// many distinct keys arrive. A forgotten key starts again with a full
-    /// burst, so under a flood of new keys a few honest keys may get a fresh
-    /// burst early; pair per-key limits with a global one.
-    ///
-    /// Replaces the buckets: call it while building the layer, before taking
-    /// a [`handle`](Self::handle).
+    /// A handle on the buckets: counts, key memory, runtime quota changes.
+    pub fn handle(&self) -> RateLimitHandle<X::Key> {
+        RateLimitHandle {
+            limiter: Arc::clone(&self.limiter),
+        }
+    }
+}
+
+/// The options of a [`RateLimitLayer`], a plain value: set them in any
+/// order, then [`build`](Self::build) the layer, which creates its buckets
+/// once.
+#[derive(Debug, Clone)]
+pub struct RateLimitBuilder<X = Global, R = AsError> {
+    quota: Quota,
+    extractor: X,
+    /// `false` until [`keyed`](Self::keyed): one bucket, no key table.
+    keyed: bool,
+    max_keys: usize,
+    reject: R,
+    fields_on_success: bool,
+}
+
+impl<X, R> RateLimitBuilder<X, R> {
+    /// One bucket per key that `extractor` picks (a [`PeerIp`](super::PeerIp),
+    /// a [`HeaderKey`](super::HeaderKey), a closure), remembering at most
+    /// [`max_keys`](Self::max_keys) keys ([`DEFAULT_MAX_KEYS`] unless set).
+    #[must_use]
+    pub fn keyed<X2: KeyType>(self, extractor: X2) -> RateLimitBuilder<X2, R> {
+        RateLimitBuilder {
+            quota: self.quota,
+            extractor,
+            keyed: true,
+            max_keys: self.max_keys,
+            reject: self.reject,
+            fields_on_success: self.fields_on_success,
+        }
+    }
+
+    /// Bounds the keys a keyed limit remembers (at least 1; a global limit
+    /// has one). Keys idle the longest are forgotten first, without any
+    /// cleanup task; memory stays flat however many distinct keys arrive. A
+    /// forgotten key starts again with a full burst, so under a flood of new
+    /// keys a few honest keys may get a fresh burst early; pair per-key
+    /// limits with a global one.
     pub fn max_keys(mut self, max_keys: usize) -> Result<Self, ConfigError> {
-        let quota = self.limiter.quota();
-        self.limiter = Arc::new(Limiter::new(quota, Store::keyed(max_keys)?));
+        if max_keys == 0 {
+            return Err(ConfigError::new("max_keys", "must be at least 1"));
+        }
+        self.max_keys = max_keys;
         Ok(self)
     }
 
@@ -113,7 +150,8 @@ impl<X: KeyType, R> RateLimitLayer<X, R> {
     /// 0, never jittered: jitter could only make callers wait longer than
     /// needed), with `RateLimit-Policy` and `RateLimit` fields; gRPC calls get
     /// a trailers-only `RESOURCE_EXHAUSTED` with the wait in milliseconds.
-    pub fn http(self) -> RateLimitLayer<X, AsResponse<ProblemDetails>> {
+    #[must_use]
+    pub fn http(self) -> RateLimitBuilder<X, AsResponse<ProblemDetails>> {
         let exact = RetryAfterPolicy::new()
             .jitter(0.0)
             .and_then(|p| p.cap(MAX_HINT))
@@ -124,10 +162,13 @@ impl<X: KeyType, R> RateLimitLayer<X, R> {
     /// The HTTP face with refusal responses built by `make`. The
     /// `RateLimit-Policy` and `RateLimit` fields are added to whatever it
     /// builds.
-    pub fn rejection<M: MakeRejection>(self, make: M) -> RateLimitLayer<X, AsResponse<M>> {
-        RateLimitLayer {
+    #[must_use]
+    pub fn rejection<M: MakeRejection>(self, make: M) -> RateLimitBuilder<X, AsResponse<M>> {
+        RateLimitBuilder {
+            quota: self.quota,
             extractor: self.extractor,
-            limiter: self.limiter,
+            keyed: self.keyed,
+            max_keys: self.max_keys,
             reject: AsResponse::new(make),
             fields_on_success: self.fields_on_success,
         }
@@ -143,10 +184,21 @@ impl<X: KeyType, R> RateLimitLayer<X, R> {
         self
     }
 
-    /// A handle on the buckets: counts, key memory, runtime quota changes.
-    pub fn handle(&self) -> RateLimitHandle<X::Key> {
-        RateLimitHandle {
-            limiter: Arc::clone(&self.limiter),
+    /// Creates the buckets and the layer.
+    pub fn build(self) -> RateLimitLayer<X, R>
+    where
+        X: KeyType,
+    {
+        // `max_keys` is at least 1, checked when it was set.
+        let store = match self.keyed {
+            true => Store::keyed(self.max_keys).unwrap_or_else(|_| Store::global()),
+            false => Store::global(),
+        };
+        RateLimitLayer {
+            extractor: Arc::new(self.extractor),
+            limiter: Arc::new(Limiter::new(self.quota, store)),
+            reject: self.reject,
+            fields_on_success: self.fields_on_success,
         }
     }
 }

@@ -18,7 +18,7 @@
 //! use axum::{Router, routing::get};
 //! use tower_spillway::rate::{Quota, RateLimitLayer};
 //!
-//! let limit = RateLimitLayer::new(Quota::per_second(200)?).http();
+//! let limit = RateLimitLayer::builder(Quota::per_second(200)?).http().build();
 //! let handle = limit.handle();
 //! let app: Router = Router::new()
 //!     .route("/", get(|| async { "ok" }))
@@ -39,7 +39,7 @@
 //!   state grows until the application runs a cleanup task. Here the wait is
 //!   rounded up (never 0), exact (no jitter: a rate limit knows when the next
 //!   call conforms), and the keyed state is bounded by
-//!   [`max_keys`](RateLimitLayer::max_keys) with no task to run.
+//!   [`max_keys`](RateLimitBuilder::max_keys) with no task to run.
 //! - Quotas change at runtime through [`RateLimitHandle::set_quota`], keeping
 //!   every key's history.
 
@@ -53,7 +53,15 @@ mod service;
 mod store;
 
 pub use key::{ApiKey, Global, HeaderKey, KeyDigest, KeyExtractor, KeyFn, KeyType, PeerIp, key_fn};
-pub use layer::{DEFAULT_MAX_KEYS, RateLimitHandle, RateLimitLayer, RateLimitSnapshot};
+pub use layer::{
+    DEFAULT_MAX_KEYS, RateLimitBuilder, RateLimitHandle, RateLimitLayer, RateLimitSnapshot,
+};
+
+/// The limit as [`RateLimitBuilder::http`] builds it: `429` refusals with the
+/// exact wait and the `RateLimit` fields, one bucket per key of `X` (one in
+/// all for [`Global`]).
+pub type HttpRateLimitLayer<X = Global> =
+    RateLimitLayer<X, crate::http::AsResponse<crate::http::ProblemDetails>>;
 pub use pace::{Pace, PaceLayer};
 pub use quota::Quota;
 pub use service::{RATELIMIT, RATELIMIT_POLICY, RateLimit, RateLimitFields, ResponseFuture};

@@ -80,7 +80,7 @@ pub trait RateLimitFields<Res> {
 
     /// Adds the `RateLimit-Policy` and `RateLimit` values to an admitted
     /// request's response (see
-    /// [`fields_on_success`](super::RateLimitLayer::fields_on_success)).
+    /// [`fields_on_success`](super::RateLimitBuilder::fields_on_success)).
     fn add_success_fields(res: &mut Res, policy: HeaderValue, current: HeaderValue);
 }
 

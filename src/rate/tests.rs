@@ -76,7 +76,9 @@ async fn one_limit_for_every_service_the_layer_makes() {
 
 #[tokio::test(start_paused = true)]
 async fn http_face_is_429_with_retry_after_and_ratelimit_fields() {
-    let layer = RateLimitLayer::new(Quota::per_second(200).unwrap().burst(1).unwrap()).http();
+    let layer = RateLimitLayer::builder(Quota::per_second(200).unwrap().burst(1).unwrap())
+        .http()
+        .build();
     let svc = layer.layer(ok_service());
     let res = svc
         .clone()
@@ -115,9 +117,10 @@ async fn http_face_is_429_with_retry_after_and_ratelimit_fields() {
 #[tokio::test(start_paused = true)]
 async fn fields_on_success_count_down_the_burst() {
     let quota = Quota::per_second(10).unwrap().burst(3).unwrap();
-    let svc = RateLimitLayer::new(quota)
+    let svc = RateLimitLayer::builder(quota)
         .http()
         .fields_on_success(true)
+        .build()
         .layer(ok_service());
     let mut seen = Vec::new();
     for _ in 0..4 {
@@ -142,7 +145,10 @@ async fn fields_on_success_count_down_the_burst() {
         ]
     );
     // Off by default.
-    let plain = RateLimitLayer::new(quota).http().layer(ok_service());
+    let plain = RateLimitLayer::builder(quota)
+        .http()
+        .build()
+        .layer(ok_service());
     let res = plain
         .oneshot(Request::new(http_body_util::Empty::<bytes::Bytes>::new()))
         .await
@@ -152,7 +158,9 @@ async fn fields_on_success_count_down_the_burst() {
 
 #[tokio::test(start_paused = true)]
 async fn long_waits_are_exact_not_capped_or_jittered() {
-    let layer = RateLimitLayer::new(Quota::new(1, Duration::from_secs(3600)).unwrap()).http();
+    let layer = RateLimitLayer::builder(Quota::new(1, Duration::from_secs(3600)).unwrap())
+        .http()
+        .build();
     let svc = layer.layer(ok_service());
     svc.clone()
         .oneshot(Request::new(http_body_util::Empty::<bytes::Bytes>::new()))
@@ -172,7 +180,10 @@ async fn long_waits_are_exact_not_capped_or_jittered() {
 
 #[tokio::test(start_paused = true)]
 async fn keyed_buckets_are_separate() {
-    let layer = RateLimitLayer::keyed(Quota::per_minute(1).unwrap(), ApiKey).http();
+    let layer = RateLimitLayer::builder(Quota::per_minute(1).unwrap())
+        .keyed(ApiKey)
+        .http()
+        .build();
     let svc = layer.layer(ok_service());
     let with_key = |k: &'static str| {
         Request::builder()
@@ -214,9 +225,11 @@ async fn keyed_buckets_are_separate() {
 
 #[test]
 fn keyed_memory_stays_flat_under_a_million_keys() {
-    let layer = RateLimitLayer::keyed(Quota::per_second(1).unwrap(), key_fn(|k: &u64| *k))
+    let layer = RateLimitLayer::builder(Quota::per_second(1).unwrap())
+        .keyed(key_fn(|k: &u64| *k))
         .max_keys(10_000)
-        .unwrap();
+        .unwrap()
+        .build();
     let handle = layer.handle();
     let svc = layer.layer(service_fn(|_k: u64| async { Ok::<_, Infallible>(()) }));
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -247,9 +260,11 @@ fn keyed_memory_stays_flat_under_a_million_keys() {
 
 #[tokio::test(start_paused = true)]
 async fn active_key_survives_a_flood_of_new_keys() {
-    let layer = RateLimitLayer::keyed(Quota::per_minute(1).unwrap(), key_fn(|k: &u64| *k))
+    let layer = RateLimitLayer::builder(Quota::per_minute(1).unwrap())
+        .keyed(key_fn(|k: &u64| *k))
         .max_keys(1_000)
-        .unwrap();
+        .unwrap()
+        .build();
     let svc = layer.layer(service_fn(|_k: u64| async { Ok::<_, Infallible>(()) }));
     svc.clone().oneshot(0).await.unwrap();
     for k in 1..100_000u64 {
@@ -323,7 +338,7 @@ fn quota_validation_and_policy() {
         (5, 1)
     );
     assert!(
-        RateLimitLayer::new(Quota::per_second(1).unwrap())
+        RateLimitLayer::builder(Quota::per_second(1).unwrap())
             .max_keys(0)
             .is_err()
     );

@@ -25,7 +25,7 @@
 //! // Around a tonic `Channel` (here any service of `http` requests): wait out
 //! // cooldowns, retry refused calls within the default budget.
 //! let client = ServiceBuilder::new()
-//!     .layer(HonorRetryAfterLayer::new().retries(Retries::new().allow_non_idempotent(true)))
+//!     .layer(HonorRetryAfterLayer::builder().retries(Retries::new().allow_non_idempotent(true)).build())
 //!     .service_fn(|req: http::Request<ReplayBody<String>>| async move {
 //!         Ok::<_, std::convert::Infallible>(http::Response::new(()))
 //!     });
@@ -70,9 +70,9 @@ mod server;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use client::{
-    DEFAULT_COOLDOWN_CAP, HonorFuture, HonorRetryAfter, HonorRetryAfterHandle,
-    HonorRetryAfterLayer, HonorRetryAfterSnapshot, MAX_ATTEMPTS, RETRY_ATTEMPT, ReplayBody,
-    Retries, RetryBudget,
+    DEFAULT_COOLDOWN_CAP, HonorFuture, HonorRetryAfter, HonorRetryAfterBuilder,
+    HonorRetryAfterHandle, HonorRetryAfterLayer, HonorRetryAfterSnapshot, MAX_ATTEMPTS,
+    RETRY_ATTEMPT, ReplayBody, Retries, RetryBudget,
 };
 
 #[cfg(feature = "http")]

@@ -41,23 +41,15 @@ use crate::{
 /// let stack = ServiceBuilder::new().layer(RetryAfterLayer::new());
 /// # let _ = stack;
 /// ```
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RetryAfterLayer<M = ProblemDetails> {
-    config: Arc<Config<M>>,
+    config: Config<M>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Config<M> {
     make: M,
     fill_missing: Option<RetryAfterPolicy>,
-}
-
-impl<M> Clone for RetryAfterLayer<M> {
-    fn clone(&self) -> Self {
-        Self {
-            config: Arc::clone(&self.config),
-        }
-    }
 }
 
 impl RetryAfterLayer<ProblemDetails> {
@@ -77,43 +69,30 @@ impl<M> RetryAfterLayer<M> {
     /// Answers refusals with responses from `make`.
     pub fn with_rejection(make: M) -> Self {
         Self {
-            config: Arc::new(Config {
+            config: Config {
                 make,
                 fill_missing: None,
-            }),
+            },
         }
     }
 
     /// Adds a retry hint computed by `policy` (with no observed hint, so its
     /// default delay, jittered) to inner 503/429 responses, and trailers-only
     /// gRPC 14/8 answers, that carry none.
-    ///
-    /// This makes a new layer; clones of the old one keep their setting.
     #[must_use]
-    pub fn fill_missing(self, policy: RetryAfterPolicy) -> Self
-    where
-        M: Clone,
-    {
-        let make = match Arc::try_unwrap(self.config) {
-            Ok(config) => config.make,
-            Err(config) => config.make.clone(),
-        };
-        Self {
-            config: Arc::new(Config {
-                make,
-                fill_missing: Some(policy),
-            }),
-        }
+    pub fn fill_missing(mut self, policy: RetryAfterPolicy) -> Self {
+        self.config.fill_missing = Some(policy);
+        self
     }
 }
 
-impl<S, M> Layer<S> for RetryAfterLayer<M> {
+impl<S, M: Clone> Layer<S> for RetryAfterLayer<M> {
     type Service = RetryAfter<S, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
         RetryAfter {
             inner,
-            config: Arc::clone(&self.config),
+            config: Arc::new(self.config.clone()),
         }
     }
 }

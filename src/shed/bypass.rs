@@ -11,7 +11,7 @@
 ///
 /// let is_probe = |req: &http::Request<()>| req.uri().path() == "/probe";
 /// assert!(is_probe.bypass(&http::Request::get("/probe").body(()).unwrap()));
-/// let layer = PriorityShedLayer::new(Thresholds::ladder(100)).bypass(is_probe);
+/// let layer = PriorityShedLayer::builder(Thresholds::ladder(100)).bypass(is_probe).build();
 /// # let _ = layer;
 /// ```
 pub trait Bypass<Req> {

@@ -6,12 +6,12 @@
 //! [`PriorityLayer`](crate::priority::PriorityLayer), or read by any
 //! [`Classify`](crate::priority::Classify)). It has two modes:
 //!
-//! - **static** ([`PriorityShedLayer::new`]): a threshold per priority on the
+//! - **static** ([`PriorityShedLayer::new`] with [`Thresholds`]): a threshold per priority on the
 //!   load ([`Thresholds::ladder`]: Low sheds first, then Default, then High;
 //!   Critical never, unless configured). The decision is atomic: two
 //!   concurrent requests can never both take the last place under a
 //!   threshold.
-//! - **adaptive** ([`PriorityShedLayer::adaptive`]): only a target delay is
+//! - **adaptive** (with an [`Adaptive`] configuration): only a target delay is
 //!   needed. An admission level over (priority, [`Cohort`](crate::priority::Cohort))
 //!   falls quickly while the queueing delay exceeds the target and rises
 //!   slowly while it does not, and opens fully as soon as the queue is
@@ -23,13 +23,17 @@
 //!   its door, without taking its lock, and nothing it would still serve:
 //!   shedding stops the moment the limiter's forecast does.
 //!
+//! Either rule goes to [`PriorityShedLayer::new`] (every option at its
+//! default) or [`PriorityShedLayer::builder`], whose options can be set in any
+//! order before [`build`](PriorityShedBuilder::build) creates the shared state.
+//!
 //! The load is the layer's own count of requests in flight below it (held,
 //! on the HTTP face, until the response body ends), or any [`LoadSignal`](crate::LoadSignal):
 //! an adaptive limiter's handle, a pool's waiters, a closure.
 //!
 //! Refusals follow the [overload contract](crate::Overloaded): the generic
 //! face fails with `Overloaded { reason: Shed, priority, retry_after }`; the
-//! HTTP face ([`PriorityShedLayer::http`]) answers `503` with a
+//! HTTP face ([`PriorityShedBuilder::http`]) answers `503` with a
 //! `Retry-After` (gRPC: trailers-only `UNAVAILABLE` with
 //! `grpc-retry-pushback-ms`), so it goes on an axum `Router` with one
 //! `.layer()` call. The retry hint is what the layer observes, how long its
@@ -61,9 +65,10 @@
 //!     shed::{HealthChecks, PriorityShedLayer, Thresholds},
 //! };
 //!
-//! let shed = PriorityShedLayer::new(Thresholds::ladder(200))
+//! let shed = PriorityShedLayer::builder(Thresholds::ladder(200))
 //!     .bypass(HealthChecks)
-//!     .http();
+//!     .http()
+//!     .build();
 //! let stats = shed.handle();
 //!
 //! let app: Router = Router::new()
@@ -90,9 +95,10 @@
 //! let signal = { let w = waiters.clone(); move || w.load(Ordering::Relaxed) };
 //! let svc = ServiceBuilder::new()
 //!     .layer(
-//!         PriorityShedLayer::adaptive(Adaptive::default())
+//!         PriorityShedLayer::builder(Adaptive::default())
 //!             .signal(signal)
-//!             .classify(|req: &String| if req.starts_with("pay") { Priority::Critical } else { Priority::Low }),
+//!             .classify(|req: &String| if req.starts_with("pay") { Priority::Critical } else { Priority::Low })
+//!             .build(),
 //!     )
 //!     .service(service_fn(|req: String| async move { Ok::<_, std::convert::Infallible>(req.len()) }));
 //! # let _ = svc;
@@ -124,7 +130,15 @@ pub use self::core::{Adaptive, AdaptiveBuilder, Thresholds, ThresholdsBuilder};
 pub use bypass::HealthChecks;
 pub use bypass::{Bypass, NoBypass};
 pub use future::ResponseFuture;
-pub use layer::PriorityShedLayer;
+pub use layer::{PriorityShedBuilder, PriorityShedLayer, Rule};
+
+/// The shedder as [`PriorityShedBuilder::http`] builds it: `503` refusals
+/// with the layer's own retry hint, requests bypassed by `P`, priorities read
+/// by `C` (by default from the request's extensions).
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub type HttpShedLayer<P = NoBypass, C = crate::priority::FromExtensions> =
+    PriorityShedLayer<crate::http::AsResponse<crate::http::ProblemDetails>, C, P>;
 pub use permit::Permit;
 pub use service::{HoldPermit, PriorityShed};
 pub use stats::{ModeStats, PerPriority, ShedHandle, ShedStats};

@@ -131,7 +131,7 @@ where
         let cohort = shared.classify.cohort(&req);
         match shared
             .state
-            .admit(priority, cohort, shared.signal.as_ref(), &shared.policy)
+            .admit(priority, cohort, shared.state.signal.get(), &shared.policy)
         {
             Ok(permit) => ResponseFuture::admitted(self.inner.call(req), permit),
             Err(overloaded) => {

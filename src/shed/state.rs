@@ -11,9 +11,7 @@ use std::{
 
 use tokio::time::Instant;
 
-use super::core::{
-    Adaptive, Movement, RateMeter, SLOTS, Thresholds, Window, admits_at, drain_time,
-};
+use super::core::{Movement, RateMeter, SLOTS, Window, admits_at, drain_time};
 use super::{
     log::Log,
     mode::{AdaptiveState, Mode, nanos},
@@ -27,28 +25,18 @@ use crate::{
 /// A load signal shared by the layer's clones.
 pub(crate) type DynSignal = Arc<dyn LoadSignal + Send + Sync>;
 
-/// The layer's signal, where statistics handles find it.
-pub(crate) struct SignalSlot(std::sync::RwLock<Option<DynSignal>>);
+/// The load signal a layer sheds on, if not its own count.
+pub(crate) struct Signal(Option<DynSignal>);
 
-impl SignalSlot {
-    pub(crate) fn set(&self, signal: DynSignal) {
-        if let Ok(mut slot) = self.0.write() {
-            *slot = Some(signal);
-        }
-    }
-
-    pub(crate) fn get(&self) -> Option<DynSignal> {
-        self.0.read().ok().and_then(|slot| slot.clone())
+impl Signal {
+    pub(crate) fn get(&self) -> Option<&DynSignal> {
+        self.0.as_ref()
     }
 }
 
-impl std::fmt::Debug for SignalSlot {
+impl std::fmt::Debug for Signal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.get().is_some() {
-            "Some(..)"
-        } else {
-            "None"
-        })
+        f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
     }
 }
 
@@ -68,21 +56,13 @@ pub(crate) struct State {
     /// The last measured completion rate, as `f64` bits (`NaN`: none yet).
     rate_bits: AtomicU64,
     pub(crate) last_hint_ms: AtomicU64,
-    /// The signal, for statistics handles (requests read the layer's copy).
-    pub(crate) signal: SignalSlot,
+    /// The load signal, if the layer sheds on one instead of its own count.
+    pub(crate) signal: Signal,
     pub(crate) log: Log,
 }
 
 impl State {
-    pub(crate) fn new_static(thresholds: Thresholds) -> Self {
-        Self::new(Mode::Static(thresholds))
-    }
-
-    pub(crate) fn new_adaptive(config: Adaptive) -> Self {
-        Self::new(Mode::Adaptive(AdaptiveState::new(config)))
-    }
-
-    fn new(mode: Mode) -> Self {
+    pub(crate) fn new(mode: Mode, signal: Option<DynSignal>) -> Self {
         Self {
             mode,
             in_flight: Padded(AtomicUsize::new(0)),
@@ -93,7 +73,7 @@ impl State {
             rate: Mutex::new(RateMeter::new()),
             rate_bits: AtomicU64::new(f64::NAN.to_bits()),
             last_hint_ms: AtomicU64::new(0),
-            signal: SignalSlot(std::sync::RwLock::new(None)),
+            signal: Signal(signal),
             log: Log::new(),
         }
     }
@@ -358,7 +338,7 @@ impl State {
             }
             let count = adaptive.samples.count.fetch_add(1, Ordering::Relaxed) + 1;
             if count >= adaptive.config.window_requests() {
-                self.close_window(adaptive, now, end, self.signal.get().as_ref());
+                self.close_window(adaptive, now, end, self.signal.get());
             }
         }
     }

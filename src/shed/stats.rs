@@ -145,7 +145,7 @@ impl ShedHandle {
     /// The current figures.
     pub fn snapshot(&self) -> ShedStats {
         let s = &*self.state;
-        let signal: Option<DynSignal> = s.signal.get();
+        let signal: Option<&DynSignal> = s.signal.get();
         let ms = |d: Duration| d.as_millis() as u64;
         let mode = match &s.mode {
             Mode::Static(thresholds) => ModeStats::Static {
@@ -165,8 +165,8 @@ impl ShedHandle {
         };
         ShedStats {
             mode,
-            load: s.load(signal.as_ref()),
-            queue_delay_ms: signal.as_ref().and_then(|sig| sig.queue_delay()).map(ms),
+            load: s.load(signal),
+            queue_delay_ms: signal.and_then(|sig| sig.queue_delay()).map(ms),
             in_flight: s.in_flight.load(Ordering::Relaxed),
             admitted: PerPriority::load(&s.admitted),
             shed: PerPriority::load(&s.shed),

@@ -9,14 +9,12 @@ use super::{Cooldown, HonorRetryAfter, HonorRetryAfterHandle, Retries};
 /// The longest cooldown honoured by default: five minutes.
 pub const DEFAULT_COOLDOWN_CAP: Duration = Duration::from_secs(300);
 
-/// The layer's configuration and, behind their own `Arc`s, the state every
-/// clone shares (so a handle taken while building stays valid).
-#[derive(Clone)]
+/// The layer's configuration and the state every clone shares.
 pub(crate) struct Shared {
     pub(super) cap: Duration,
-    pub(super) cooldown: Arc<Cooldown>,
+    pub(super) cooldown: Cooldown,
     pub(super) retries: Option<Retries>,
-    pub(super) stats: Arc<Stats>,
+    pub(super) stats: Stats,
 }
 
 #[derive(Default)]
@@ -34,17 +32,17 @@ pub(super) struct Stats {
 /// *cooldown* opens for that server's origin (scheme, host and port), shared
 /// by every clone of the client: until the instant the server named, every
 /// call to it waits in its future instead of hammering it, while calls to
-/// other origins go out. With [`global_cooldown`](Self::global_cooldown)
+/// other origins go out. With [`global_cooldown`](HonorRetryAfterBuilder::global_cooldown)
 /// one cooldown holds every call, and `poll_ready` stays pending on a timer
 /// while it is open (a call readied before it opened waits in its future).
 /// A request without an authority in its URI (a tonic `Channel`'s) is keyed
 /// by its `Host` header, or shares one cooldown with the others that lack
 /// both. Never earlier than asked; never
-/// longer than the [`cap`](Self::cap) (default 5 minutes) — a longer hint is
+/// longer than the [`cap`](HonorRetryAfterBuilder::cap) (default 5 minutes) — a longer hint is
 /// not waited and the response goes back to the caller. A negative or
 /// unparseable pushback means "do not retry" (gRFC A6).
 ///
-/// With [`retries`](Self::retries) the refused call itself is sent again once
+/// With [`retries`](HonorRetryAfterBuilder::retries) the refused call itself is sent again once
 /// the cooldown ends (or after a full-jitter backoff when the server gave no
 /// hint), within a [`RetryBudget`](super::RetryBudget), for idempotent methods unless allowed,
 /// with the request body replayed from a bounded copy ([`ReplayBody`](super::ReplayBody)) and
@@ -58,7 +56,7 @@ pub(super) struct Stats {
 /// use tower::ServiceBuilder;
 /// use tower_spillway::retry_after::{HonorRetryAfterLayer, Retries};
 ///
-/// let honour = HonorRetryAfterLayer::new().retries(Retries::new());
+/// let honour = HonorRetryAfterLayer::builder().retries(Retries::new()).build();
 /// let client = ServiceBuilder::new()
 ///     .layer(honour.clone())
 ///     .service_fn(|req: http::Request<_>| async move {
@@ -97,51 +95,75 @@ impl Default for HonorRetryAfterLayer {
 }
 
 impl HonorRetryAfterLayer {
-    /// Honours cooldowns of up to [`DEFAULT_COOLDOWN_CAP`]; no retries.
+    /// Honours cooldowns of up to [`DEFAULT_COOLDOWN_CAP`], one per origin;
+    /// no retries.
     pub fn new() -> Self {
-        Self {
-            shared: Arc::new(Shared {
-                cap: DEFAULT_COOLDOWN_CAP,
-                cooldown: Arc::new(Cooldown::new(true)),
-                retries: None,
-                stats: Arc::default(),
-            }),
+        Self::builder().build()
+    }
+
+    /// Configures the layer: set the options in any order, then
+    /// [`build`](HonorRetryAfterBuilder::build) it.
+    pub fn builder() -> HonorRetryAfterBuilder {
+        HonorRetryAfterBuilder {
+            cap: DEFAULT_COOLDOWN_CAP,
+            per_origin: true,
+            retries: None,
         }
-    }
-
-    fn edit(self, f: impl FnOnce(&mut Shared)) -> Self {
-        let mut shared = Arc::unwrap_or_clone(self.shared);
-        f(&mut shared);
-        Self {
-            shared: Arc::new(shared),
-        }
-    }
-
-    /// The longest cooldown honoured. A server asking for longer gets no
-    /// cooldown and no retry: its response goes back to the caller.
-    #[must_use]
-    pub fn cap(self, cap: Duration) -> Self {
-        self.edit(|s| s.cap = cap)
-    }
-
-    /// Retries refused calls as `retries` says.
-    #[must_use]
-    pub fn retries(self, retries: Retries) -> Self {
-        self.edit(|s| s.retries = Some(retries))
-    }
-
-    /// One cooldown for every call, whatever its origin, waited out in
-    /// `poll_ready`: for a client of a single origin, whose callers should
-    /// not even ready a call while the server asks them to wait.
-    #[must_use]
-    pub fn global_cooldown(self) -> Self {
-        self.edit(|s| s.cooldown = Arc::new(Cooldown::new(false)))
     }
 
     /// A handle on the cooldown and the counts.
     pub fn handle(&self) -> HonorRetryAfterHandle {
         HonorRetryAfterHandle {
             shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// The options of a [`HonorRetryAfterLayer`], a plain value: set them in any
+/// order, then [`build`](Self::build) the layer, which creates the shared
+/// cooldown once.
+#[derive(Debug, Clone)]
+pub struct HonorRetryAfterBuilder {
+    cap: Duration,
+    per_origin: bool,
+    retries: Option<Retries>,
+}
+
+impl HonorRetryAfterBuilder {
+    /// The longest cooldown honoured (default [`DEFAULT_COOLDOWN_CAP`]). A
+    /// server asking for longer gets no cooldown and no retry: its response
+    /// goes back to the caller.
+    #[must_use]
+    pub fn cap(mut self, cap: Duration) -> Self {
+        self.cap = cap;
+        self
+    }
+
+    /// Retries refused calls as `retries` says.
+    #[must_use]
+    pub fn retries(mut self, retries: Retries) -> Self {
+        self.retries = Some(retries);
+        self
+    }
+
+    /// One cooldown for every call, whatever its origin, waited out in
+    /// `poll_ready`: for a client of a single origin, whose callers should
+    /// not even ready a call while the server asks them to wait.
+    #[must_use]
+    pub fn global_cooldown(mut self) -> Self {
+        self.per_origin = false;
+        self
+    }
+
+    /// Creates the shared cooldown and the layer.
+    pub fn build(self) -> HonorRetryAfterLayer {
+        HonorRetryAfterLayer {
+            shared: Arc::new(Shared {
+                cap: self.cap,
+                cooldown: Cooldown::new(self.per_origin),
+                retries: self.retries,
+                stats: Stats::default(),
+            }),
         }
     }
 }

@@ -14,7 +14,7 @@ pub use budget::RetryBudget;
 use cooldown::Cooldown;
 pub use future::HonorFuture;
 pub use handle::{HonorRetryAfterHandle, HonorRetryAfterSnapshot};
-pub use layer::{DEFAULT_COOLDOWN_CAP, HonorRetryAfterLayer};
+pub use layer::{DEFAULT_COOLDOWN_CAP, HonorRetryAfterBuilder, HonorRetryAfterLayer};
 pub use retries::{MAX_ATTEMPTS, RETRY_ATTEMPT, Retries};
 pub use service::HonorRetryAfter;
 
