@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tower::{Service, ServiceExt, service_fn};
 use tower_spillway::{
     BoxError,
-    aggregate::{Aggregate, AggregateConfig, Closed, Merge},
+    aggregate::{Aggregate, AggregateConfig, Merge, ShutDown},
 };
 
 type Flushes = Arc<Mutex<Vec<(Duration, HashMap<u32, u64>)>>>;
@@ -104,7 +104,7 @@ async fn shutdown_flushes_everything_and_refuses_later_updates() {
     assert_eq!(start.elapsed(), Duration::ZERO);
 
     let err = agg.clone().oneshot((1, 1)).await.unwrap_err();
-    assert!(err.is::<Closed>());
+    assert!(err.is::<ShutDown>());
     // A second shutdown (from any clone) just waits for the first.
     agg.clone().shutdown().await;
     assert_eq!(flushes.lock().unwrap().len(), 1);
@@ -309,7 +309,7 @@ fn a_worker_that_stopped_fails_every_later_call_and_shutdown_returns() {
         .unwrap();
     rt.block_on(async {
         let err = agg.clone().oneshot((2, 1)).await.unwrap_err();
-        assert!(err.is::<Closed>(), "{err}");
+        assert!(err.is::<ShutDown>(), "{err}");
         tokio::time::timeout(Duration::from_secs(5), agg.shutdown())
             .await
             .expect("shutdown returns");

@@ -54,7 +54,7 @@
 //! may reach an inner service that applied part of a failed call: delivery
 //! is at least once. If the worker itself stops (its task cancelled, or a
 //! panic in a [`Merge`]), every later update and `poll_ready` fails with
-//! [`Closed`] and [`shutdown`](Aggregate::shutdown) returns.
+//! [`ShutDown`] and [`shutdown`](Aggregate::shutdown) returns.
 //!
 //! # Differences from tower's built-ins
 //!
@@ -71,4 +71,4 @@ mod worker;
 pub use config::{AggregateConfig, AggregateConfigBuilder};
 pub use layer::AggregateLayer;
 pub use merge::{Max, Merge, Min};
-pub use service::{Aggregate, AggregateStats, Closed};
+pub use service::{Aggregate, AggregateStats, ShutDown};

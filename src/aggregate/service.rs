@@ -26,14 +26,14 @@ type Acquire = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireE
 /// It serves `(K, V)` (one update) and `HashMap<K, V>` (many, for example a
 /// lower tier's flush), so aggregates stack.
 pub struct Aggregate<K, V> {
-    shared: Arc<Shared<K, V>>,
+    shared: Arc<AggregateState<K, V>>,
     tx: mpsc::UnboundedSender<Command<K, V>>,
     slots: Arc<Semaphore>,
     // Only touched through `&mut self`; see `Batch`.
     acquire: Mutex<Option<Acquire>>,
 }
 
-pub(crate) struct Shared<K, V> {
+pub(crate) struct AggregateState<K, V> {
     pub(crate) state: Mutex<State<K, V>>,
     pub(crate) keys: AtomicUsize,
     max_keys: usize,
@@ -41,7 +41,7 @@ pub(crate) struct Shared<K, V> {
     pub(crate) done: Notify,
 }
 
-impl<K, V> Shared<K, V> {
+impl<K, V> AggregateState<K, V> {
     /// Empties the map the handles merge into (its lock held as `state`).
     pub(crate) fn take_map(&self, state: &mut State<K, V>) -> HashMap<K, V> {
         self.keys.store(0, Ordering::Relaxed);
@@ -100,15 +100,15 @@ pub struct AggregateStats {
 
 /// The aggregate was shut down; the update was not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Closed(());
+pub struct ShutDown(());
 
-impl fmt::Display for Closed {
+impl fmt::Display for ShutDown {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("aggregate shut down")
     }
 }
 
-impl std::error::Error for Closed {}
+impl std::error::Error for ShutDown {}
 
 impl<K, V> Aggregate<K, V>
 where
@@ -129,7 +129,7 @@ where
         S::Future: Send,
     {
         let (tx, rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(AggregateState {
             state: Mutex::new(State {
                 map: HashMap::new(),
                 closed: false,
@@ -150,7 +150,7 @@ where
     }
 
     /// Flushes everything merged so far (after any flush already queued),
-    /// refuses later updates with [`Closed`], and resolves once the inner
+    /// refuses later updates with [`ShutDown`], and resolves once the inner
     /// service has answered the last flush. Every clone sees the shutdown.
     ///
     /// After it resolves, every accepted update has been taken by the inner
@@ -226,7 +226,7 @@ where
                 *acquire = None;
                 match permit {
                     Ok(permit) => permit,
-                    Err(_) => return Poll::Ready(Err(Box::new(Closed(())))),
+                    Err(_) => return Poll::Ready(Err(Box::new(ShutDown(())))),
                 }
             }
         };
@@ -248,7 +248,7 @@ where
     fn merge_all(&self, updates: impl IntoIterator<Item = (K, V)>) -> Result<(), BoxError> {
         let mut state = lock(&self.shared.state);
         if state.closed {
-            return Err(Box::new(Closed(())));
+            return Err(Box::new(ShutDown(())));
         }
         let mut n = 0;
         for (k, v) in updates {

@@ -22,7 +22,7 @@ use tower_service::Service;
 
 use super::{
     Merge,
-    service::{Command, Shared},
+    service::{AggregateState, Command},
 };
 use crate::{BoxError, sync::lock};
 
@@ -56,13 +56,13 @@ enum Event<K, V> {
 /// (returned, panicked, or cancelled with its runtime, even before it first
 /// ran: it is made before the task is spawned).
 pub(crate) struct Worker<K: Hash + Eq, V> {
-    shared: Arc<Shared<K, V>>,
+    shared: Arc<AggregateState<K, V>>,
     rx: mpsc::UnboundedReceiver<Command<K, V>>,
 }
 
 impl<K: Hash + Eq, V> Worker<K, V> {
     pub(crate) fn new(
-        shared: Arc<Shared<K, V>>,
+        shared: Arc<AggregateState<K, V>>,
         rx: mpsc::UnboundedReceiver<Command<K, V>>,
     ) -> Self {
         Self { shared, rx }
@@ -149,7 +149,7 @@ where
 }
 
 /// The handles' current map, emptied.
-fn take_map<K, V>(shared: &Shared<K, V>) -> HashMap<K, V> {
+fn take_map<K, V>(shared: &AggregateState<K, V>) -> HashMap<K, V> {
     shared.take_map(&mut lock(&shared.state))
 }
 
@@ -158,7 +158,7 @@ fn take_map<K, V>(shared: &Shared<K, V>) -> HashMap<K, V> {
 /// retry still pending, if any.
 async fn offer<S, K, V>(
     inner: &mut S,
-    shared: &Shared<K, V>,
+    shared: &AggregateState<K, V>,
     pending: Option<Retry<K, V>>,
     map: HashMap<K, V>,
     slot: Option<OwnedSemaphorePermit>,
@@ -211,7 +211,7 @@ where
 /// the bound, so that shutting down ends in bounded time.
 async fn finish<S, K, V>(
     inner: &mut S,
-    shared: &Shared<K, V>,
+    shared: &AggregateState<K, V>,
     mut pending: Option<Retry<K, V>>,
     map: HashMap<K, V>,
 ) where
@@ -233,7 +233,7 @@ async fn finish<S, K, V>(
 /// One call of the inner service with `map` (a copy: the caller keeps the
 /// original for a retry); `true` when it succeeded. An error from
 /// `poll_ready` or the call, or a panic in either, is a failure.
-async fn attempt<S, K, V>(inner: &mut S, shared: &Shared<K, V>, map: HashMap<K, V>) -> bool
+async fn attempt<S, K, V>(inner: &mut S, shared: &AggregateState<K, V>, map: HashMap<K, V>) -> bool
 where
     S: Service<HashMap<K, V>>,
     S::Error: Into<BoxError>,
@@ -261,7 +261,7 @@ where
     false
 }
 
-fn give_up<K, V>(shared: &Shared<K, V>, map: &HashMap<K, V>) {
+fn give_up<K, V>(shared: &AggregateState<K, V>, map: &HashMap<K, V>) {
     let keys = map.len() as u64;
     shared.stats.keys_dropped.fetch_add(keys, Ordering::Relaxed);
     #[cfg(feature = "tracing")]

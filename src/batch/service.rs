@@ -13,7 +13,7 @@ use super::{
     BatchConfig,
     error::Closed,
     future::ResponseFuture,
-    worker::{Message, Shared, Worker},
+    worker::{BatchCounters, Message, Worker},
 };
 use crate::{AsError, BoxError, Overloaded, Reason, Reject};
 
@@ -43,7 +43,7 @@ pub struct Batch<T, R, Rj = AsError> {
     acquire: Mutex<Option<Acquire>>,
     reject_when_full: bool,
     capacity: usize,
-    shared: Arc<Shared>,
+    shared: Arc<BatchCounters>,
     reject: Rj,
 }
 
@@ -101,7 +101,7 @@ where
         E: Into<BoxError>,
     {
         let (tx, rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(BatchCounters::default());
         let semaphore = Arc::new(Semaphore::new(config.queue_capacity));
         let reject_when_full = config.reject_when_full;
         let capacity = config.queue_capacity;

@@ -28,8 +28,7 @@ use std::{
     time::Duration,
 };
 
-use futures_util::{FutureExt, StreamExt, future::CatchUnwind, stream::FuturesUnordered};
-use pin_project_lite::pin_project;
+use futures_util::{FutureExt, StreamExt, stream::FuturesUnordered};
 use tokio::{
     sync::{OwnedSemaphorePermit, mpsc, oneshot},
     time::{Instant, Sleep},
@@ -38,15 +37,16 @@ use tower_service::Service;
 
 use super::{
     BatchConfig, Flush,
+    call::{BatchCall, answer_all},
     config::Weigher,
-    error::{BatchFailed, LengthMismatch, Panicked},
+    error::{BatchFailed, Panicked},
 };
 use crate::BoxError;
 
 #[cfg(feature = "tracing")]
-type CallerSpan = tracing::Span;
+pub(super) type CallerSpan = tracing::Span;
 #[cfg(not(feature = "tracing"))]
-type CallerSpan = ();
+pub(super) type CallerSpan = ();
 
 #[cfg(feature = "tracing")]
 fn current_span() -> CallerSpan {
@@ -55,11 +55,11 @@ fn current_span() -> CallerSpan {
 #[cfg(not(feature = "tracing"))]
 fn current_span() -> CallerSpan {}
 
-type Answer<R> = oneshot::Sender<Result<R, BoxError>>;
+pub(super) type Answer<R> = oneshot::Sender<Result<R, BoxError>>;
 
 /// State shared by the handles and the worker.
 #[derive(Debug, Default)]
-pub(crate) struct Shared {
+pub(crate) struct BatchCounters {
     pub(crate) batches: AtomicU64,
     pub(crate) items: AtomicU64,
     pub(crate) failed_batches: AtomicU64,
@@ -115,7 +115,7 @@ where
     armed: bool,
     expired: bool,
     in_flight: FuturesUnordered<BatchCall<S::Future, R>>,
-    shared: Arc<Shared>,
+    shared: Arc<BatchCounters>,
 }
 
 impl<S, T, R> fmt::Debug for Worker<S, T, R>
@@ -141,7 +141,7 @@ where
         inner: S,
         config: BatchConfig<T>,
         rx: mpsc::UnboundedReceiver<Message<T, R>>,
-        shared: Arc<Shared>,
+        shared: Arc<BatchCounters>,
     ) -> Self {
         let reserve = config.max_items.min(1024);
         Self {
@@ -376,64 +376,3 @@ where
 // No field is structurally pinned: the inner service is only used through
 // `&mut`, its futures live in (`Unpin`) `FuturesUnordered`, the timer is boxed.
 impl<S, T, R> Unpin for Worker<S, T, R> where S: Service<Vec<T>> {}
-
-fn answer_all<R>(answers: Vec<Answer<R>>, err: impl Fn() -> BoxError) {
-    for tx in answers {
-        let _ = tx.send(Err(err()));
-    }
-}
-
-pin_project! {
-    /// One batch in the inner service; answers its callers when it resolves.
-    struct BatchCall<F, R> {
-        #[pin]
-        fut: CatchUnwind<AssertUnwindSafe<F>>,
-        answers: Vec<Answer<R>>,
-        span: CallerSpan,
-        shared: Arc<Shared>,
-    }
-}
-
-impl<F, R, E, SE> Future for BatchCall<F, R>
-where
-    F: Future<Output = Result<Vec<Result<R, E>>, SE>>,
-    SE: Into<BoxError>,
-    E: Into<BoxError>,
-{
-    type Output = ();
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.project();
-        #[cfg(feature = "tracing")]
-        let _entered = this.span.enter();
-        #[cfg(not(feature = "tracing"))]
-        let () = *this.span;
-        let outcome = match this.fut.poll(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(outcome) => outcome,
-        };
-        let answers = mem::take(this.answers);
-        if !matches!(&outcome, Ok(Ok(results)) if results.len() == answers.len()) {
-            this.shared.failed_batches.fetch_add(1, Ordering::Relaxed);
-        }
-        match outcome {
-            Ok(Ok(results)) if results.len() == answers.len() => {
-                for (tx, result) in answers.into_iter().zip(results) {
-                    let _ = tx.send(result.map_err(Into::into));
-                }
-            }
-            Ok(Ok(results)) => {
-                let mismatch = LengthMismatch::new(answers.len(), results.len());
-                #[cfg(feature = "tracing")]
-                tracing::warn!(%mismatch, "batch answered with the wrong number of results");
-                answer_all(answers, || Box::new(mismatch));
-            }
-            Ok(Err(err)) => {
-                let failed = BatchFailed::new(err.into());
-                answer_all(answers, || Box::new(failed.clone()));
-            }
-            Err(_panic) => answer_all(answers, || Box::new(Panicked::new())),
-        }
-        Poll::Ready(())
-    }
-}

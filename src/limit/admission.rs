@@ -62,7 +62,7 @@ pub(super) struct State {
 /// increments `queued` and then (draining) reads `in_flight`, all
 /// sequentially consistent. Either the releaser sees the waiter and drains,
 /// or the enqueuer sees the free slot.
-pub(crate) struct Shared {
+pub(crate) struct Limiter {
     pub(super) state: Mutex<State>,
     /// Whether the algorithm learns from samples; if not, no clock is read
     /// for a request that does not wait.
@@ -74,9 +74,9 @@ pub(crate) struct Shared {
     pub(crate) base: Instant,
 }
 
-impl fmt::Debug for Shared {
+impl fmt::Debug for Limiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Shared")
+        f.debug_struct("Limiter")
             .field("counters", &self.counters)
             .field("config", &self.config)
             .finish_non_exhaustive()
@@ -91,7 +91,7 @@ pub(crate) enum Admission {
     Rejected(Reason, Option<Duration>),
 }
 
-impl Shared {
+impl Limiter {
     pub(crate) fn new(algorithm: Box<dyn Algorithm + Send>, config: QueueConfig) -> Self {
         let now = Instant::now();
         let limit = algorithm.limit().max(1);

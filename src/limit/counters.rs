@@ -12,7 +12,7 @@ pub(crate) struct Counters {
     /// What every admission reads and little writes, on other lines.
     pub(crate) steady: Steady,
     pub(crate) queued_by: [AtomicUsize; 4],
-    /// Nanoseconds from `Shared::base` to the oldest waiter's arrival, plus
+    /// Nanoseconds from `Limiter::base` to the oldest waiter's arrival, plus
     /// one; zero when nobody waits.
     pub(crate) oldest: AtomicU64,
     pub(crate) samples: AtomicU64,

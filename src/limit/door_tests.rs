@@ -8,7 +8,7 @@ use tokio::time::{Instant, advance};
 
 use super::{
     Gradient, LimitHandle, Outcome, Permit,
-    admission::{Admission, Shared},
+    admission::{Admission, Limiter},
     queue::QueueConfig,
 };
 use crate::{LoadSignal, Priority, Reason};
@@ -18,7 +18,7 @@ const MS: Duration = Duration::from_millis(1);
 /// A limiter of exactly two slots whose forecast has seen requests of `rtt`
 /// (100 ms: 20 requests a second). `max_queue` is fixed at 100, so only the
 /// forecast refuses.
-async fn two_slots(rtt: Duration) -> (Arc<Shared>, LimitHandle) {
+async fn two_slots(rtt: Duration) -> (Arc<Limiter>, LimitHandle) {
     limiter(2, rtt, FIXED_QUEUE).await
 }
 
@@ -31,14 +31,14 @@ const FIXED_QUEUE: QueueConfig = QueueConfig {
 
 /// A limiter of exactly `slots` slots whose forecast has seen requests of
 /// `rtt`.
-async fn limiter(slots: usize, rtt: Duration, config: QueueConfig) -> (Arc<Shared>, LimitHandle) {
+async fn limiter(slots: usize, rtt: Duration, config: QueueConfig) -> (Arc<Limiter>, LimitHandle) {
     let gradient = Gradient::builder()
         .initial_limit(slots)
         .min_limit(slots)
         .max_limit(slots)
         .build()
         .unwrap();
-    let shared = Arc::new(Shared::new(Box::new(gradient), config));
+    let shared = Arc::new(Limiter::new(Box::new(gradient), config));
     let handle = LimitHandle::new(Arc::clone(&shared));
     let running: Vec<Permit> = (0..slots)
         .map(|_| admit(&shared, Priority::Default))
@@ -50,7 +50,7 @@ async fn limiter(slots: usize, rtt: Duration, config: QueueConfig) -> (Arc<Share
     (shared, handle)
 }
 
-fn admit(shared: &Arc<Shared>, p: Priority) -> Permit {
+fn admit(shared: &Arc<Limiter>, p: Priority) -> Permit {
     match shared.acquire(p, None) {
         Admission::Admitted(permit) => permit,
         _ => panic!("not admitted"),
@@ -167,7 +167,7 @@ async fn without_a_forecast_the_queue_is_bounded_by_length_and_time_only() {
         auto_len: false,
         ..QueueConfig::default()
     };
-    let shared = Arc::new(Shared::new(Box::new(gradient), config));
+    let shared = Arc::new(Limiter::new(Box::new(gradient), config));
     let _running = admit(&shared, Priority::Default);
     // No rtt measured yet: no forecast, so three wait, whatever their wait.
     let queued: Vec<Admission> = (0..3)

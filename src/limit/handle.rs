@@ -8,7 +8,7 @@ use std::{
 
 use tokio::time::Instant;
 
-use super::admission::Shared;
+use super::admission::Limiter;
 use crate::{LoadSignal, Priority};
 
 /// A view of an [`AdaptiveLimitLayer`](super::AdaptiveLimitLayer)'s state:
@@ -29,7 +29,7 @@ use crate::{LoadSignal, Priority};
 /// ```
 #[derive(Clone)]
 pub struct LimitHandle {
-    shared: Arc<Shared>,
+    shared: Arc<Limiter>,
 }
 
 impl fmt::Debug for LimitHandle {
@@ -39,7 +39,7 @@ impl fmt::Debug for LimitHandle {
 }
 
 impl LimitHandle {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(shared: Arc<Limiter>) -> Self {
         Self { shared }
     }
 

@@ -5,7 +5,7 @@ use tower_layer::Layer;
 #[cfg(feature = "http")]
 use super::HttpOutcomes;
 use super::{
-    AdaptiveLimit, Algorithm, ByResult, LimitHandle, Reserved, admission::Shared,
+    AdaptiveLimit, Algorithm, ByResult, LimitHandle, Reserved, admission::Limiter,
     queue::QueueConfig,
 };
 #[cfg(feature = "http")]
@@ -29,7 +29,7 @@ use crate::{AsError, priority::FromExtensions};
 /// names the HTTP face.
 #[derive(Debug)]
 pub struct AdaptiveLimitLayer<R = AsError, C = ByResult, K = FromExtensions> {
-    shared: Arc<Shared>,
+    shared: Arc<Limiter>,
     reject: R,
     outcomes: C,
     classify: K,
@@ -244,7 +244,7 @@ impl<R, O, K> AdaptiveLimitBuilder<R, O, K> {
         O: OutcomesFor<R>,
     {
         AdaptiveLimitLayer {
-            shared: Arc::new(Shared::new(self.algorithm, self.config)),
+            shared: Arc::new(Limiter::new(self.algorithm, self.config)),
             reject: self.reject,
             outcomes: self.outcomes.resolve(),
             classify: self.classify,

@@ -6,7 +6,7 @@ use std::{fmt, sync::Arc, sync::atomic::Ordering::Relaxed};
 
 use tokio::{sync::oneshot, time::Instant};
 
-use super::admission::Shared;
+use super::admission::Limiter;
 use crate::{Priority, Reason};
 
 /// What a request's permit tells the algorithm when it ends.
@@ -40,7 +40,7 @@ pub(super) type GrantResult = Result<Grant, Reason>;
 /// released exactly once.
 #[must_use = "dropping a permit releases it at once"]
 pub struct Permit {
-    shared: Arc<Shared>,
+    shared: Arc<Limiter>,
     start: Option<Instant>,
     in_flight: usize,
     priority: Priority,
@@ -64,7 +64,7 @@ impl Permit {
     }
 
     pub(super) fn new(
-        shared: Arc<Shared>,
+        shared: Arc<Limiter>,
         start: Option<Instant>,
         in_flight: usize,
         priority: Priority,
@@ -78,7 +78,7 @@ impl Permit {
         }
     }
 
-    pub(crate) fn from_grant(shared: Arc<Shared>, grant: Grant, priority: Priority) -> Self {
+    pub(crate) fn from_grant(shared: Arc<Limiter>, grant: Grant, priority: Priority) -> Self {
         Self {
             shared,
             start: grant.start,
@@ -107,7 +107,7 @@ impl fmt::Debug for Permit {
 
 /// A place in the wait queue.
 pub(crate) struct Ticket {
-    shared: Arc<Shared>,
+    shared: Arc<Limiter>,
     id: u64,
     priority: Priority,
     pub(crate) deadline: Instant,
@@ -125,7 +125,7 @@ impl fmt::Debug for Ticket {
 
 impl Ticket {
     pub(super) fn new(
-        shared: Arc<Shared>,
+        shared: Arc<Limiter>,
         id: u64,
         priority: Priority,
         deadline: Instant,

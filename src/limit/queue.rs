@@ -18,7 +18,7 @@ use std::{
 use tokio::{sync::oneshot, time::Instant};
 
 use super::{
-    admission::{Shared, State},
+    admission::{Limiter, State},
     forecast::{Counts, Rates},
     permit::{Grant, GrantResult},
     reserved::Reserved,
@@ -74,7 +74,7 @@ pub(super) struct Waiter {
     pub(super) tx: oneshot::Sender<GrantResult>,
 }
 
-impl Shared {
+impl Limiter {
     /// How many may wait: `max_queue` when set; otherwise, with a forecast, at most
     /// [`BACKLOG`] limits' worth (about that many round trips of work). That
     /// keeps the backend busy through any wobble of the arrivals, while the

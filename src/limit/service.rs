@@ -8,7 +8,7 @@ use tower_service::Service;
 
 use super::{
     ClassifyOutcome, LimitHandle,
-    admission::{Admission, Shared},
+    admission::{Admission, Limiter},
     future::ResponseFuture,
 };
 use crate::{AsError, Overloaded, Reject, priority::Classify, priority::FromExtensions};
@@ -26,7 +26,7 @@ use crate::{AsError, Overloaded, Reject, priority::Classify, priority::FromExten
 #[derive(Debug)]
 pub struct AdaptiveLimit<S, R = AsError, C = super::ByResult, K = FromExtensions> {
     inner: S,
-    shared: Arc<Shared>,
+    shared: Arc<Limiter>,
     reject: R,
     outcomes: C,
     classify: K,
@@ -35,7 +35,7 @@ pub struct AdaptiveLimit<S, R = AsError, C = super::ByResult, K = FromExtensions
 impl<S, R, C, K> AdaptiveLimit<S, R, C, K> {
     pub(crate) fn from_parts(
         inner: S,
-        shared: Arc<Shared>,
+        shared: Arc<Limiter>,
         reject: R,
         outcomes: C,
         classify: K,
@@ -55,7 +55,7 @@ impl<S, R, C, K> AdaptiveLimit<S, R, C, K> {
     }
 
     #[cfg(test)]
-    pub(crate) fn shared_for_tests(&self) -> Arc<Shared> {
+    pub(crate) fn shared_for_tests(&self) -> Arc<Limiter> {
         Arc::clone(&self.shared)
     }
 

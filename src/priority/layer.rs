@@ -32,7 +32,7 @@ use super::{CallerKey, Classify, Cohort, Cohorts, Priority};
 /// ```
 #[derive(Debug, Clone)]
 pub struct PriorityLayer<C, K = NoCohorts> {
-    shared: Shared<C, K>,
+    shared: Stamp<C, K>,
 }
 
 /// The caller key of a [`PriorityLayer`] that assigns no cohorts.
@@ -46,7 +46,7 @@ impl<Req> CallerKey<Req> for NoCohorts {
 }
 
 #[derive(Debug, Clone)]
-struct Shared<C, K> {
+struct Stamp<C, K> {
     classify: C,
     cohorts: Option<Cohorts<K>>,
 }
@@ -55,7 +55,7 @@ impl<C> PriorityLayer<C, NoCohorts> {
     /// Classifies every request with `classify`.
     pub fn new(classify: C) -> Self {
         Self {
-            shared: Shared {
+            shared: Stamp {
                 classify,
                 cohorts: None,
             },
@@ -66,7 +66,7 @@ impl<C> PriorityLayer<C, NoCohorts> {
     #[must_use]
     pub fn cohorts<K>(self, cohorts: Cohorts<K>) -> PriorityLayer<C, K> {
         PriorityLayer {
-            shared: Shared {
+            shared: Stamp {
                 classify: self.shared.classify,
                 cohorts: Some(cohorts),
             },
@@ -90,7 +90,7 @@ impl<S, C: Clone, K: Clone> Layer<S> for PriorityLayer<C, K> {
 #[derive(Debug)]
 pub struct SetPriority<S, C, K = NoCohorts> {
     inner: S,
-    shared: Arc<Shared<C, K>>,
+    shared: Arc<Stamp<C, K>>,
 }
 
 impl<S: Clone, C, K> Clone for SetPriority<S, C, K> {

@@ -25,11 +25,11 @@ use crate::{AsError, LoadSignal, RetryAfterPolicy, priority::FromExtensions};
 /// `GlobalConcurrencyLimitLayer` does.
 #[derive(Debug)]
 pub struct PriorityShedLayer<R = AsError, C = FromExtensions, P = NoBypass> {
-    pub(crate) shared: Arc<Shared<R, C, P>>,
+    pub(crate) shared: Arc<Shedder<R, C, P>>,
 }
 
 /// What every service of one layer reads.
-pub(crate) struct Shared<R, C, P> {
+pub(crate) struct Shedder<R, C, P> {
     pub(crate) state: Arc<State>,
     pub(crate) policy: RetryAfterPolicy,
     pub(crate) classify: C,
@@ -37,9 +37,9 @@ pub(crate) struct Shared<R, C, P> {
     pub(crate) reject: R,
 }
 
-impl<R, C, P> std::fmt::Debug for Shared<R, C, P> {
+impl<R, C, P> std::fmt::Debug for Shedder<R, C, P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared")
+        f.debug_struct("Shedder")
             .field("state", &self.state)
             .field("policy", &self.policy)
             .finish_non_exhaustive()
@@ -212,7 +212,7 @@ impl<R, C, P> PriorityShedBuilder<R, C, P> {
             Rule::Adaptive(config) => Mode::Adaptive(AdaptiveState::new(config)),
         };
         PriorityShedLayer {
-            shared: Arc::new(Shared {
+            shared: Arc::new(Shedder {
                 state: Arc::new(State::new(mode, self.signal)),
                 policy: self.policy,
                 classify: self.classify,

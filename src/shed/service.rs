@@ -5,7 +5,7 @@ use std::{
 
 use tower_service::Service;
 
-use super::{Bypass, NoBypass, Permit, future::ResponseFuture, layer::Shared};
+use super::{Bypass, NoBypass, Permit, future::ResponseFuture, layer::Shedder};
 use crate::{
     AsError, BoxError, Reject,
     priority::{Classify, FromExtensions},
@@ -20,7 +20,7 @@ use crate::{
 #[derive(Debug)]
 pub struct PriorityShed<S, R = AsError, C = FromExtensions, P = NoBypass> {
     pub(crate) inner: S,
-    pub(crate) shared: Arc<Shared<R, C, P>>,
+    pub(crate) shared: Arc<Shedder<R, C, P>>,
 }
 
 impl<S: Clone, R, C, P> Clone for PriorityShed<S, R, C, P> {

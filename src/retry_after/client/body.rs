@@ -23,7 +23,7 @@ use http_body::{Body, Frame, SizeHint};
 /// Clients that want their own body type convert it with `map_request`, e.g.
 /// for a tonic `Channel`: `tonic::body::Body::new`.
 pub struct ReplayBody<B> {
-    state: Option<Arc<Mutex<Shared<B>>>>,
+    state: Option<Arc<Mutex<Recording<B>>>>,
     /// The caller's body while this attempt owns it.
     body: Option<B>,
     /// The next recorded chunk to replay.
@@ -31,7 +31,7 @@ pub struct ReplayBody<B> {
     trailers_sent: bool,
 }
 
-pub(crate) struct Shared<B> {
+pub(crate) struct Recording<B> {
     chunks: Vec<Bytes>,
     len: usize,
     max: usize,
@@ -53,7 +53,7 @@ impl<B> fmt::Debug for ReplayBody<B> {
     }
 }
 
-fn lock<B>(state: &Mutex<Shared<B>>) -> MutexGuard<'_, Shared<B>> {
+fn lock<B>(state: &Mutex<Recording<B>>) -> MutexGuard<'_, Recording<B>> {
     state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -70,9 +70,9 @@ impl<B: Body> ReplayBody<B> {
 
     /// The first attempt of a replayable body of at most `max` bytes; the
     /// returned handle makes the retries.
-    pub(crate) fn first(body: B, max: usize) -> (Self, Arc<Mutex<Shared<B>>>) {
+    pub(crate) fn first(body: B, max: usize) -> (Self, Arc<Mutex<Recording<B>>>) {
         let complete = body.is_end_stream();
-        let state = Arc::new(Mutex::new(Shared {
+        let state = Arc::new(Mutex::new(Recording {
             chunks: Vec::new(),
             len: 0,
             max,
@@ -92,7 +92,7 @@ impl<B: Body> ReplayBody<B> {
 
     /// Another attempt, if the body can still be replayed: it was recorded
     /// whole, or the rest of it is back from the previous attempt.
-    pub(crate) fn retry(state: &Arc<Mutex<Shared<B>>>) -> Option<Self> {
+    pub(crate) fn retry(state: &Arc<Mutex<Recording<B>>>) -> Option<Self> {
         let mut shared = lock(state);
         if shared.overflow {
             return None;

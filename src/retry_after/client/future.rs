@@ -12,7 +12,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
-use super::{RETRY_ATTEMPT, ReplayBody, body, cooldown::Origin, layer::Shared};
+use super::{RETRY_ATTEMPT, ReplayBody, body, cooldown::Origin, layer::Honour};
 use crate::{
     grpc::{self, GRPC_RETRY_PUSHBACK_MS},
     retry_after::{parse_pushback_ms, parse_retry_after},
@@ -35,7 +35,7 @@ pin_project! {
         refused: Option<S::Response>,
         // Whose cooldown it waits for and opens.
         origin: Origin,
-        shared: Arc<Shared>,
+        shared: Arc<Honour>,
     }
 }
 
@@ -52,7 +52,7 @@ struct Retry<S, B> {
     inner: S,
     parts: Parts,
     /// The recorded body, when the call may be retried.
-    replay: Option<Arc<Mutex<body::Shared<B>>>>,
+    replay: Option<Arc<Mutex<body::Recording<B>>>>,
     next_body: Option<ReplayBody<B>>,
     /// Attempts sent so far.
     attempts: u32,
@@ -76,7 +76,7 @@ impl<S, B> HonorFuture<S, B>
 where
     S: Service<Request<ReplayBody<B>>>,
 {
-    pub(crate) fn once(future: S::Future, origin: Origin, shared: Arc<Shared>) -> Self {
+    pub(crate) fn once(future: S::Future, origin: Origin, shared: Arc<Honour>) -> Self {
         Self {
             state: State::Calling { future },
             retry: None,
@@ -92,9 +92,9 @@ where
         inner: S,
         parts: Parts,
         body: ReplayBody<B>,
-        replay: Option<Arc<Mutex<body::Shared<B>>>>,
+        replay: Option<Arc<Mutex<body::Recording<B>>>>,
         origin: Origin,
-        shared: Arc<Shared>,
+        shared: Arc<Honour>,
     ) -> Self {
         Self {
             state: State::Waiting {
@@ -118,9 +118,9 @@ where
         future: S::Future,
         inner: S,
         parts: Parts,
-        replay: Arc<Mutex<body::Shared<B>>>,
+        replay: Arc<Mutex<body::Recording<B>>>,
         origin: Origin,
-        shared: Arc<Shared>,
+        shared: Arc<Honour>,
     ) -> Self {
         Self {
             state: State::Calling { future },
@@ -246,7 +246,7 @@ where
 /// instant to send the retry at, or `None` to hand the response back.
 fn decide<S, B, ResB>(
     res: &Response<ResB>,
-    shared: &Shared,
+    shared: &Honour,
     origin: &Origin,
     retry: Option<&mut Retry<S, B>>,
 ) -> Option<Instant>

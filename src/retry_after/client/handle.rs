@@ -2,12 +2,12 @@
 
 use std::{fmt, sync::Arc};
 
-use super::layer::Shared;
+use super::layer::Honour;
 
 /// A cheap handle on an [`HonorRetryAfterLayer`](super::HonorRetryAfterLayer)'s shared state.
 #[derive(Clone)]
 pub struct HonorRetryAfterHandle {
-    pub(super) shared: Arc<Shared>,
+    pub(super) shared: Arc<Honour>,
 }
 
 impl fmt::Debug for HonorRetryAfterHandle {

@@ -10,7 +10,7 @@ use super::{Cooldown, HonorRetryAfter, HonorRetryAfterHandle, Retries};
 pub const DEFAULT_COOLDOWN_CAP: Duration = Duration::from_secs(300);
 
 /// The layer's configuration and the state every clone shares.
-pub(crate) struct Shared {
+pub(crate) struct Honour {
     pub(super) cap: Duration,
     pub(super) cooldown: Cooldown,
     pub(super) retries: Option<Retries>,
@@ -76,7 +76,7 @@ pub(super) struct Stats {
 /// calls.
 #[derive(Clone)]
 pub struct HonorRetryAfterLayer {
-    shared: Arc<Shared>,
+    shared: Arc<Honour>,
 }
 
 impl fmt::Debug for HonorRetryAfterLayer {
@@ -158,7 +158,7 @@ impl HonorRetryAfterBuilder {
     /// Creates the shared cooldown and the layer.
     pub fn build(self) -> HonorRetryAfterLayer {
         HonorRetryAfterLayer {
-            shared: Arc::new(Shared {
+            shared: Arc::new(Honour {
                 cap: self.cap,
                 cooldown: Cooldown::new(self.per_origin),
                 retries: self.retries,

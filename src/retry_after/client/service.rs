@@ -13,12 +13,12 @@ use http::{Method, Request, Response};
 use tokio::time::Sleep;
 use tower_service::Service;
 
-use super::{HonorFuture, ReplayBody, layer::Shared};
+use super::{HonorFuture, ReplayBody, layer::Honour};
 
 /// The service [`HonorRetryAfterLayer`](super::HonorRetryAfterLayer) makes.
 pub struct HonorRetryAfter<S> {
     pub(super) inner: S,
-    pub(super) shared: Arc<Shared>,
+    pub(super) shared: Arc<Honour>,
     pub(super) sleep: Option<Pin<Box<Sleep>>>,
 }
 

@@ -1,0 +1,80 @@
+//! One batch in the inner service, and how its result reaches each caller.
+
+use std::{
+    future::Future,
+    mem,
+    panic::AssertUnwindSafe,
+    pin::Pin,
+    sync::{Arc, atomic::Ordering},
+    task::{Context, Poll},
+};
+
+use futures_util::future::CatchUnwind;
+use pin_project_lite::pin_project;
+
+use super::{
+    error::{BatchFailed, LengthMismatch, Panicked},
+    worker::{Answer, BatchCounters, CallerSpan},
+};
+use crate::BoxError;
+
+pub(super) fn answer_all<R>(answers: Vec<Answer<R>>, err: impl Fn() -> BoxError) {
+    for tx in answers {
+        let _ = tx.send(Err(err()));
+    }
+}
+
+pin_project! {
+    /// One batch in the inner service; answers its callers when it resolves.
+    pub(super) struct BatchCall<F, R> {
+        #[pin]
+        pub(super) fut: CatchUnwind<AssertUnwindSafe<F>>,
+        pub(super) answers: Vec<Answer<R>>,
+        pub(super) span: CallerSpan,
+        pub(super) shared: Arc<BatchCounters>,
+    }
+}
+
+impl<F, R, E, SE> Future for BatchCall<F, R>
+where
+    F: Future<Output = Result<Vec<Result<R, E>>, SE>>,
+    SE: Into<BoxError>,
+    E: Into<BoxError>,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.project();
+        #[cfg(feature = "tracing")]
+        let _entered = this.span.enter();
+        #[cfg(not(feature = "tracing"))]
+        let () = *this.span;
+        let outcome = match this.fut.poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(outcome) => outcome,
+        };
+        let answers = mem::take(this.answers);
+        if !matches!(&outcome, Ok(Ok(results)) if results.len() == answers.len()) {
+            this.shared.failed_batches.fetch_add(1, Ordering::Relaxed);
+        }
+        match outcome {
+            Ok(Ok(results)) if results.len() == answers.len() => {
+                for (tx, result) in answers.into_iter().zip(results) {
+                    let _ = tx.send(result.map_err(Into::into));
+                }
+            }
+            Ok(Ok(results)) => {
+                let mismatch = LengthMismatch::new(answers.len(), results.len());
+                #[cfg(feature = "tracing")]
+                tracing::warn!(%mismatch, "batch answered with the wrong number of results");
+                answer_all(answers, || Box::new(mismatch));
+            }
+            Ok(Err(err)) => {
+                let failed = BatchFailed::new(err.into());
+                answer_all(answers, || Box::new(failed.clone()));
+            }
+            Err(_panic) => answer_all(answers, || Box::new(Panicked::new())),
+        }
+        Poll::Ready(())
+    }
+}

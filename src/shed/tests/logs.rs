@@ -1,0 +1,80 @@
+use std::sync::Mutex;
+
+use tracing::{Event, Level, Metadata, Subscriber, span};
+
+use super::*;
+
+/// Records every event's level and message.
+#[derive(Clone, Default)]
+struct Recorder(Arc<Mutex<Vec<(Level, String)>>>);
+
+struct Message<'a>(&'a mut String);
+
+impl tracing::field::Visit for Message<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            *self.0 = format!("{value:?}");
+        }
+    }
+}
+
+impl Subscriber for Recorder {
+    fn enabled(&self, _: &Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &span::Attributes<'_>) -> span::Id {
+        span::Id::from_u64(1)
+    }
+    fn record(&self, _: &span::Id, _: &span::Record<'_>) {}
+    fn record_follows_from(&self, _: &span::Id, _: &span::Id) {}
+    fn event(&self, event: &Event<'_>) {
+        let mut message = String::new();
+        event.record(&mut Message(&mut message));
+        self.0
+            .lock()
+            .unwrap()
+            .push((*event.metadata().level(), message));
+    }
+    fn enter(&self, _: &span::Id) {}
+    fn exit(&self, _: &span::Id) {}
+}
+
+#[tokio::test(start_paused = true)]
+async fn transitions_and_summaries_not_requests() {
+    let recorder = Recorder::default();
+    let _guard = tracing::subscriber::set_default(recorder.clone());
+    let load = Arc::new(AtomicU64::new(1_000));
+    let signal = {
+        let load = Arc::clone(&load);
+        move || load.load(Ordering::Relaxed) as usize
+    };
+    let svc = PriorityShedLayer::builder(Thresholds::ladder(100))
+        .classify(by_name)
+        .signal(signal)
+        .build()
+        .layer(ok_service());
+    for _ in 0..1_000 {
+        assert!(svc.clone().oneshot("low").await.is_err());
+    }
+    let events = std::mem::take(&mut *recorder.0.lock().unwrap());
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].0, Level::WARN);
+    assert_eq!(events[0].1, "shedding started");
+
+    // Ten seconds on, the next refusal brings a summary.
+    tokio::time::advance(Duration::from_secs(11)).await;
+    assert!(svc.clone().oneshot("low").await.is_err());
+    let events = std::mem::take(&mut *recorder.0.lock().unwrap());
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].1, "shed 1001 requests in the last 10 s");
+
+    // Load gone: a quiet period later, the tier is reported recovered.
+    load.store(0, Ordering::Relaxed);
+    tokio::time::advance(Duration::from_secs(11)).await;
+    for _ in 0..5_000 {
+        svc.clone().oneshot("low").await.unwrap();
+    }
+    let events = std::mem::take(&mut *recorder.0.lock().unwrap());
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].1, "shedding stopped");
+}
