@@ -100,6 +100,7 @@ pub mod aggregate;
 pub mod batch;
 pub mod coalesce;
 pub mod deadline;
+pub mod guard;
 pub mod limit;
 pub mod priority;
 pub mod reject;

@@ -5,9 +5,10 @@ use std::{
 };
 
 use bytes::Bytes;
-use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
+
+use crate::guard::{BodyEnd, OnBodyEnd};
 
 /// The small, complete body of a refusal: a problem+json document, or nothing
 /// at all for a trailers-only gRPC response.
@@ -128,27 +129,6 @@ where
     }
 }
 
-/// How a response body ended, as told to an [`OnBodyEnd`] guard.
-#[derive(Debug)]
-pub enum BodyEnd<'a> {
-    /// The body was read to its end; `trailers` are its trailers, if it had any.
-    Complete {
-        /// The trailer block, where gRPC carries its status.
-        trailers: Option<&'a HeaderMap>,
-    },
-    /// Reading the body failed.
-    Error,
-    /// The body was dropped before its end: the client went away.
-    Dropped,
-}
-
-/// Something that must happen exactly once when a response body ends: release
-/// a permit, record a latency sample, count a completion.
-pub trait OnBodyEnd {
-    /// Called once, when the body ends, fails, or is dropped.
-    fn on_body_end(self, end: BodyEnd<'_>);
-}
-
 pin_project! {
     /// A response body that holds a guard until the body ends, so a permit
     /// covers the whole response, not just its head.
@@ -168,7 +148,7 @@ pin_project! {
             let this = this.project();
             if let Some(guard) = this.guard.take() {
                 if this.body.is_end_stream() {
-                    guard.on_body_end(BodyEnd::Complete { trailers: None });
+                    guard.on_body_end(BodyEnd::complete());
                 } else {
                     guard.on_body_end(BodyEnd::Dropped);
                 }
@@ -222,7 +202,7 @@ impl<B: Body, G: OnBodyEnd> Body for Guarded<B, G> {
             }
             Poll::Ready(None) => {
                 if let Some(guard) = this.guard.take() {
-                    guard.on_body_end(BodyEnd::Complete { trailers: None });
+                    guard.on_body_end(BodyEnd::complete());
                 }
             }
             Poll::Pending => {}
@@ -243,6 +223,7 @@ impl<B: Body, G: OnBodyEnd> Body for Guarded<B, G> {
 mod tests {
     use std::sync::{Arc, Mutex};
 
+    use http::HeaderMap;
     use http_body_util::{BodyExt, Full, StreamBody};
 
     use super::*;

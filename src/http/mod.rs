@@ -12,14 +12,14 @@
 //!   background (bounded by [`MAX_DRAIN_BYTES`] and [`MAX_DRAIN_TIME`], at
 //!   most [`MAX_DRAINS`] at once) rather than dropped, so HTTP/2 connections
 //!   are not reset by their own defence against rapid resets.
-//! - [`Guarded`] holds a permit (any [`OnBodyEnd`]) until the response body
+//! - [`Guarded`] holds a permit (any [`OnBodyEnd`](crate::guard::OnBodyEnd)) until the response body
 //!   ends, so a concurrency limit covers streaming responses too.
 
 mod body;
 mod drain;
 mod reject;
 
-pub use body::{BodyEnd, Guarded, OnBodyEnd, RejectBody, ResponseBody};
+pub use body::{Guarded, RejectBody, ResponseBody};
 pub use drain::{MAX_DRAIN_BYTES, MAX_DRAIN_TIME, MAX_DRAINS};
 pub(crate) use reject::rejection_response;
 pub use reject::{AsResponse, MakeRejection, ProblemDetails, RequestInfo};

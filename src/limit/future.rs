@@ -11,7 +11,14 @@ use pin_project_lite::pin_project;
 use tokio::time::{Sleep, sleep_until};
 use tower_service::Service;
 
-use super::{ClassifyOutcome, Permit, permit::Ticket};
+use super::{ClassifyOutcome, Permit, PermitGuard, permit::Ticket};
+use crate::guard::Hold;
+
+/// The inner service's response carrying the request's permit.
+pub(crate) type Held<S, Req, C> = <<C as ClassifyOutcome<
+    <S as Service<Req>>::Response,
+    <S as Service<Req>>::Error,
+>>::Hold as Hold<<S as Service<Req>>::Response>>::Held<PermitGuard<C>>;
 use crate::{Overloaded, Reject};
 
 /// A request waiting in the queue, with the ready service it will call.
@@ -33,7 +40,7 @@ pin_project! {
     where
         S: Service<Req>,
         C: ClassifyOutcome<S::Response, S::Error>,
-        R: Reject<Req, C::Response, S::Error>,
+        R: Reject<Req, Held<S, Req, C>, S::Error>,
     {
         #[pin]
         state: State<S::Future, Wait<S, Req, R, R::Info, C>, C, Result<R::Response, R::Error>>,
@@ -44,7 +51,8 @@ pin_project! {
     #[project = StateProj]
     enum State<F, W, C, O> {
         Waiting { wait: Option<Box<W>> },
-        Running { #[pin] fut: F, permit: Option<Permit>, outcomes: C },
+        // The permit with the classification that will release it.
+        Running { #[pin] fut: F, permit: Option<(Permit, C)> },
         Done { result: Option<O> },
     }
 }
@@ -53,14 +61,13 @@ impl<S, Req, R, C> ResponseFuture<S, Req, R, C>
 where
     S: Service<Req>,
     C: ClassifyOutcome<S::Response, S::Error>,
-    R: Reject<Req, C::Response, S::Error>,
+    R: Reject<Req, Held<S, Req, C>, S::Error>,
 {
     pub(crate) fn running(fut: S::Future, permit: Permit, outcomes: C) -> Self {
         Self {
             state: State::Running {
                 fut,
-                permit: Some(permit),
-                outcomes,
+                permit: Some((permit, outcomes)),
             },
         }
     }
@@ -102,7 +109,7 @@ impl<S, Req, R, C> Future for ResponseFuture<S, Req, R, C>
 where
     S: Service<Req>,
     C: ClassifyOutcome<S::Response, S::Error>,
-    R: Reject<Req, C::Response, S::Error>,
+    R: Reject<Req, Held<S, Req, C>, S::Error>,
 {
     type Output = Result<R::Response, R::Error>;
 
@@ -138,8 +145,7 @@ where
                             let fut = svc.call(req);
                             state.set(State::Running {
                                 fut,
-                                permit: Some(permit),
-                                outcomes,
+                                permit: Some((permit, outcomes)),
                             });
                         }
                         Err(reason) => {
@@ -151,17 +157,16 @@ where
                         }
                     }
                 }
-                StateProj::Running {
-                    fut,
-                    permit,
-                    outcomes,
-                } => {
+                StateProj::Running { fut, permit } => {
                     let res = ready!(fut.poll(cx));
-                    let Some(permit) = permit.take() else {
+                    let Some((permit, outcomes)) = permit.take() else {
                         panic!("ResponseFuture polled after completion");
                     };
                     let out = match res {
-                        Ok(res) => Ok(R::map_response(outcomes.on_response(res, permit))),
+                        Ok(res) => {
+                            let guard = PermitGuard::new::<_, S::Error>(permit, &res, outcomes);
+                            Ok(R::map_response(C::Hold::hold(res, guard)))
+                        }
                         Err(err) => {
                             permit.finish(outcomes.on_error(&err));
                             Err(R::map_error(err))
@@ -185,7 +190,7 @@ impl<S, Req, R, C> fmt::Debug for ResponseFuture<S, Req, R, C>
 where
     S: Service<Req>,
     C: ClassifyOutcome<S::Response, S::Error>,
-    R: Reject<Req, C::Response, S::Error>,
+    R: Reject<Req, Held<S, Req, C>, S::Error>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {

@@ -165,8 +165,8 @@ pub use gradient::{Gradient, GradientBuilder};
 pub use handle::{LimitHandle, LimitSnapshot, QueuedByPriority};
 pub use layer::{AdaptiveLimitBuilder, AdaptiveLimitLayer, Chosen, FaceOutcomes, OutcomesFor};
 #[cfg(feature = "http")]
-pub use outcome::{BodyPermit, HttpOutcomes};
-pub use outcome::{ByResult, ClassifyOutcome};
+pub use outcome::HttpOutcomes;
+pub use outcome::{ByResult, ClassifyOutcome, PermitGuard};
 pub use permit::{Outcome, Permit};
 pub use reserved::Reserved;
 

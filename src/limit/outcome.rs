@@ -3,26 +3,30 @@
 //! A 503 is not a success. Limiters that count every response as a success
 //! never learn that the service behind them is refusing work; limiters that
 //! count every error as overload shrink when a client sends garbage. A
-//! [`ClassifyOutcome`] decides, and also decides *when* the permit ends: for
-//! HTTP, when the response body ends or is dropped, not when its head arrives.
+//! [`ClassifyOutcome`] decides, and also says *when* the permit ends (its
+//! [`Hold`]): for HTTP, when the response body ends or is dropped, not when its
+//! head arrives.
 
 use super::{Outcome, Permit};
+use crate::guard::{AtOnce, BodyEnd, Hold, OnBodyEnd};
 
-/// Decides a request's [`Outcome`] from its result, and when its [`Permit`]
-/// is released.
+/// Decides a request's [`Outcome`] from its result, and how long its
+/// [`Permit`] lasts.
 ///
-/// [`on_response`](Self::on_response) receives the inner service's response
-/// together with the request's permit: it may finish the permit at once (see
-/// [`ByResult`]) or move it into the response so it ends with the body (see
-/// [`HttpOutcomes`]). [`on_error`](Self::on_error) classifies the inner
-/// service's errors; the permit is then released with that outcome.
+/// The limiter's future hands the permit, in a [`PermitGuard`], to
+/// [`Hold`](Self::Hold) with the inner service's response: [`AtOnce`]
+/// releases it when the response arrives, [`InBody`](crate::guard::InBody)
+/// when the response body ends. The outcome is what
+/// [`on_response`](Self::on_response) reads from the response, revised by
+/// [`on_end`](Self::on_end) when the guard ends (a gRPC status in the
+/// trailers, a body that failed). [`on_error`](Self::on_error) classifies the
+/// inner service's errors.
 ///
 /// A permit that is dropped without being finished (the caller went away, the
-/// inner service panicked, the body was dropped) is released as
-/// [`Outcome::Ignored`].
+/// inner service panicked) is released as [`Outcome::Ignored`].
 ///
 /// ```
-/// use tower_spillway::limit::{ClassifyOutcome, Outcome, Permit};
+/// use tower_spillway::{guard::AtOnce, limit::{ClassifyOutcome, Outcome}};
 ///
 /// /// A client of a key-value store: `Err("busy")` means overloaded,
 /// /// other errors say nothing about capacity.
@@ -30,10 +34,9 @@ use super::{Outcome, Permit};
 /// struct KvOutcomes;
 ///
 /// impl<T> ClassifyOutcome<T, &'static str> for KvOutcomes {
-///     type Response = T;
-///     fn on_response(&self, res: T, permit: Permit) -> T {
-///         permit.finish(Outcome::Success);
-///         res
+///     type Hold = AtOnce;
+///     fn on_response(&self, _res: &T) -> Outcome {
+///         Outcome::Success
 ///     }
 ///     fn on_error(&self, err: &&'static str) -> Outcome {
 ///         if *err == "busy" { Outcome::Dropped } else { Outcome::Ignored }
@@ -41,14 +44,67 @@ use super::{Outcome, Permit};
 /// }
 /// ```
 pub trait ClassifyOutcome<Res, E> {
-    /// The response handed on: `Res` itself, or `Res` carrying the permit.
-    type Response;
+    /// How long the permit lasts.
+    type Hold: Hold<Res>;
 
-    /// Classifies a response and finishes (or keeps) its permit.
-    fn on_response(&self, res: Res, permit: Permit) -> Self::Response;
+    /// The outcome a response tells when it arrives.
+    fn on_response(&self, res: &Res) -> Outcome;
+
+    /// The outcome once the response has ended, given what it told on
+    /// arrival (`head`). By default: `head` when it ended normally, a drop
+    /// when its body failed, ignored when it was dropped before its end (the
+    /// client went away).
+    fn on_end(&self, head: Outcome, end: BodyEnd<'_>) -> Outcome {
+        match end {
+            BodyEnd::Complete { .. } => head,
+            BodyEnd::Error => Outcome::Dropped,
+            BodyEnd::Dropped => Outcome::Ignored,
+        }
+    }
 
     /// The outcome of an inner error.
     fn on_error(&self, err: &E) -> Outcome;
+}
+
+/// An admitted request's [`Permit`] with the outcome its response told,
+/// released when the [`Hold`] ends it.
+pub struct PermitGuard<C> {
+    permit: Permit,
+    head: Outcome,
+    outcomes: C,
+    // Chosen where the response type is known, so the guard's type need not
+    // name it.
+    on_end: fn(&C, Outcome, BodyEnd<'_>) -> Outcome,
+}
+
+impl<C> PermitGuard<C> {
+    pub(crate) fn new<Res, E>(permit: Permit, res: &Res, outcomes: C) -> Self
+    where
+        C: ClassifyOutcome<Res, E>,
+    {
+        Self {
+            permit,
+            head: outcomes.on_response(res),
+            outcomes,
+            on_end: <C as ClassifyOutcome<Res, E>>::on_end,
+        }
+    }
+}
+
+impl<C> std::fmt::Debug for PermitGuard<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PermitGuard")
+            .field("permit", &self.permit)
+            .field("head", &self.head)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C> OnBodyEnd for PermitGuard<C> {
+    fn on_body_end(self, end: BodyEnd<'_>) {
+        let outcome = (self.on_end)(&self.outcomes, self.head, end);
+        self.permit.finish(outcome);
+    }
 }
 
 /// The generic classification: every response is a success, released when it
@@ -81,12 +137,11 @@ impl ByResult {
 }
 
 impl<Res, E> ClassifyOutcome<Res, E> for ByResult {
-    type Response = Res;
+    type Hold = AtOnce;
 
     #[inline]
-    fn on_response(&self, res: Res, permit: Permit) -> Res {
-        permit.finish(Outcome::Success);
-        res
+    fn on_response(&self, _res: &Res) -> Outcome {
+        Outcome::Success
     }
 
     #[inline]
@@ -96,17 +151,17 @@ impl<Res, E> ClassifyOutcome<Res, E> for ByResult {
 }
 
 #[cfg(feature = "http")]
-pub use self::http_outcomes::{BodyPermit, HttpOutcomes};
+pub use self::http_outcomes::HttpOutcomes;
 
 #[cfg(feature = "http")]
 mod http_outcomes {
     use http::{HeaderMap, StatusCode};
     use http_body::Body;
 
-    use super::{ClassifyOutcome, Outcome, Permit};
+    use super::{ClassifyOutcome, Outcome};
     use crate::{
         grpc::grpc_status,
-        http::{BodyEnd, Guarded, OnBodyEnd},
+        guard::{BodyEnd, InBody},
     };
 
     /// The HTTP classification, for servers and for clients.
@@ -123,7 +178,7 @@ mod http_outcomes {
     /// | body or inner error | [`errors`](Self::errors), dropped by default |
     /// | anything else | success |
     ///
-    /// The permit moves into the response body ([`Guarded`]) and is released,
+    /// The permit moves into the response body ([`InBody`]) and is released,
     /// with the rtt measured, when the body ends or is dropped, so a slow
     /// stream holds its slot for as long as it runs.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,44 +248,25 @@ mod http_outcomes {
     where
         B: Body,
     {
-        type Response = http::Response<Guarded<B, BodyPermit>>;
+        type Hold = InBody;
 
-        fn on_response(&self, res: http::Response<B>, permit: Permit) -> Self::Response {
-            let head = self.classify_head(res.status(), res.headers());
-            let guard = BodyPermit {
-                permit,
-                head,
-                outcomes: *self,
-            };
-            res.map(|body| Guarded::new(body, guard))
+        fn on_response(&self, res: &http::Response<B>) -> Outcome {
+            self.classify_head(res.status(), res.headers())
+        }
+
+        fn on_end(&self, head: Outcome, end: BodyEnd<'_>) -> Outcome {
+            match end {
+                BodyEnd::Complete { trailers } => match (head, trailers.and_then(grpc_status)) {
+                    (Outcome::Success, Some(code)) => self.classify_grpc(code),
+                    (head, _) => head,
+                },
+                BodyEnd::Error => self.errors,
+                BodyEnd::Dropped => Outcome::Ignored,
+            }
         }
 
         fn on_error(&self, _err: &E) -> Outcome {
             self.errors
-        }
-    }
-
-    /// The permit of an HTTP response, released when its body ends.
-    #[derive(Debug)]
-    pub struct BodyPermit {
-        permit: Permit,
-        head: Outcome,
-        outcomes: HttpOutcomes,
-    }
-
-    impl OnBodyEnd for BodyPermit {
-        fn on_body_end(self, end: BodyEnd<'_>) {
-            let outcome = match end {
-                BodyEnd::Complete { trailers } => {
-                    match (self.head, trailers.and_then(grpc_status)) {
-                        (Outcome::Success, Some(code)) => self.outcomes.classify_grpc(code),
-                        (head, _) => head,
-                    }
-                }
-                BodyEnd::Error => self.outcomes.errors,
-                BodyEnd::Dropped => Outcome::Ignored,
-            };
-            self.permit.finish(outcome);
         }
     }
 

@@ -81,7 +81,7 @@ impl<S, R, C, K, Req> Service<Req> for AdaptiveLimit<S, R, C, K>
 where
     S: Service<Req> + Clone,
     C: ClassifyOutcome<S::Response, S::Error> + Clone,
-    R: Reject<Req, C::Response, S::Error> + Clone,
+    R: Reject<Req, super::future::Held<S, Req, C>, S::Error> + Clone,
     K: Classify<Req>,
 {
     type Response = R::Response;

@@ -7,59 +7,63 @@ use std::{
     task::{Context, Poll, ready},
 };
 
+use futures_util::TryFuture;
 use pin_project_lite::pin_project;
 
-use super::{HoldPermit, Permit};
+use super::ShedPermit;
+use crate::{Reject, guard::Hold};
+
+/// What a face answers for a request of type `Req` to an inner response `Res`
+/// and error `E`.
+type Answer<R, Req, Res, E> = Result<
+    <R as Reject<Req, <R as Hold<Res>>::Held<ShedPermit>, E>>::Response,
+    <R as Reject<Req, <R as Hold<Res>>::Held<ShedPermit>, E>>::Error,
+>;
 
 pin_project! {
     /// The response future of [`PriorityShed`](super::PriorityShed): the
     /// inner service's future holding the request's permit, or a refusal that
     /// is ready at once.
-    pub struct ResponseFuture<F, R, T, E> {
+    pub struct ResponseFuture<F, Req, R>
+    where
+        F: TryFuture,
+        R: Hold<F::Ok>,
+        R: Reject<Req, <R as Hold<F::Ok>>::Held<ShedPermit>, F::Error>,
+    {
         #[pin]
-        kind: Kind<F, T, E>,
-        face: PhantomData<fn() -> R>,
+        kind: Kind<F, Answer<R, Req, F::Ok, F::Error>>,
+        face: PhantomData<fn(Req) -> R>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<F, T, E> {
-        Admitted { #[pin] fut: F, permit: Option<Permit> },
-        // Admitted against an external signal that does not count the
-        // request until the inner future is first polled.
-        Claimed { #[pin] fut: F, permit: Option<Permit> },
-        Bypassed { #[pin] fut: F },
-        Rejected { result: Option<Result<T, E>> },
+    enum Kind<F, O> {
+        // Admitted or bypassed (a bypassed request holds an empty permit).
+        Called { #[pin] fut: F, permit: Option<ShedPermit> },
+        Overloaded { result: Option<O> },
     }
 }
 
-impl<F, R, T, E> ResponseFuture<F, R, T, E> {
-    pub(crate) fn admitted(fut: F, permit: Permit) -> Self {
-        if permit.is_claimed() {
-            Self::with(Kind::Claimed {
-                fut,
-                permit: Some(permit),
-            })
-        } else {
-            Self::with(Kind::Admitted {
-                fut,
-                permit: Some(permit),
-            })
-        }
+impl<F, Req, R> ResponseFuture<F, Req, R>
+where
+    F: TryFuture,
+    R: Hold<F::Ok> + Reject<Req, <R as Hold<F::Ok>>::Held<ShedPermit>, F::Error>,
+{
+    pub(crate) fn called(fut: F, permit: ShedPermit) -> Self {
+        Self::with(Kind::Called {
+            fut,
+            permit: Some(permit),
+        })
     }
 
-    pub(crate) fn bypassed(fut: F) -> Self {
-        Self::with(Kind::Bypassed { fut })
-    }
-
-    pub(crate) fn rejected(result: Result<T, E>) -> Self {
-        Self::with(Kind::Rejected {
+    pub(crate) fn overloaded(result: Answer<R, Req, F::Ok, F::Error>) -> Self {
+        Self::with(Kind::Overloaded {
             result: Some(result),
         })
     }
 
-    fn with(kind: Kind<F, T, E>) -> Self {
+    fn with(kind: Kind<F, Answer<R, Req, F::Ok, F::Error>>) -> Self {
         Self {
             kind,
             face: PhantomData,
@@ -67,12 +71,15 @@ impl<F, R, T, E> ResponseFuture<F, R, T, E> {
     }
 }
 
-impl<F, R, T, E> std::fmt::Debug for ResponseFuture<F, R, T, E> {
+impl<F, Req, R> std::fmt::Debug for ResponseFuture<F, Req, R>
+where
+    F: TryFuture,
+    R: Hold<F::Ok> + Reject<Req, <R as Hold<F::Ok>>::Held<ShedPermit>, F::Error>,
+{
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match &self.kind {
-            Kind::Admitted { .. } | Kind::Claimed { .. } => "admitted",
-            Kind::Bypassed { .. } => "bypassed",
-            Kind::Rejected { .. } => "rejected",
+            Kind::Called { .. } => "called",
+            Kind::Overloaded { .. } => "overloaded",
         };
         f.debug_struct("ResponseFuture")
             .field("kind", &kind)
@@ -80,45 +87,33 @@ impl<F, R, T, E> std::fmt::Debug for ResponseFuture<F, R, T, E> {
     }
 }
 
-impl<F, R, Res, InnerE, T, E> Future for ResponseFuture<F, R, T, E>
+impl<F, Req, R> Future for ResponseFuture<F, Req, R>
 where
-    F: Future<Output = Result<Res, InnerE>>,
-    R: HoldPermit<Res, InnerE, Response = T, Error = E>,
+    F: TryFuture,
+    R: Hold<F::Ok> + Reject<Req, <R as Hold<F::Ok>>::Held<ShedPermit>, F::Error>,
 {
-    type Output = Result<T, E>;
+    type Output = Answer<R, Req, F::Ok, F::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().kind.project() {
-            KindProj::Admitted { fut, permit } => {
-                let out = ready!(fut.poll(cx));
-                let permit = permit.take().unwrap_or_else(Permit::none);
-                Poll::Ready(match out {
-                    Ok(res) => Ok(R::hold(res, permit)),
-                    // Dropping the permit releases it without a latency
-                    // sample: a failure says nothing about queueing.
-                    Err(err) => Err(R::fail(err)),
-                })
-            }
-            KindProj::Claimed { fut, permit } => {
-                let polled = fut.poll(cx);
-                // The inner service has now seen the request (a limiter
-                // below enqueues it when first polled): the signal counts it
-                // from here on.
+            KindProj::Called { fut, permit } => {
+                let polled = fut.try_poll(cx);
+                // Admitted against an external signal that counts the request
+                // only once the inner service has seen it (a limiter below
+                // enqueues it when first polled): from here on it does.
                 if let Some(permit) = permit.as_mut() {
                     permit.settle();
                 }
                 let out = ready!(polled);
-                let permit = permit.take().unwrap_or_else(Permit::none);
+                let permit = permit.take().unwrap_or_else(ShedPermit::none);
                 Poll::Ready(match out {
-                    Ok(res) => Ok(R::hold(res, permit)),
-                    Err(err) => Err(R::fail(err)),
+                    Ok(res) => Ok(R::map_response(R::hold(res, permit))),
+                    // Dropping the permit releases it without a latency
+                    // sample: a failure says nothing about queueing.
+                    Err(err) => Err(R::map_error(err)),
                 })
             }
-            KindProj::Bypassed { fut } => Poll::Ready(match ready!(fut.poll(cx)) {
-                Ok(res) => Ok(R::hold(res, Permit::none())),
-                Err(err) => Err(R::fail(err)),
-            }),
-            KindProj::Rejected { result } => match result.take() {
+            KindProj::Overloaded { result } => match result.take() {
                 Some(result) => Poll::Ready(result),
                 None => panic!("ResponseFuture polled after completion"),
             },

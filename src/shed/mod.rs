@@ -139,8 +139,8 @@ pub use layer::{PriorityShedBuilder, PriorityShedLayer, Rule};
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub type HttpShedLayer<P = NoBypass, C = crate::priority::FromExtensions> =
     PriorityShedLayer<crate::http::AsResponse<crate::http::ProblemDetails>, C, P>;
-pub use permit::Permit;
-pub use service::{HoldPermit, PriorityShed};
+pub use permit::ShedPermit;
+pub use service::PriorityShed;
 pub use stats::{ModeStats, PerPriority, ShedHandle, ShedStats};
 #[cfg(test)]
 mod tests;

@@ -7,7 +7,7 @@ use super::state::State;
 /// The place an admitted request holds until it finishes: released exactly
 /// once, when its response (on the HTTP face, its response body) ends, fails
 /// or is dropped, or when the caller gives up.
-pub struct Permit {
+pub struct ShedPermit {
     /// `None` for a bypassed request, which holds nothing.
     pub(super) state: Option<Arc<State>>,
     pub(super) claimed: bool,
@@ -16,13 +16,13 @@ pub struct Permit {
     pub(super) start: u64,
 }
 
-impl std::fmt::Debug for Permit {
+impl std::fmt::Debug for ShedPermit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Permit").finish_non_exhaustive()
+        f.debug_struct("ShedPermit").finish_non_exhaustive()
     }
 }
 
-impl Permit {
+impl ShedPermit {
     /// The permit of a bypassed request: it holds nothing.
     pub(crate) const fn none() -> Self {
         Self {
@@ -30,12 +30,6 @@ impl Permit {
             claimed: false,
             start: 0,
         }
-    }
-
-    /// `true` while the permit holds a claim against an external signal.
-    #[inline]
-    pub(crate) const fn is_claimed(&self) -> bool {
-        self.claimed
     }
 
     /// The inner service has the request and has been polled once: an
@@ -61,7 +55,7 @@ impl Permit {
     }
 }
 
-impl Drop for Permit {
+impl Drop for ShedPermit {
     #[inline]
     fn drop(&mut self) {
         self.settle();
@@ -71,10 +65,11 @@ impl Drop for Permit {
     }
 }
 
-#[cfg(feature = "http")]
-impl crate::http::OnBodyEnd for Permit {
-    fn on_body_end(self, end: crate::http::BodyEnd<'_>) {
-        if let crate::http::BodyEnd::Complete { .. } = end {
+/// A finished request is a latency sample; one that failed or was dropped
+/// half-way is not.
+impl crate::guard::OnBodyEnd for ShedPermit {
+    fn on_body_end(self, end: crate::guard::BodyEnd<'_>) {
+        if let crate::guard::BodyEnd::Complete { .. } = end {
             self.complete();
         }
     }

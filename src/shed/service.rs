@@ -5,9 +5,10 @@ use std::{
 
 use tower_service::Service;
 
-use super::{Bypass, NoBypass, Permit, future::ResponseFuture, layer::Shedder};
+use super::{Bypass, NoBypass, ShedPermit, future::ResponseFuture, layer::Shedder};
 use crate::{
-    AsError, BoxError, Reject,
+    AsError, Reject,
+    guard::Hold,
     priority::{Classify, FromExtensions},
 };
 
@@ -15,7 +16,7 @@ use crate::{
 ///
 /// It reports ready when its inner service is, and decides each request in
 /// `call`, once its priority is known: admitted requests go to the inner
-/// service holding a [`Permit`]; refused ones are answered at once through
+/// service holding a [`ShedPermit`]; refused ones are answered at once through
 /// `R`, without touching the inner service or the request body.
 #[derive(Debug)]
 pub struct PriorityShed<S, R = AsError, C = FromExtensions, P = NoBypass> {
@@ -32,90 +33,20 @@ impl<S: Clone, R, C, P> Clone for PriorityShed<S, R, C, P> {
     }
 }
 
-/// How a face holds an admitted request's [`Permit`] and maps the inner
-/// service's answers: the generic face ([`AsError`]) releases the permit when
-/// the response arrives; the HTTP face
-/// ([`AsResponse`](crate::http::AsResponse)) moves it into the response body,
-/// so it covers streaming responses until their last byte.
-///
-/// It agrees with the face's [`Reject`] implementation on the response and
-/// error types; implement both for a custom face.
-pub trait HoldPermit<Res, E> {
-    /// The response holding the permit, as the face's [`Reject`] sees it.
-    type Held;
-    /// The face's response.
-    type Response;
-    /// The face's error.
-    type Error;
-
-    /// The inner service answered `res`; `permit` must live as long as the
-    /// request is in progress.
-    fn hold(res: Res, permit: Permit) -> Self::Response;
-
-    /// The inner service failed with `err`.
-    fn fail(err: E) -> Self::Error;
-}
-
-impl<Res, E> HoldPermit<Res, E> for AsError
-where
-    E: Into<BoxError>,
-{
-    type Held = Res;
-    type Response = Res;
-    type Error = BoxError;
-
-    #[inline]
-    fn hold(res: Res, permit: Permit) -> Res {
-        permit.complete();
-        res
-    }
-
-    #[inline]
-    fn fail(err: E) -> BoxError {
-        err.into()
-    }
-}
-
-#[cfg(feature = "http")]
-impl<M, B, E> HoldPermit<http::Response<B>, E> for crate::http::AsResponse<M>
-where
-    B: http_body::Body,
-{
-    type Held = http::Response<crate::http::Guarded<B, Permit>>;
-    type Response = http::Response<crate::http::ResponseBody<crate::http::Guarded<B, Permit>>>;
-    type Error = E;
-
-    #[inline]
-    fn hold(res: http::Response<B>, permit: Permit) -> Self::Response {
-        res.map(|body| crate::http::ResponseBody::inner(crate::http::Guarded::new(body, permit)))
-    }
-
-    #[inline]
-    fn fail(err: E) -> E {
-        err
-    }
-}
-
 impl<S, Req, R, C, P> Service<Req> for PriorityShed<S, R, C, P>
 where
     S: Service<Req>,
-    R: HoldPermit<S::Response, S::Error>
-        + Reject<
-            Req,
-            <R as HoldPermit<S::Response, S::Error>>::Held,
-            S::Error,
-            Response = <R as HoldPermit<S::Response, S::Error>>::Response,
-            Error = <R as HoldPermit<S::Response, S::Error>>::Error,
-        >,
+    R: Hold<S::Response> + Reject<Req, <R as Hold<S::Response>>::Held<ShedPermit>, S::Error>,
     C: Classify<Req>,
     P: Bypass<Req>,
 {
-    type Response = <R as HoldPermit<S::Response, S::Error>>::Response;
-    type Error = <R as HoldPermit<S::Response, S::Error>>::Error;
-    type Future = ResponseFuture<S::Future, R, Self::Response, Self::Error>;
+    type Response =
+        <R as Reject<Req, <R as Hold<S::Response>>::Held<ShedPermit>, S::Error>>::Response;
+    type Error = <R as Reject<Req, <R as Hold<S::Response>>::Held<ShedPermit>, S::Error>>::Error;
+    type Future = ResponseFuture<S::Future, Req, R>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(R::fail)
+        self.inner.poll_ready(cx).map_err(R::map_error)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
@@ -125,7 +56,7 @@ where
                 .state
                 .bypassed
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return ResponseFuture::bypassed(self.inner.call(req));
+            return ResponseFuture::called(self.inner.call(req), ShedPermit::none());
         }
         let priority = shared.classify.classify(&req);
         let cohort = shared.classify.cohort(&req);
@@ -133,11 +64,11 @@ where
             .state
             .admit(priority, cohort, shared.state.signal.get(), &shared.policy)
         {
-            Ok(permit) => ResponseFuture::admitted(self.inner.call(req), permit),
+            Ok(permit) => ResponseFuture::called(self.inner.call(req), permit),
             Err(overloaded) => {
                 let info = shared.reject.info(&req);
                 shared.reject.discard(req);
-                ResponseFuture::rejected(shared.reject.reject(info, overloaded))
+                ResponseFuture::overloaded(shared.reject.reject(info, overloaded))
             }
         }
     }

@@ -15,7 +15,7 @@ use super::core::{Movement, RateMeter, SLOTS, Window, admits_at, drain_time};
 use super::{
     log::Log,
     mode::{AdaptiveState, Mode, nanos},
-    permit::Permit,
+    permit::ShedPermit,
 };
 use crate::{
     LoadSignal, Overloaded, Priority, Reason, RetryAfterPolicy, priority::Cohort, sync::Padded,
@@ -110,7 +110,7 @@ impl State {
         cohort: Option<Cohort>,
         signal: Option<&DynSignal>,
         policy: &RetryAfterPolicy,
-    ) -> Result<Permit, Overloaded> {
+    ) -> Result<ShedPermit, Overloaded> {
         let (claimed, start) = match &self.mode {
             Mode::Static(thresholds) => match self.claim_static(thresholds.raw(priority), signal) {
                 Ok(claimed) => (claimed, 0),
@@ -143,7 +143,7 @@ impl State {
         };
         self.admitted[priority.index()].fetch_add(1, Ordering::Relaxed);
         self.log.on_admit();
-        Ok(Permit {
+        Ok(ShedPermit {
             state: Some(Arc::clone(self)),
             claimed,
             start,

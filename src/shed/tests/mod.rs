@@ -74,7 +74,7 @@ fn admission_on_an_external_signal_is_atomic() {
     let state = Arc::clone(&layer.shared.state);
     let policy = layer.shared.policy.clone();
     let barrier = Arc::new(Barrier::new(4));
-    let mut permits: Vec<Permit> = std::thread::scope(|s| {
+    let mut permits: Vec<ShedPermit> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..4)
             .map(|_| {
                 let (state, barrier, policy) =
