@@ -115,7 +115,7 @@ fn coalescing(c: &mut Criterion) {
         tokio::spawn(async move { spin(cost) }).await.unwrap();
         Ok::<_, Infallible>(key)
     });
-    let shared = CoalesceLayer::new(|k: &u64| Some(*k));
+    let shared = CoalesceLayer::new(tower_spillway::key::key_fn(|k: &u64| Some(*k)));
 
     for callers in [1usize, 64] {
         group.throughput(Throughput::Elements(callers as u64));

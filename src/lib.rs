@@ -101,6 +101,7 @@ pub mod batch;
 pub mod coalesce;
 pub mod deadline;
 pub mod guard;
+pub mod key;
 pub mod limit;
 pub mod priority;
 pub mod reject;

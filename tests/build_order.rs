@@ -20,8 +20,9 @@ use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt, service_fn};
 use tower_spillway::{
     Priority, RetryAfterPolicy,
+    key::key_fn,
     limit::{AdaptiveLimitLayer, Aimd, HttpOutcomes, Outcome, Reserved},
-    rate::{HttpRateLimitLayer, Quota, RateLimitLayer, key_fn},
+    rate::{HttpRateLimitLayer, Quota, RateLimitLayer},
     retry_after::{HonorRetryAfterLayer, ReplayBody, Retries},
     shed::{PriorityShedLayer, Thresholds},
 };

@@ -20,7 +20,7 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
-use tower_spillway::coalesce::CoalesceLayer;
+use tower_spillway::{coalesce::CoalesceLayer, key::key_fn};
 
 type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 
@@ -146,7 +146,7 @@ async fn errors_reach_every_waiter() {
     let svc = {
         let calls = calls.clone();
         ServiceBuilder::new()
-            .layer(CoalesceLayer::new(|k: &u32| Some(*k)))
+            .layer(CoalesceLayer::new(key_fn(|k: &u32| Some(*k))))
             .service(service_fn(move |_k: u32| {
                 calls.fetch_add(1, Ordering::SeqCst);
                 async {
@@ -166,7 +166,7 @@ async fn panics_reach_every_waiter() {
     let svc = {
         let calls = calls.clone();
         ServiceBuilder::new()
-            .layer(CoalesceLayer::new(|k: &u32| Some(*k)))
+            .layer(CoalesceLayer::new(key_fn(|k: &u32| Some(*k))))
             .service(service_fn(move |_k: u32| {
                 calls.fetch_add(1, Ordering::SeqCst);
                 async {
@@ -197,7 +197,7 @@ async fn the_shared_call_outlives_its_first_caller_but_not_its_last() {
     let svc = {
         let (started, finished) = (started.clone(), finished.clone());
         ServiceBuilder::new()
-            .layer(CoalesceLayer::new(|k: &u32| Some(*k)))
+            .layer(CoalesceLayer::new(key_fn(|k: &u32| Some(*k))))
             .service(service_fn(move |k: u32| {
                 started.fetch_add(1, Ordering::SeqCst);
                 let finished = finished.clone();
@@ -251,7 +251,9 @@ async fn requests_without_a_key_pass_straight_through() {
     let svc = {
         let calls = calls.clone();
         ServiceBuilder::new()
-            .layer(CoalesceLayer::new(|k: &u32| (*k != 0).then_some(*k)))
+            .layer(CoalesceLayer::new(key_fn(|k: &u32| {
+                (*k != 0).then_some(*k)
+            })))
             .service(service_fn(move |k: u32| {
                 calls.fetch_add(1, Ordering::SeqCst);
                 async move {
@@ -270,7 +272,7 @@ async fn identical_concurrent_calls_share_one_inner_call_in_the_generic_face() {
     let svc = {
         let calls = calls.clone();
         ServiceBuilder::new()
-            .layer(CoalesceLayer::new(|k: &u64| Some(*k)))
+            .layer(CoalesceLayer::new(key_fn(|k: &u64| Some(*k))))
             .service(service_fn(move |k: u64| {
                 calls.fetch_add(1, Ordering::SeqCst);
                 async move {
@@ -297,7 +299,7 @@ async fn identical_concurrent_calls_share_one_inner_call_in_the_generic_face() {
 #[test]
 fn callers_racing_in_and_out_never_deadlock_the_table() {
     let svc = ServiceBuilder::new()
-        .layer(CoalesceLayer::new(|k: &u64| Some(*k)))
+        .layer(CoalesceLayer::new(key_fn(|k: &u64| Some(*k))))
         .service(service_fn(|k: u64| {
             // Widens the gap between looking for a call and registering one,
             // where another caller's call comes and goes.

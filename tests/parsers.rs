@@ -14,9 +14,10 @@ use tower_spillway::{
     Priority,
     deadline::{parse_grpc_timeout, parse_timeout_header},
     grpc::{GRPC_MESSAGE, GRPC_STATUS, grpc_status},
+    key::KeyExtractor,
     limit::{HttpOutcomes, Outcome},
     priority::{Classify, HeaderPriority, X_PRIORITY},
-    rate::{KeyExtractor, PeerIp},
+    rate::PeerIp,
     retry_after::{MAX_HINT, parse_pushback_ms, parse_retry_after},
 };
 

@@ -1,28 +1,5 @@
-use std::hash::Hash;
-
-/// Picks the key under which identical requests share one call; `None` means
-/// "never share this request".
-///
-/// Closures `Fn(&Req) -> Option<K>` implement it.
-pub trait MakeKey<Req> {
-    /// The key: two requests with equal keys get the same answer.
-    type Key: Hash + Eq + Clone + Send + Sync + 'static;
-
-    /// The key of `req`, or `None` to send it on its own.
-    fn make_key(&self, req: &Req) -> Option<Self::Key>;
-}
-
-impl<F, Req, K> MakeKey<Req> for F
-where
-    F: Fn(&Req) -> Option<K>,
-    K: Hash + Eq + Clone + Send + Sync + 'static,
-{
-    type Key = K;
-
-    fn make_key(&self, req: &Req) -> Option<K> {
-        self(req)
-    }
-}
+//! How coalescing keys HTTP requests; any [`KeyExtractor`](crate::key::KeyExtractor)
+//! with an `Option` key keys other requests.
 
 #[cfg(feature = "http")]
 pub(crate) use self::http_key::keys_header;
@@ -35,7 +12,7 @@ mod http_key {
 
     use http::{HeaderName, HeaderValue, Method, Request, Uri, header};
 
-    use super::MakeKey;
+    use crate::key::{KeyExtractor, KeyType};
 
     /// Request headers that tell callers apart or choose the response: part
     /// of every key.
@@ -114,10 +91,12 @@ mod http_key {
             || KEYED.iter().any(|k| name.eq_ignore_ascii_case(k.as_str()))
     }
 
-    impl<B> MakeKey<Request<B>> for HttpKey {
-        type Key = HttpRequestKey;
+    impl KeyType for HttpKey {
+        type Key = Option<HttpRequestKey>;
+    }
 
-        fn make_key(&self, req: &Request<B>) -> Option<HttpRequestKey> {
+    impl<B> KeyExtractor<Request<B>> for HttpKey {
+        fn key(&self, req: &Request<B>) -> Option<HttpRequestKey> {
             let method = req.method();
             if method != Method::GET && method != Method::HEAD {
                 return None;
@@ -171,7 +150,7 @@ mod http_key {
         use super::*;
 
         fn key(req: Request<()>) -> Option<HttpRequestKey> {
-            HttpKey::new().make_key(&req)
+            HttpKey::new().key(&req)
         }
 
         #[test]
@@ -233,10 +212,7 @@ mod http_key {
             let tenant = |t| with("x-tenant", t);
             assert_eq!(key(tenant("a")), key(tenant("b")));
             let by_tenant = HttpKey::new().header(HeaderName::from_static("x-tenant"));
-            assert_ne!(
-                by_tenant.make_key(&tenant("a")),
-                by_tenant.make_key(&tenant("b"))
-            );
+            assert_ne!(by_tenant.key(&tenant("a")), by_tenant.key(&tenant("b")));
         }
 
         #[test]

@@ -16,8 +16,9 @@
 //!
 //! # Two faces
 //!
-//! - [`CoalesceLayer::new`] takes a key function (a [`MakeKey`], such as a
-//!   closure `Fn(&Req) -> Option<Key>`; `None` means "never share") and shares
+//! - [`CoalesceLayer::new`] takes a [`KeyExtractor`](crate::key::KeyExtractor)
+//!   whose key is an `Option` (a closure `Fn(&Req) -> Option<Key>` through
+//!   [`key_fn`](crate::key::key_fn); `None` means "never share") and shares
 //!   responses that are `Clone` ([`CloneResponse`]).
 //! - [`CoalesceLayer::http`] keys `GET` and `HEAD` requests by method, URI,
 //!   `Host`, credentials (`Authorization`, `Proxy-Authorization`,
@@ -44,12 +45,12 @@
 //!
 //! ```
 //! use tower::{ServiceBuilder, ServiceExt, service_fn};
-//! use tower_spillway::coalesce::CoalesceLayer;
+//! use tower_spillway::{coalesce::CoalesceLayer, key::key_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() {
 //! let lookup = ServiceBuilder::new()
-//!     .layer(CoalesceLayer::new(|user: &u64| Some(*user)))
+//!     .layer(CoalesceLayer::new(key_fn(|user: &u64| Some(*user))))
 //!     .service_fn(|user: u64| async move { Ok::<_, std::convert::Infallible>(format!("user {user}")) });
 //! assert_eq!(lookup.oneshot(7).await.unwrap(), "user 7");
 //! # }
@@ -69,7 +70,6 @@ mod key;
 mod service;
 mod share;
 
-pub use key::MakeKey;
 #[cfg(feature = "http")]
 pub use key::{HttpKey, HttpRequestKey};
 pub use service::{Coalesce, CoalesceLayer, CoalesceStats};

@@ -14,8 +14,10 @@ use futures_util::{FutureExt, future::WeakShared};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::key::KeyExtractor;
+
 use super::{
-    CloneResponse, Collected, MakeKey, Share,
+    CloneResponse, Collected, Share,
     future::{BoxCall, Outcome, ResponseFuture},
 };
 
@@ -121,7 +123,7 @@ impl<S, K, Key> Coalesce<S, K, Key, CloneResponse> {
     /// calls in flight.
     pub fn new<Req>(inner: S, key: K) -> Self
     where
-        K: MakeKey<Req, Key = Key>,
+        K: KeyExtractor<Req, Key = Option<Key>>,
     {
         Self::from_parts(inner, key, CloneResponse, Arc::new(InFlight::new()))
     }
@@ -153,7 +155,7 @@ where
     S: Service<Req> + Clone,
     S::Future: Send + 'static,
     S::Error: Clone + Send + Sync + 'static,
-    K: MakeKey<Req, Key = Key>,
+    K: KeyExtractor<Req, Key = Option<Key>>,
     Key: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
     M: Share<S::Response> + Clone + Send + 'static,
 {
@@ -168,7 +170,7 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let respond = M::response;
         let unshared = M::unshared;
-        let Some(key) = self.key.make_key(&req) else {
+        let Some(key) = self.key.key(&req) else {
             self.in_flight.uncoalesced.fetch_add(1, Ordering::Relaxed);
             return ResponseFuture::direct(self.inner.call(req), respond, unshared);
         };
@@ -288,13 +290,15 @@ pub struct CoalesceLayer<K, Key, M = CloneResponse> {
 }
 
 impl<K, Key> CoalesceLayer<K, Key, CloneResponse> {
-    /// The generic face: requests are keyed by `key` (a [`MakeKey`], such as a
-    /// closure `Fn(&Req) -> Option<Key>`), responses must be `Clone`, and
+    /// The generic face: requests are keyed by `key` (a
+    /// [`KeyExtractor`] whose key is an `Option`, such as a closure
+    /// `Fn(&Req) -> Option<Key>` through [`key_fn`](crate::key::key_fn);
+    /// `None` is never shared), responses must be `Clone`, and
     /// errors are shared too, so the inner error type must be `Clone` (wrap a
     /// non-`Clone` error in an `Arc` with `map_err`).
     pub fn new<Req>(key: K) -> Self
     where
-        K: MakeKey<Req, Key = Key>,
+        K: KeyExtractor<Req, Key = Option<Key>>,
     {
         Self {
             key,

@@ -1,6 +1,11 @@
-use std::time::Duration;
+use std::{
+    hash::{Hash, Hasher},
+    time::Duration,
+};
 
 use tokio::time::Instant;
+
+use crate::key::KeyExtractor;
 
 /// A slice of callers within a priority tier, `0..=127`.
 ///
@@ -31,46 +36,6 @@ impl Cohort {
     }
 }
 
-/// Identifies the caller of a request, for [`Cohorts`].
-///
-/// Implemented for closures `Fn(&Req) -> Option<u64>` and, with the `http`
-/// feature, by [`HeaderKey`]. `None` means the caller is unknown; such a
-/// request gets no cohort.
-pub trait CallerKey<Req> {
-    /// A value that is the same for every request of one caller.
-    fn caller_key(&self, req: &Req) -> Option<u64>;
-}
-
-impl<F, Req> CallerKey<Req> for F
-where
-    F: Fn(&Req) -> Option<u64>,
-{
-    fn caller_key(&self, req: &Req) -> Option<u64> {
-        self(req)
-    }
-}
-
-/// The caller is named by a request header (a user id, an API key, a tenant).
-#[cfg(feature = "http")]
-#[derive(Debug, Clone)]
-pub struct HeaderKey(pub http::HeaderName);
-
-#[cfg(feature = "http")]
-impl<B> CallerKey<http::Request<B>> for HeaderKey {
-    fn caller_key(&self, req: &http::Request<B>) -> Option<u64> {
-        req.headers().get(&self.0).map(|v| fnv1a(v.as_bytes()))
-    }
-}
-
-/// FNV-1a: a fast, allocation-free digest of a caller's key bytes. Its weakness
-/// to chosen collisions does not matter here: the cohort is a keyed mix of it.
-#[cfg(feature = "http")]
-pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 /// splitmix64's finaliser: a bijective mix whose output bits each depend on
 /// every input bit.
 pub(crate) const fn mix64(mut z: u64) -> u64 {
@@ -79,7 +44,21 @@ pub(crate) const fn mix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// A caller's key as the number its cohort is drawn from. The hasher's keys are
+/// fixed: what keeps a caller from choosing its cohort is the seed mixed in
+/// after.
+fn digest<T: Hash>(key: &T) -> u64 {
+    let mut hasher = std::hash::DefaultHasher::new();
+    key.hash(&mut hasher);
+    hasher.finish()
+}
+
 /// Assigns callers to [`Cohort`]s that stay stable for a period, then rotate.
+///
+/// A caller is what a [`KeyExtractor`] with an optional key names: a
+/// [`HeaderKey`](crate::rate::HeaderKey), an [`ApiKey`](crate::rate::ApiKey),
+/// a [`PeerIp`](crate::rate::PeerIp), or any closure through
+/// [`key_fn`](crate::key::key_fn) returning `Option<_>`.
 ///
 /// The assignment is keyed by a per-process random seed, so a caller cannot
 /// choose its cohort by choosing its key.
@@ -120,12 +99,14 @@ impl<K> Cohorts<K> {
         Cohort((mixed % Cohort::COUNT as u64) as u8)
     }
 
-    /// The cohort of `req`'s caller now, or `None` when the caller is unknown.
-    pub fn cohort<Req>(&self, req: &Req) -> Option<Cohort>
+    /// The cohort of `req`'s caller now, or `None` when the caller is
+    /// unknown (its key is `None`).
+    pub fn cohort<Req, T>(&self, req: &Req) -> Option<Cohort>
     where
-        K: CallerKey<Req>,
+        K: KeyExtractor<Req, Key = Option<T>>,
+        T: Hash,
     {
-        let key = self.key.caller_key(req)?;
+        let key = digest(self.key.key(req).as_ref()?);
         let now = if self.period.is_zero() {
             self.start
         } else {
@@ -138,6 +119,7 @@ impl<K> Cohorts<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::key::key_fn;
 
     #[test]
     fn cohort_range() {
@@ -147,7 +129,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn stable_within_a_period_and_rotates_after() {
-        let cohorts = Cohorts::new(|k: &u64| Some(*k)).period(Duration::from_secs(10));
+        let cohorts = Cohorts::new(key_fn(|k: &u64| Some(*k))).period(Duration::from_secs(10));
         let before: Vec<_> = (0..64u64).map(|k| cohorts.cohort(&k).unwrap()).collect();
         tokio::time::advance(Duration::from_secs(9)).await;
         let same: Vec<_> = (0..64u64).map(|k| cohorts.cohort(&k).unwrap()).collect();
@@ -160,7 +142,7 @@ mod tests {
 
     #[test]
     fn spreads_callers_over_all_cohorts() {
-        let cohorts = Cohorts::new(|k: &u64| Some(*k)).period(Duration::ZERO);
+        let cohorts = Cohorts::new(key_fn(|k: &u64| Some(*k))).period(Duration::ZERO);
         let mut seen = [0u32; Cohort::COUNT];
         for k in 0..12_800u64 {
             seen[usize::from(cohorts.cohort(&k).unwrap().get())] += 1;
@@ -171,7 +153,7 @@ mod tests {
 
     #[test]
     fn unknown_caller_has_no_cohort() {
-        let cohorts = Cohorts::new(|_: &u64| None);
+        let cohorts = Cohorts::new(key_fn(|_: &u64| None::<u64>));
         assert_eq!(cohorts.cohort(&1), None);
     }
 }

@@ -6,7 +6,8 @@ use std::{
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::{CallerKey, Classify, Cohort, Cohorts, Priority};
+use super::{Classify, Cohort, Cohorts, Priority};
+use crate::key::{KeyExtractor, KeyType};
 
 /// Stamps each request's [`Priority`] (and, optionally, its [`Cohort`]) into
 /// the request's extensions, where every later layer finds it.
@@ -39,8 +40,12 @@ pub struct PriorityLayer<C, K = NoCohorts> {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoCohorts;
 
-impl<Req> CallerKey<Req> for NoCohorts {
-    fn caller_key(&self, _req: &Req) -> Option<u64> {
+impl KeyType for NoCohorts {
+    type Key = Option<()>;
+}
+
+impl<Req> KeyExtractor<Req> for NoCohorts {
+    fn key(&self, _req: &Req) -> Option<()> {
         None
     }
 }
@@ -102,11 +107,12 @@ impl<S: Clone, C, K> Clone for SetPriority<S, C, K> {
     }
 }
 
-impl<S, C, K, B> Service<http::Request<B>> for SetPriority<S, C, K>
+impl<S, C, K, B, T> Service<http::Request<B>> for SetPriority<S, C, K>
 where
     S: Service<http::Request<B>>,
     C: Classify<http::Request<B>>,
-    K: CallerKey<http::Request<B>>,
+    K: KeyExtractor<http::Request<B>, Key = Option<T>>,
+    T: std::hash::Hash,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -139,7 +145,7 @@ mod tests {
     use tower::{ServiceExt, service_fn};
 
     use super::*;
-    use crate::priority::{HeaderKey, RouteTable};
+    use crate::priority::RouteTable;
 
     type Seen = (Option<Priority>, Option<Cohort>);
 
@@ -188,7 +194,10 @@ mod tests {
         let original = PriorityLayer::new(Priority::Low);
         let _clone = original.clone();
         let layer = original.cohorts(
-            Cohorts::new(HeaderKey(http::HeaderName::from_static("x-user"))).period(Duration::ZERO),
+            Cohorts::new(crate::rate::HeaderKey::new(http::HeaderName::from_static(
+                "x-user",
+            )))
+            .period(Duration::ZERO),
         );
         let svc = layer.layer(echo());
         let call = |user: &'static str| {

@@ -57,9 +57,7 @@ mod layer;
 mod route;
 
 pub use classify::{Classify, FromExtensions};
-#[cfg(feature = "http")]
-pub use cohort::HeaderKey;
-pub use cohort::{CallerKey, Cohort, Cohorts};
+pub use cohort::{Cohort, Cohorts};
 pub use level::{ParsePriorityError, Priority};
 
 #[cfg(feature = "http")]

@@ -2,102 +2,12 @@
 
 use std::{
     fmt,
-    hash::Hash,
-    marker::PhantomData,
     net::{IpAddr, SocketAddr},
 };
 
 use http::{HeaderName, header};
 
-/// The key type of a [`KeyExtractor`], whatever the request type.
-pub trait KeyType {
-    /// The key; kept in memory for every recently seen caller.
-    type Key: Hash + Eq + Clone + Send + Sync + 'static;
-}
-
-/// Picks the rate-limit key of a request: one bucket per key.
-///
-/// Any closure `Fn(&Req) -> K` becomes a key extractor with [`key_fn`], so
-/// any request type can be keyed:
-///
-/// ```
-/// use tower_spillway::rate::{Quota, RateLimitLayer, key_fn};
-///
-/// let by_tenant = key_fn(|req: &http::Request<()>| req.headers().get("x-tenant").cloned());
-/// let layer = RateLimitLayer::builder(Quota::per_second(10)?).keyed(by_tenant).build();
-/// # let _ = layer;
-/// # Ok::<(), tower_spillway::ConfigError>(())
-/// ```
-///
-/// A missing key is a key too (`None`): requests without one share a bucket,
-/// so leaving a header out never escapes the limit.
-pub trait KeyExtractor<Req>: KeyType {
-    /// The key of `req`.
-    fn key(&self, req: &Req) -> Self::Key;
-}
-
-/// A closure as a [`KeyExtractor`]; see [`key_fn`].
-pub struct KeyFn<F, K> {
-    f: F,
-    _key: PhantomData<fn() -> K>,
-}
-
-impl<F: Clone, K> Clone for KeyFn<F, K> {
-    fn clone(&self) -> Self {
-        Self {
-            f: self.f.clone(),
-            _key: PhantomData,
-        }
-    }
-}
-
-impl<F, K> fmt::Debug for KeyFn<F, K> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KeyFn").finish_non_exhaustive()
-    }
-}
-
-/// Keys requests with a closure.
-pub fn key_fn<Req, K, F>(f: F) -> KeyFn<F, K>
-where
-    F: Fn(&Req) -> K,
-    K: Hash + Eq + Clone + Send + Sync + 'static,
-{
-    KeyFn {
-        f,
-        _key: PhantomData,
-    }
-}
-
-impl<F, K> KeyType for KeyFn<F, K>
-where
-    K: Hash + Eq + Clone + Send + Sync + 'static,
-{
-    type Key = K;
-}
-
-impl<Req, F, K> KeyExtractor<Req> for KeyFn<F, K>
-where
-    F: Fn(&Req) -> K,
-    K: Hash + Eq + Clone + Send + Sync + 'static,
-{
-    fn key(&self, req: &Req) -> K {
-        (self.f)(req)
-    }
-}
-
-/// One bucket for every request: a global limit.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Global;
-
-impl KeyType for Global {
-    type Key = ();
-}
-
-impl<Req> KeyExtractor<Req> for Global {
-    #[inline]
-    fn key(&self, _req: &Req) {}
-}
+use crate::key::{KeyExtractor, KeyType};
 
 /// The peer's IP address, from the connection info in the request's
 /// extensions.

@@ -3,13 +3,14 @@ use std::{fmt, sync::Arc};
 use tower_layer::Layer;
 
 use super::{
-    Global, KeyType, Quota,
+    Quota,
     gcra::{Limiter, Store},
     service::RateLimit,
 };
 use crate::{
     AsError, ConfigError, RetryAfterPolicy,
     http::{AsResponse, MakeRejection, ProblemDetails},
+    key::{Global, KeyType},
     retry_after::MAX_HINT,
 };
 

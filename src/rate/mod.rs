@@ -2,7 +2,8 @@
 //! calls to stay under a known quota (client).
 //!
 //! - [`RateLimitLayer`] refuses requests over a [`Quota`], globally or per key
-//!   ([`PeerIp`], [`HeaderKey`], [`ApiKey`], any closure with [`key_fn`]).
+//!   ([`PeerIp`], [`HeaderKey`], [`ApiKey`], any closure with
+//!   [`key_fn`](crate::key::key_fn)).
 //!   Refusals are [`Overloaded`](crate::Overloaded) with reason `RateLimited`
 //!   and the exact wait until the next call conforms; the HTTP face answers
 //!   `429` with `Retry-After` and the IETF `RateLimit-Policy` / `RateLimit`
@@ -52,15 +53,15 @@ mod quota;
 mod service;
 mod store;
 
-pub use key::{ApiKey, Global, HeaderKey, KeyDigest, KeyExtractor, KeyFn, KeyType, PeerIp, key_fn};
+pub use key::{ApiKey, HeaderKey, KeyDigest, PeerIp};
 pub use layer::{
     DEFAULT_MAX_KEYS, RateLimitBuilder, RateLimitHandle, RateLimitLayer, RateLimitSnapshot,
 };
 
 /// The limit as [`RateLimitBuilder::http`] builds it: `429` refusals with the
 /// exact wait and the `RateLimit` fields, one bucket per key of `X` (one in
-/// all for [`Global`]).
-pub type HttpRateLimitLayer<X = Global> =
+/// all for [`Global`](crate::key::Global)).
+pub type HttpRateLimitLayer<X = crate::key::Global> =
     RateLimitLayer<X, crate::http::AsResponse<crate::http::ProblemDetails>>;
 pub use pace::{Pace, PaceLayer};
 pub use quota::Quota;

@@ -11,11 +11,13 @@ use http::HeaderValue;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::{
-    KeyExtractor, KeyType,
-    gcra::{Decision, Limiter, current_field},
+use super::gcra::{Decision, Limiter, current_field};
+use crate::{
+    AsError, Overloaded, Reason,
+    http::AsResponse,
+    key::{KeyExtractor, KeyType},
+    reject::Reject,
 };
-use crate::{AsError, Overloaded, Reason, http::AsResponse, reject::Reject};
 
 /// The service [`RateLimitLayer`](super::RateLimitLayer) makes.
 pub struct RateLimit<S, X: KeyType, R> {

@@ -5,6 +5,7 @@ use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt, service_fn};
 
 use super::*;
+use crate::key::key_fn;
 use crate::{Overloaded, Reason, find_overloaded, grpc::GRPC_RETRY_PUSHBACK_MS};
 
 fn ok_service() -> impl Service<

@@ -3,6 +3,7 @@
 use http::HeaderValue;
 
 use super::*;
+use crate::key::key_fn;
 
 fn req(peer: &str, xff: Option<&str>) -> http::Request<()> {
     let mut r = http::Request::new(());
