@@ -26,13 +26,13 @@ use std::{
 use http_body::Body;
 
 /// The most of a refused request's body that is read and discarded.
-pub const MAX_DRAIN_BYTES: u64 = 64 * 1024;
+pub(crate) const MAX_DRAIN_BYTES: u64 = 64 * 1024;
 
 /// The longest a refused request's body is waited for.
-pub const MAX_DRAIN_TIME: Duration = Duration::from_secs(1);
+pub(crate) const MAX_DRAIN_TIME: Duration = Duration::from_secs(1);
 
 /// The most refused bodies drained at once, in the whole process.
-pub const MAX_DRAINS: usize = 1024;
+pub(crate) const MAX_DRAINS: usize = 1024;
 
 /// Bodies being drained now.
 static DRAINING: AtomicUsize = AtomicUsize::new(0);

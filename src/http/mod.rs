@@ -9,8 +9,8 @@
 //! - [`ResponseBody`] is the body of a layer's HTTP face: the inner body, or the
 //!   refusal's [`RejectBody`].
 //! - A refused request whose body is still arriving has it drained in the
-//!   background (bounded by [`MAX_DRAIN_BYTES`] and [`MAX_DRAIN_TIME`], at
-//!   most [`MAX_DRAINS`] at once) rather than dropped, so HTTP/2 connections
+//!   background (at most 64 KiB, for at most 1 s, at most 1,024 bodies at
+//!   once) rather than dropped, so HTTP/2 connections
 //!   are not reset by their own defence against rapid resets.
 //! - [`Guarded`] holds a permit (any [`OnBodyEnd`](crate::guard::OnBodyEnd)) until the response body
 //!   ends, so a concurrency limit covers streaming responses too.
@@ -20,6 +20,5 @@ mod drain;
 mod reject;
 
 pub use body::{Guarded, RejectBody, ResponseBody};
-pub use drain::{MAX_DRAIN_BYTES, MAX_DRAIN_TIME, MAX_DRAINS};
 pub(crate) use reject::rejection_response;
 pub use reject::{AsResponse, MakeRejection, ProblemDetails, RequestInfo};

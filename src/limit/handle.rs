@@ -9,7 +9,7 @@ use std::{
 use tokio::time::Instant;
 
 use super::admission::Limiter;
-use crate::{LoadSignal, Priority};
+use crate::{LoadSignal, Priority, priority::PerPriority};
 
 /// A view of an [`AdaptiveLimitLayer`](super::AdaptiveLimitLayer)'s state:
 /// the limit, what runs, what waits and for how long.
@@ -101,12 +101,7 @@ impl LimitHandle {
             limit: self.limit(),
             in_flight: self.in_flight(),
             queued: self.queued(),
-            queued_by_priority: QueuedByPriority {
-                critical: q(Priority::Critical),
-                high: q(Priority::High),
-                default: q(Priority::Default),
-                low: q(Priority::Low),
-            },
+            queued_by_priority: PerPriority::from_fn(|p| q(p) as u64),
             oldest_wait: self.oldest_wait(),
             admitted: c.hot.admitted.load(Relaxed),
             released: c.hot.released.load(Relaxed),
@@ -165,7 +160,7 @@ pub struct LimitSnapshot {
     /// Requests waiting.
     pub queued: usize,
     /// Requests waiting, by priority.
-    pub queued_by_priority: QueuedByPriority,
+    pub queued_by_priority: PerPriority,
     /// The oldest waiter's age.
     #[cfg_attr(
         feature = "serde",
@@ -199,20 +194,6 @@ pub struct LimitSnapshot {
     pub service_rate: Option<f64>,
     /// The highest priority refused at the door whatever the queue holds.
     pub refusing: Option<Priority>,
-}
-
-/// Waiting requests by priority.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-pub struct QueuedByPriority {
-    /// [`Priority::Critical`] waiters.
-    pub critical: usize,
-    /// [`Priority::High`] waiters.
-    pub high: usize,
-    /// [`Priority::Default`] waiters.
-    pub default: usize,
-    /// [`Priority::Low`] waiters.
-    pub low: usize,
 }
 
 #[cfg(feature = "serde")]

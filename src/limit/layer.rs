@@ -91,7 +91,7 @@ impl<R, C, K> AdaptiveLimitLayer<R, C, K> {
 /// limit once.
 ///
 /// `O` is the outcome classification: until [`outcomes`](Self::outcomes)
-/// is called, the face's own ([`ByResult`] on the generic face,
+/// is called, a marker for the face's own ([`ByResult`] on the generic face,
 /// [`HttpOutcomes`](super::HttpOutcomes) after [`http`](Self::http)).
 pub struct AdaptiveLimitBuilder<R = AsError, O = FaceOutcomes, K = FromExtensions> {
     algorithm: Box<dyn Algorithm + Send>,
@@ -127,8 +127,9 @@ pub struct FaceOutcomes;
 pub struct Chosen<C>(C);
 
 /// Resolves a builder's outcome classification for the face `R` when the
-/// layer is built: [`FaceOutcomes`] becomes the face's default, a
-/// [`Chosen`] one stays as it is.
+/// layer is built: `FaceOutcomes` becomes the face's default, a `Chosen`
+/// one stays as it is. (Unnameable outside the crate: a builder's type is
+/// never spelled.)
 pub trait OutcomesFor<R> {
     /// The classification the layer runs.
     type Outcomes;

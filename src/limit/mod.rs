@@ -162,8 +162,8 @@ pub mod future;
 pub use aimd::{Aimd, AimdBuilder, Growth, LatencyTarget};
 pub use algorithm::{Algorithm, Fixed, Sample};
 pub use gradient::{Gradient, GradientBuilder};
-pub use handle::{LimitHandle, LimitSnapshot, QueuedByPriority};
-pub use layer::{AdaptiveLimitBuilder, AdaptiveLimitLayer, Chosen, FaceOutcomes, OutcomesFor};
+pub use handle::{LimitHandle, LimitSnapshot};
+pub use layer::{AdaptiveLimitBuilder, AdaptiveLimitLayer};
 #[cfg(feature = "http")]
 pub use outcome::HttpOutcomes;
 pub use outcome::{ByResult, ClassifyOutcome, PermitGuard};

@@ -53,12 +53,14 @@ mod grpc;
 mod header;
 #[cfg(feature = "http")]
 mod layer;
+mod per_priority;
 #[cfg(feature = "http")]
 mod route;
 
 pub use classify::{Classify, FromExtensions};
 pub use cohort::{Cohort, Cohorts};
 pub use level::{ParsePriorityError, Priority};
+pub use per_priority::PerPriority;
 
 #[cfg(feature = "http")]
 pub use grpc::GrpcMethods;

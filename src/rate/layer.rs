@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// The default bound on the keys a keyed limit remembers.
-pub const DEFAULT_MAX_KEYS: usize = 100_000;
+pub(crate) const DEFAULT_MAX_KEYS: usize = 100_000;
 
 /// Limits the rate of requests with GCRA (the generic cell rate algorithm,
 /// from `governor`), globally or per key.
@@ -119,7 +119,7 @@ pub struct RateLimitBuilder<X = Global, R = AsError> {
 impl<X, R> RateLimitBuilder<X, R> {
     /// One bucket per key that `extractor` picks (a [`PeerIp`](super::PeerIp),
     /// a [`HeaderKey`](super::HeaderKey), a closure), remembering at most
-    /// [`max_keys`](Self::max_keys) keys ([`DEFAULT_MAX_KEYS`] unless set).
+    /// [`max_keys`](Self::max_keys) keys (100,000 unless set).
     #[must_use]
     pub fn keyed<X2: KeyType>(self, extractor: X2) -> RateLimitBuilder<X2, R> {
         RateLimitBuilder {

@@ -54,9 +54,7 @@ mod service;
 mod store;
 
 pub use key::{ApiKey, HeaderKey, KeyDigest, PeerIp};
-pub use layer::{
-    DEFAULT_MAX_KEYS, RateLimitBuilder, RateLimitHandle, RateLimitLayer, RateLimitSnapshot,
-};
+pub use layer::{RateLimitBuilder, RateLimitHandle, RateLimitLayer, RateLimitSnapshot};
 
 /// The limit as [`RateLimitBuilder::http`] builds it: `429` refusals with the
 /// exact wait and the `RateLimit` fields, one bucket per key of `X` (one in
@@ -65,7 +63,7 @@ pub type HttpRateLimitLayer<X = crate::key::Global> =
     RateLimitLayer<X, crate::http::AsResponse<crate::http::ProblemDetails>>;
 pub use pace::{Pace, PaceLayer};
 pub use quota::Quota;
-pub use service::{RATELIMIT, RATELIMIT_POLICY, RateLimit, RateLimitFields, ResponseFuture};
+pub use service::{RATELIMIT, RATELIMIT_POLICY, RateLimit, ResponseFuture};
 
 #[cfg(test)]
 mod tests;

@@ -70,9 +70,8 @@ mod server;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub use client::{
-    DEFAULT_COOLDOWN_CAP, HonorFuture, HonorRetryAfter, HonorRetryAfterBuilder,
-    HonorRetryAfterHandle, HonorRetryAfterLayer, HonorRetryAfterSnapshot, MAX_ATTEMPTS,
-    RETRY_ATTEMPT, ReplayBody, Retries, RetryBudget,
+    HonorFuture, HonorRetryAfter, HonorRetryAfterBuilder, HonorRetryAfterHandle,
+    HonorRetryAfterLayer, HonorRetryAfterSnapshot, RETRY_ATTEMPT, ReplayBody, Retries, RetryBudget,
 };
 
 #[cfg(feature = "http")]

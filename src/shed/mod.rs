@@ -141,6 +141,6 @@ pub type HttpShedLayer<P = NoBypass, C = crate::priority::FromExtensions> =
     PriorityShedLayer<crate::http::AsResponse<crate::http::ProblemDetails>, C, P>;
 pub use permit::ShedPermit;
 pub use service::PriorityShed;
-pub use stats::{ModeStats, PerPriority, ShedHandle, ShedStats};
+pub use stats::{ModeStats, ShedHandle, ShedStats};
 #[cfg(test)]
 mod tests;

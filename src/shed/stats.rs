@@ -1,10 +1,7 @@
 //! The statistics handle.
 
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
@@ -14,7 +11,7 @@ use super::{
     mode::Mode,
     state::{DynSignal, State},
 };
-use crate::Priority;
+use crate::priority::PerPriority;
 
 /// A cheap handle on a [`PriorityShedLayer`](super::PriorityShedLayer)'s
 /// figures, for a `/stats` endpoint or a metrics exporter. Clones share the
@@ -36,48 +33,6 @@ pub struct ShedHandle {
 impl std::fmt::Debug for ShedHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ShedHandle").finish_non_exhaustive()
-    }
-}
-
-/// Counts by priority.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-#[non_exhaustive]
-pub struct PerPriority {
-    /// `Low` requests.
-    pub low: u64,
-    /// `Default` requests.
-    pub default: u64,
-    /// `High` requests.
-    pub high: u64,
-    /// `Critical` requests.
-    pub critical: u64,
-}
-
-impl PerPriority {
-    fn load(counters: &[AtomicU64; 4]) -> Self {
-        let [low, default, high, critical] = counters.each_ref().map(|c| c.load(Ordering::Relaxed));
-        Self {
-            low,
-            default,
-            high,
-            critical,
-        }
-    }
-
-    /// The count for `priority`.
-    pub const fn get(&self, priority: Priority) -> u64 {
-        match priority {
-            Priority::Low => self.low,
-            Priority::Default => self.default,
-            Priority::High => self.high,
-            Priority::Critical => self.critical,
-        }
-    }
-
-    /// The sum over every priority.
-    pub const fn total(&self) -> u64 {
-        self.low + self.default + self.high + self.critical
     }
 }
 
@@ -168,8 +123,8 @@ impl ShedHandle {
             load: s.load(signal),
             queue_delay_ms: signal.and_then(|sig| sig.queue_delay()).map(ms),
             in_flight: s.in_flight.load(Ordering::Relaxed),
-            admitted: PerPriority::load(&s.admitted),
-            shed: PerPriority::load(&s.shed),
+            admitted: PerPriority::from_fn(|p| s.admitted[p.index()].load(Ordering::Relaxed)),
+            shed: PerPriority::from_fn(|p| s.shed[p.index()].load(Ordering::Relaxed)),
             bypassed: s.bypassed.load(Ordering::Relaxed),
             completion_rate: s.rate(),
             retry_after_ms: s.last_hint_ms.load(Ordering::Relaxed),

@@ -7,7 +7,7 @@ use tower_layer::Layer;
 use super::{Cooldown, HonorRetryAfter, HonorRetryAfterHandle, Retries};
 
 /// The longest cooldown honoured by default: five minutes.
-pub const DEFAULT_COOLDOWN_CAP: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_COOLDOWN_CAP: Duration = Duration::from_secs(300);
 
 /// The layer's configuration and the state every clone shares.
 pub(crate) struct Honour {
@@ -95,7 +95,7 @@ impl Default for HonorRetryAfterLayer {
 }
 
 impl HonorRetryAfterLayer {
-    /// Honours cooldowns of up to [`DEFAULT_COOLDOWN_CAP`], one per origin;
+    /// Honours cooldowns of up to five minutes, one per origin;
     /// no retries.
     pub fn new() -> Self {
         Self::builder().build()
@@ -130,7 +130,7 @@ pub struct HonorRetryAfterBuilder {
 }
 
 impl HonorRetryAfterBuilder {
-    /// The longest cooldown honoured (default [`DEFAULT_COOLDOWN_CAP`]). A
+    /// The longest cooldown honoured (default five minutes). A
     /// server asking for longer gets no cooldown and no retry: its response
     /// goes back to the caller.
     #[must_use]

@@ -14,8 +14,8 @@ pub use budget::RetryBudget;
 use cooldown::Cooldown;
 pub use future::HonorFuture;
 pub use handle::{HonorRetryAfterHandle, HonorRetryAfterSnapshot};
-pub use layer::{DEFAULT_COOLDOWN_CAP, HonorRetryAfterBuilder, HonorRetryAfterLayer};
-pub use retries::{MAX_ATTEMPTS, RETRY_ATTEMPT, Retries};
+pub use layer::{HonorRetryAfterBuilder, HonorRetryAfterLayer};
+pub use retries::{RETRY_ATTEMPT, Retries};
 pub use service::HonorRetryAfter;
 
 #[cfg(test)]

@@ -47,7 +47,7 @@ impl Default for Retries {
 }
 
 /// The most attempts (first call included) [`Retries::attempts`] accepts.
-pub const MAX_ATTEMPTS: u32 = 5;
+pub(crate) const MAX_ATTEMPTS: u32 = 5;
 
 impl Retries {
     /// 3 attempts, full-jitter exponential backoff from 100 ms up to 5 s when
