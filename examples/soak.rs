@@ -233,15 +233,16 @@ async fn main() -> io::Result<()> {
                 .enable_all()
                 .build()
                 .expect("a runtime for the load");
-            runtime.block_on(load::drive_into(
+            let traffic = load::Traffic {
                 addr,
-                &phases,
-                ROUTES.map(|(_, _, share)| share),
+                phases: &phases,
+                mix: ROUTES.map(|(_, _, share)| share),
                 protocol,
-                CLIENT_TIMEOUT,
-                live,
-                move |sample, status| tally.record(&sample, status),
-            ));
+                timeout: CLIENT_TIMEOUT,
+            };
+            runtime.block_on(load::drive_into(traffic, live, move |sample, status| {
+                tally.record(&sample, status)
+            }));
             // Dropping the runtime closes the clients' connections.
             drop(runtime);
             let _ = done_tx.send(());
