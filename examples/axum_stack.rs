@@ -32,11 +32,13 @@
 //! shedding started and stopped, and with `SPILLWAY_LOG=debug` every move of
 //! the admission level and the concurrency limit.
 
-use std::{net::SocketAddr, time::Duration};
+use std::net::SocketAddr;
 
 #[path = "flash_sale/backend.rs"]
 #[allow(dead_code)]
 mod backend;
+#[path = "common/mod.rs"]
+mod common;
 #[path = "axum_stack/stack.rs"]
 mod stack;
 
@@ -50,68 +52,33 @@ fn args() -> Args {
         addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
         config: stack::Config::default(),
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .unwrap_or_else(|| usage(&format!("{flag} needs a value")))
-        };
-        match flag.as_str() {
-            "--addr" => {
-                args.addr = value()
-                    .parse()
-                    .unwrap_or_else(|_| usage("--addr HOST:PORT"))
-            }
-            "--capacity" => {
-                args.config.capacity = value()
-                    .parse()
-                    .ok()
-                    .filter(|&c| c > 0)
-                    .unwrap_or_else(|| usage("--capacity: a positive number of write slots"))
-            }
-            "--service-ms" => {
-                let ms: u64 = value()
-                    .parse()
-                    .ok()
-                    .filter(|&ms| ms > 0)
-                    .unwrap_or_else(|| usage("--service-ms: positive milliseconds per write"));
-                args.config.service = Duration::from_millis(ms);
-            }
-            "--trust-priority-header" => args.config.trust_priority_header = true,
-            "-h" | "--help" => usage(""),
-            other => usage(&format!("unknown flag {other}")),
+    common::parse_flags(usage, |flag, value| match flag {
+        "--addr" => {
+            args.addr = value()
+                .parse()
+                .unwrap_or_else(|_| usage("--addr HOST:PORT"))
         }
-    }
+        "--capacity" => args.config.capacity = common::capacity(value(), usage),
+        "--service-ms" => args.config.service = common::service_ms(value(), usage),
+        "--trust-priority-header" => args.config.trust_priority_header = true,
+        "-h" | "--help" => usage(""),
+        other => usage(&format!("unknown flag {other}")),
+    });
     args
 }
 
 fn usage(error: &str) -> ! {
-    if !error.is_empty() {
-        eprintln!("error: {error}");
-    }
-    eprintln!(
-        "usage: axum_stack [--addr HOST:PORT] [--capacity C] [--service-ms M] [--trust-priority-header]"
-    );
-    std::process::exit(if error.is_empty() { 0 } else { 2 })
+    common::exit_with_usage(
+        error,
+        "usage: axum_stack [--addr HOST:PORT] [--capacity C] [--service-ms M] [--trust-priority-header]",
+    )
 }
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    // The layers' transitions, not every request: shedding started and
-    // stopped (info, warn); with SPILLWAY_LOG=debug also every move of the
-    // admission level and the concurrency limit.
-    #[cfg(feature = "tracing")]
-    {
-        use tracing_subscriber::{filter::LevelFilter, filter::Targets, prelude::*};
-        let level = std::env::var("SPILLWAY_LOG")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(LevelFilter::INFO);
-        tracing_subscriber::registry()
-            .with(tracing_subscriber::fmt::layer())
-            .with(Targets::new().with_target("tower_spillway", level))
-            .init();
-    }
+    // The layers' transitions, not every request (with the `tracing`
+    // feature).
+    common::init_tracing();
 
     let Args { addr, config } = args();
     let (app, _handles) = stack::app(&config);

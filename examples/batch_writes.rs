@@ -229,15 +229,10 @@ async fn sqlite(rows: u64, sync_full: bool) -> Result<Vec<Run>, BoxError> {
             .lock()
             .unwrap()
             .query_row("SELECT count(*) FROM rows", [], |r| r.get(0))?;
-        assert_eq!(count as u64, rows, "every row written exactly once");
-        runs.push(summarise(
-            batch_size,
-            statements.load(Ordering::Relaxed),
-            rows,
-            elapsed,
-            latencies,
+        let statements = statements.load(Ordering::Relaxed);
+        runs.push(finish(
+            batch_size, statements, rows, count, elapsed, latencies,
         ));
-        print_run(runs.last().expect("just pushed"));
     }
     drop(conn);
     let _ = std::fs::remove_dir_all(&dir);
@@ -291,15 +286,10 @@ async fn postgres(url: &str, rows: u64) -> Result<Vec<Run>, BoxError> {
             .query_one(&format!("SELECT count(*) FROM {table}"), &[])
             .await?
             .get(0);
-        assert_eq!(count as u64, rows, "every row written exactly once");
-        runs.push(summarise(
-            batch_size,
-            statements.load(Ordering::Relaxed),
-            rows,
-            elapsed,
-            latencies,
+        let statements = statements.load(Ordering::Relaxed);
+        runs.push(finish(
+            batch_size, statements, rows, count, elapsed, latencies,
         ));
-        print_run(runs.last().expect("just pushed"));
     }
     client.batch_execute(&format!("DROP TABLE {table}")).await?;
     Ok(runs)
@@ -310,6 +300,22 @@ fn print_header() {
         "{:>10} {:>11} {:>12} {:>11} {:>11}",
         "batch size", "statements", "rows/s", "p50 (ms)", "p99 (ms)"
     );
+}
+
+/// A run's figures, once `count` rows in the table show that every row was
+/// written exactly once; printed as its line of the table.
+fn finish(
+    batch_size: usize,
+    statements: u64,
+    rows: u64,
+    count: i64,
+    elapsed: Duration,
+    latencies: Vec<Duration>,
+) -> Run {
+    assert_eq!(count as u64, rows, "every row written exactly once");
+    let run = summarise(batch_size, statements, rows, elapsed, latencies);
+    print_run(&run);
+    run
 }
 
 fn print_run(run: &Run) {

@@ -78,6 +78,8 @@ use tokio::{
 #[path = "flash_sale/backend.rs"]
 #[allow(dead_code)]
 mod backend;
+#[path = "common/mod.rs"]
+mod common;
 #[path = "flash_sale/load.rs"]
 #[allow(dead_code)]
 mod load;
@@ -118,55 +120,35 @@ fn args() -> Args {
         protocol: Protocol::Http2,
         json: None,
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || {
-            it.next()
-                .unwrap_or_else(|| usage(&format!("{flag} needs a value")))
-        };
-        match flag.as_str() {
-            "--seconds" => {
-                args.seconds = value()
-                    .parse()
-                    .ok()
-                    .filter(|&s| s >= 15)
-                    .unwrap_or_else(|| usage("--seconds: at least 15"))
-            }
-            "--warmup" => {
-                args.warmup = Some(
-                    value()
-                        .parse()
-                        .unwrap_or_else(|_| usage("--warmup: whole seconds")),
-                )
-            }
-            "--capacity" => {
-                args.config.capacity = value()
-                    .parse()
-                    .ok()
-                    .filter(|&c| c > 0)
-                    .unwrap_or_else(|| usage("--capacity: a positive number of write slots"))
-            }
-            "--service-ms" => {
-                let ms: u64 = value()
-                    .parse()
-                    .ok()
-                    .filter(|&ms| ms > 0)
-                    .unwrap_or_else(|| usage("--service-ms: positive milliseconds per write"));
-                args.config.service = Duration::from_millis(ms);
-            }
-            "--load" => {
-                args.load = value()
-                    .parse()
-                    .ok()
-                    .filter(|x: &f64| x.is_finite() && *x > 0.0)
-                    .unwrap_or_else(|| usage("--load: a positive multiple of capacity"))
-            }
-            "--h1" => args.protocol = Protocol::Http1,
-            "--json" => args.json = Some(value().into()),
-            "-h" | "--help" => usage(""),
-            other => usage(&format!("unknown flag {other}")),
+    common::parse_flags(usage, |flag, value| match flag {
+        "--seconds" => {
+            args.seconds = value()
+                .parse()
+                .ok()
+                .filter(|&s| s >= 15)
+                .unwrap_or_else(|| usage("--seconds: at least 15"))
         }
-    }
+        "--warmup" => {
+            args.warmup = Some(
+                value()
+                    .parse()
+                    .unwrap_or_else(|_| usage("--warmup: whole seconds")),
+            )
+        }
+        "--capacity" => args.config.capacity = common::capacity(value(), usage),
+        "--service-ms" => args.config.service = common::service_ms(value(), usage),
+        "--load" => {
+            args.load = value()
+                .parse()
+                .ok()
+                .filter(|x: &f64| x.is_finite() && *x > 0.0)
+                .unwrap_or_else(|| usage("--load: a positive multiple of capacity"))
+        }
+        "--h1" => args.protocol = Protocol::Http1,
+        "--json" => args.json = Some(value().into()),
+        "-h" | "--help" => usage(""),
+        other => usage(&format!("unknown flag {other}")),
+    });
     if args
         .warmup
         .is_some_and(|w| w + 2 * WINDOW as u64 > args.seconds)
@@ -177,13 +159,10 @@ fn args() -> Args {
 }
 
 fn usage(error: &str) -> ! {
-    if !error.is_empty() {
-        eprintln!("error: {error}");
-    }
-    eprintln!(
-        "usage: soak [--seconds N] [--warmup S] [--capacity C] [--service-ms M] [--load X] [--h1] [--json PATH]"
-    );
-    std::process::exit(if error.is_empty() { 0 } else { 2 })
+    common::exit_with_usage(
+        error,
+        "usage: soak [--seconds N] [--warmup S] [--capacity C] [--service-ms M] [--load X] [--h1] [--json PATH]",
+    )
 }
 
 #[tokio::main]
@@ -233,15 +212,16 @@ async fn main() -> io::Result<()> {
                 .enable_all()
                 .build()
                 .expect("a runtime for the load");
-            runtime.block_on(load::drive_into(
+            let traffic = load::Traffic {
                 addr,
-                &phases,
-                ROUTES.map(|(_, _, share)| share),
+                phases: &phases,
+                mix: ROUTES.map(|(_, _, share)| share),
                 protocol,
-                CLIENT_TIMEOUT,
-                live,
-                move |sample, status| tally.record(&sample, status),
-            ));
+                timeout: CLIENT_TIMEOUT,
+            };
+            runtime.block_on(load::drive_into(traffic, live, move |sample, status| {
+                tally.record(&sample, status)
+            }));
             // Dropping the runtime closes the clients' connections.
             drop(runtime);
             let _ = done_tx.send(());

@@ -38,6 +38,8 @@ use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 #[path = "flash_sale/backend.rs"]
 #[allow(dead_code)]
 mod backend;
+#[path = "common/mod.rs"]
+mod common;
 #[path = "tonic_stack/shop.rs"]
 mod shop;
 
@@ -112,21 +114,9 @@ impl Seen {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // The layers' transitions, not every request: shedding started and
-    // stopped (info, warn); with SPILLWAY_LOG=debug also every move of the
-    // admission level and the concurrency limit.
-    #[cfg(feature = "tracing")]
-    {
-        use tracing_subscriber::{filter::LevelFilter, filter::Targets, prelude::*};
-        let level = std::env::var("SPILLWAY_LOG")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(LevelFilter::INFO);
-        tracing_subscriber::registry()
-            .with(tracing_subscriber::fmt::layer())
-            .with(Targets::new().with_target("tower_spillway", level))
-            .init();
-    }
+    // The layers' transitions, not every request (with the `tracing`
+    // feature).
+    common::init_tracing();
 
     let args = args();
     let incoming = TcpIncoming::bind("127.0.0.1:0".parse()?)?;

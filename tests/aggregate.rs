@@ -1,6 +1,8 @@
 //! `Aggregate`: interval, key-bound and shutdown flushes, backpressure,
 //! stacked tiers, and exactness (property test).
 
+mod support;
+
 use std::{
     collections::HashMap,
     convert::Infallible,
@@ -363,11 +365,7 @@ proptest! {
         pending in 1usize..3,
         interval in 1u64..200,
     ) {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
+        let rt = support::paused_runtime();
         let (inputs, flushed) = rt.block_on(async move {
             let flushes = Flushes::default();
             let config = AggregateConfig::builder()

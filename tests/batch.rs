@@ -2,6 +2,8 @@
 //! cancellation, backpressure, and a real PostgreSQL round trip (ignored
 //! unless `DATABASE_URL` is set, see `.ci/run`).
 
+mod support;
+
 use std::{
     convert::Infallible,
     future::Future,
@@ -12,7 +14,7 @@ use std::{
 };
 
 use futures_util::future::join_all;
-use tokio::time::Instant;
+use tokio::{sync::Semaphore, time::Instant};
 use tower::{Service, ServiceExt, service_fn};
 use tower_spillway::{
     BoxError, Reason,
@@ -48,20 +50,73 @@ fn doubler(
     })
 }
 
+/// A batcher over a [`doubler`] that takes `delay`, the (paused) time it
+/// starts from, and the log of its batches.
+fn doubling(delay: Duration, config: BatchConfig<u32>) -> (Batch<u32, u32>, Instant, Log) {
+    let start = Instant::now();
+    let log = Log::default();
+    let batch = Batch::new(doubler(delay, start, log.clone()), config);
+    (batch, start, log)
+}
+
 fn sizes(log: &Log) -> Vec<usize> {
     log.lock().unwrap().iter().map(|(_, b)| b.len()).collect()
 }
 
+/// Each item's answer: the item itself.
+fn echo<T>(items: Vec<T>) -> Answers<T> {
+    items.into_iter().map(Ok).collect()
+}
+
+/// A batch's answers, none of which fails.
+type Answers<R> = Vec<Result<R, Infallible>>;
+
+/// An inner service that holds each batch until `gate` has a permit (and
+/// hands the permit back), then answers each item with `answer(item)`.
+fn gated<T, R>(
+    gate: &Arc<Semaphore>,
+    answer: fn(T) -> R,
+) -> impl Service<
+    Vec<T>,
+    Response = Answers<R>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Answers<R>, Infallible>> + Send + use<T, R>,
+>
++ Send
++ 'static
++ use<T, R>
+where
+    T: Send + 'static,
+    R: Send + 'static,
+{
+    let gate = gate.clone();
+    service_fn(move |items: Vec<T>| {
+        let gate = gate.clone();
+        async move {
+            let _ = gate.acquire().await.unwrap();
+            Ok(items.into_iter().map(|i| Ok(answer(i))).collect())
+        }
+    })
+}
+
+/// One item a batch, one item queued, and a refusal when the queue is full.
+fn refusing_config<T>() -> BatchConfig<T> {
+    BatchConfig::builder()
+        .max_items(1)
+        .queue_capacity(1)
+        .reject_when_full(true)
+        .build()
+        .unwrap()
+}
+
 #[tokio::test(start_paused = true)]
 async fn one_request_at_idle_waits_zero() {
-    let start = Instant::now();
-    let log = Log::default();
     let config = BatchConfig::builder()
         .max_items(100)
         .max_wait(Duration::from_secs(1))
         .build()
         .unwrap();
-    let batch = Batch::new(doubler(Duration::ZERO, start, log.clone()), config);
+    let (batch, start, log) = doubling(Duration::ZERO, config);
 
     let answer = batch.clone().oneshot(21).await.unwrap();
     assert_eq!(answer, 42);
@@ -73,18 +128,13 @@ async fn one_request_at_idle_waits_zero() {
 
 #[tokio::test(start_paused = true)]
 async fn under_load_batches_fill_to_max_items() {
-    let start = Instant::now();
-    let log = Log::default();
     let config = BatchConfig::builder()
         .max_items(10)
         .max_wait(Duration::from_secs(1))
         .queue_capacity(1000)
         .build()
         .unwrap();
-    let batch = Batch::new(
-        doubler(Duration::from_millis(5), start, log.clone()),
-        config,
-    );
+    let (batch, start, log) = doubling(Duration::from_millis(5), config);
 
     let calls = (0..95).map(|i| batch.clone().oneshot(i));
     let answers = join_all(calls).await;
@@ -98,17 +148,12 @@ async fn under_load_batches_fill_to_max_items() {
 
 #[tokio::test(start_paused = true)]
 async fn opportunistic_batches_grow_while_one_is_in_flight() {
-    let start = Instant::now();
-    let log = Log::default();
     let config = BatchConfig::builder()
         .max_items(100)
         .max_wait(Duration::from_secs(10))
         .build()
         .unwrap();
-    let batch = Batch::new(
-        doubler(Duration::from_millis(50), start, log.clone()),
-        config,
-    );
+    let (batch, _, log) = doubling(Duration::from_millis(50), config);
 
     let first = tokio::spawn(batch.clone().oneshot(1));
     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -125,8 +170,6 @@ async fn opportunistic_batches_grow_while_one_is_in_flight() {
 
 #[tokio::test(start_paused = true)]
 async fn max_wait_is_honoured() {
-    let start = Instant::now();
-    let log = Log::default();
     // Opportunistic, two batches in flight, the first one slow: the second
     // batch leaves when its first item has waited max_wait.
     let config = BatchConfig::builder()
@@ -135,10 +178,7 @@ async fn max_wait_is_honoured() {
         .max_in_flight(2)
         .build()
         .unwrap();
-    let batch = Batch::new(
-        doubler(Duration::from_millis(100), start, log.clone()),
-        config,
-    );
+    let (batch, _, log) = doubling(Duration::from_millis(100), config);
 
     let a = tokio::spawn(batch.clone().oneshot(1));
     tokio::time::sleep(Duration::from_millis(1)).await;
@@ -155,14 +195,12 @@ async fn max_wait_is_honoured() {
 
 #[tokio::test(start_paused = true)]
 async fn linger_waits_for_the_window_at_idle() {
-    let start = Instant::now();
-    let log = Log::default();
     let config = BatchConfig::builder()
         .max_items(10)
         .linger(Duration::from_millis(30))
         .build()
         .unwrap();
-    let batch = Batch::new(doubler(Duration::ZERO, start, log.clone()), config);
+    let (batch, _, log) = doubling(Duration::ZERO, config);
 
     let answers = join_all((1..=3).map(|i| batch.clone().oneshot(i))).await;
     assert!(answers.iter().all(Result::is_ok));
@@ -174,15 +212,13 @@ async fn linger_waits_for_the_window_at_idle() {
 
 #[tokio::test(start_paused = true)]
 async fn weight_bounds_a_batch() {
-    let start = Instant::now();
-    let log = Log::default();
     let config = BatchConfig::builder()
         .max_items(100)
         .linger(Duration::from_millis(10))
         .max_weight(10, |i: &u32| u64::from(*i))
         .build()
         .unwrap();
-    let batch = Batch::new(doubler(Duration::ZERO, start, log.clone()), config);
+    let (batch, _, log) = doubling(Duration::ZERO, config);
 
     let answers = join_all([4, 4, 4, 20, 1].map(|i| batch.clone().oneshot(i))).await;
     assert!(answers.iter().all(Result::is_ok));
@@ -273,6 +309,11 @@ async fn three(batch: &Batch<u32, u32>, items: [u32; 3]) -> Vec<Result<u32, BoxE
     join_all(items.map(|i| batch.clone().oneshot(i))).await
 }
 
+/// The worker survived: a batch of items that fail nothing is answered.
+async fn assert_still_serves(batch: &Batch<u32, u32>) {
+    assert!(three(batch, [4, 5, 6]).await.into_iter().all(|a| a.is_ok()));
+}
+
 #[tokio::test(start_paused = true)]
 async fn batch_error_reaches_every_caller_and_the_worker_survives() {
     let batch = linger_batch();
@@ -298,12 +339,7 @@ async fn length_mismatch_fails_the_whole_batch_and_the_worker_survives() {
             .expect("LengthMismatch");
         assert_eq!((mismatch.expected(), mismatch.actual()), (3, 2));
     }
-    assert!(
-        three(&batch, [4, 5, 6])
-            .await
-            .into_iter()
-            .all(|a| a.is_ok())
-    );
+    assert_still_serves(&batch).await;
 }
 
 #[tokio::test(start_paused = true)]
@@ -314,27 +350,17 @@ async fn inner_panics_answer_every_caller_and_the_worker_survives() {
             assert!(answer.unwrap_err().is::<Panicked>(), "{items:?}");
         }
     }
-    assert!(
-        three(&batch, [4, 5, 6])
-            .await
-            .into_iter()
-            .all(|a| a.is_ok())
-    );
+    assert_still_serves(&batch).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_caller_dropping_its_future_does_not_disturb_the_batch() {
-    let start = Instant::now();
-    let log = Log::default();
     let config = BatchConfig::builder()
         .max_items(10)
         .linger(Duration::from_millis(10))
         .build()
         .unwrap();
-    let mut batch = Batch::new(
-        doubler(Duration::from_millis(10), start, log.clone()),
-        config,
-    );
+    let (mut batch, _, log) = doubling(Duration::from_millis(10), config);
 
     // Dropped before the batch leaves: the item is skipped.
     batch.ready().await.unwrap();
@@ -406,28 +432,13 @@ async fn dropping_every_handle_drains_the_queue_then_stops() {
 
 #[tokio::test(start_paused = true)]
 async fn a_full_queue_applies_backpressure_or_refuses() {
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let inner = {
-        let gate = gate.clone();
-        service_fn(move |items: Vec<u32>| {
-            let gate = gate.clone();
-            async move {
-                let _ = gate.acquire().await.unwrap();
-                Ok::<_, Infallible>(
-                    items
-                        .into_iter()
-                        .map(Ok::<u32, Infallible>)
-                        .collect::<Vec<_>>(),
-                )
-            }
-        })
-    };
+    let gate = Arc::new(Semaphore::new(0));
     let config = BatchConfig::builder()
         .max_items(1)
         .queue_capacity(2)
         .build()
         .unwrap();
-    let batch = Batch::new(inner, config);
+    let batch = Batch::new(gated(&gate, |i: u32| i), config);
 
     // Item 0 is in flight, item 1 fills the (one-item) batch, 2 and 3 fill the queue.
     let mut held = Vec::new();
@@ -440,28 +451,7 @@ async fn a_full_queue_applies_backpressure_or_refuses() {
     assert!(ready.is_err(), "poll_ready waits while the queue is full");
     assert_eq!(batch.queued(), 2);
 
-    let config = BatchConfig::builder()
-        .max_items(1)
-        .queue_capacity(1)
-        .reject_when_full(true)
-        .build()
-        .unwrap();
-    let gate2 = gate.clone();
-    let refusing = Batch::new(
-        service_fn(move |items: Vec<u32>| {
-            let gate = gate2.clone();
-            async move {
-                let _ = gate.acquire().await.unwrap();
-                Ok::<_, Infallible>(
-                    items
-                        .into_iter()
-                        .map(Ok::<u32, Infallible>)
-                        .collect::<Vec<_>>(),
-                )
-            }
-        }),
-        config,
-    );
+    let refusing = Batch::new(gated(&gate, |i: u32| i), refusing_config());
     let mut held2 = Vec::new();
     for i in 0..3 {
         held2.push(tokio::spawn(refusing.clone().oneshot(i)));
@@ -626,6 +616,8 @@ mod spans {
         span::{Attributes, Record},
     };
 
+    use super::echo;
+
     /// Records span names and `follows_from` links.
     #[derive(Default)]
     struct Links {
@@ -687,14 +679,10 @@ mod spans {
         let recorder = Recorder::default();
         let _guard = tracing::subscriber::set_default(recorder.clone());
 
-        let inner = service_fn(|items: Vec<u32>| async move {
-            Ok::<_, std::convert::Infallible>(
-                items
-                    .into_iter()
-                    .map(Ok::<u32, std::convert::Infallible>)
-                    .collect::<Vec<_>>(),
-            )
-        });
+        let inner =
+            service_fn(
+                |items: Vec<u32>| async move { Ok::<_, std::convert::Infallible>(echo(items)) },
+            );
         let config = BatchConfig::builder().max_items(3).build().unwrap();
         let batch = Batch::new(inner, config);
 
@@ -740,18 +728,13 @@ mod spans {
 async fn axum_handlers_share_one_batcher() {
     use axum::{Router, extract::State, routing::post};
     use http_body_util::{BodyExt, Full};
-    use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 
-    let log = Log::default();
     let config = BatchConfig::builder()
         .max_items(100)
         .max_wait(Duration::from_millis(20))
         .build()
         .unwrap();
-    let batch = Batch::new(
-        doubler(Duration::from_millis(20), Instant::now(), log.clone()),
-        config,
-    );
+    let (batch, _, log) = doubling(Duration::from_millis(20), config);
     let app = Router::new()
         .route(
             "/double",
@@ -763,11 +746,9 @@ async fn axum_handlers_share_one_batcher() {
             ),
         )
         .with_state(batch);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/double", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let url = format!("http://{}/double", support::serve_axum(app).await);
 
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<bytes::Bytes>>();
+    let client = support::h1_client::<Full<bytes::Bytes>>();
     let requests = (0..50u32).map(|i| {
         let (client, url) = (client.clone(), url.clone());
         async move {
@@ -799,28 +780,9 @@ async fn the_http_face_refuses_with_a_response() {
     use http_body_util::BodyExt;
     use tower_spillway::Overloaded;
 
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let inner = {
-        let gate = gate.clone();
-        service_fn(move |reqs: Vec<Request<String>>| {
-            let gate = gate.clone();
-            async move {
-                let _ = gate.acquire().await.unwrap();
-                Ok::<_, Infallible>(
-                    reqs.into_iter()
-                        .map(|r| Ok::<_, Infallible>(Response::new(format!("echo {}", r.body()))))
-                        .collect::<Vec<_>>(),
-                )
-            }
-        })
-    };
-    let config = BatchConfig::builder()
-        .max_items(1)
-        .queue_capacity(1)
-        .reject_when_full(true)
-        .build()
-        .unwrap();
-    let batch = Batch::new(inner, config).http();
+    let gate = Arc::new(Semaphore::new(0));
+    let answer = |r: Request<String>| Response::new(format!("echo {}", r.body()));
+    let batch = Batch::new(gated(&gate, answer), refusing_config()).http();
 
     let mut held = Vec::new();
     for i in 0..3 {
@@ -871,28 +833,9 @@ impl http_body::Body for Probe {
 async fn the_http_face_drains_a_refused_body() {
     use http::{Request, Response, StatusCode};
 
-    let gate = Arc::new(tokio::sync::Semaphore::new(0));
-    let inner = {
-        let gate = gate.clone();
-        service_fn(move |reqs: Vec<Request<Probe>>| {
-            let gate = gate.clone();
-            async move {
-                let _ = gate.acquire().await.unwrap();
-                Ok::<_, Infallible>(
-                    reqs.into_iter()
-                        .map(|_| Ok::<_, Infallible>(Response::new(String::new())))
-                        .collect::<Vec<_>>(),
-                )
-            }
-        })
-    };
-    let config = BatchConfig::builder()
-        .max_items(1)
-        .queue_capacity(1)
-        .reject_when_full(true)
-        .build()
-        .unwrap();
-    let batch = Batch::new(inner, config).http();
+    let gate = Arc::new(Semaphore::new(0));
+    let empty = |_: Request<Probe>| Response::new(String::new());
+    let batch = Batch::new(gated(&gate, empty), refusing_config()).http();
     let probe = || Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut held = Vec::new();
     for _ in 0..3 {
@@ -924,14 +867,7 @@ async fn callers_that_gave_up_before_their_batch_was_sent_are_left_out() {
         let sent = sent.clone();
         service_fn(move |items: Vec<u32>| {
             sent.lock().unwrap().push(items.clone());
-            async move {
-                Ok::<_, Infallible>(
-                    items
-                        .into_iter()
-                        .map(Ok::<u32, Infallible>)
-                        .collect::<Vec<_>>(),
-                )
-            }
+            async move { Ok::<_, Infallible>(echo(items)) }
         })
     };
     let config = BatchConfig::builder()

@@ -1,6 +1,8 @@
 //! `Coalesce`: the HTTP face over a real axum server and hyper client, and the
 //! generic face's sharing of errors, panics and abandoned calls.
 
+mod support;
+
 use std::{
     convert::Infallible,
     sync::{
@@ -15,14 +17,9 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
-use tower::{Service, ServiceBuilder, ServiceExt, service_fn};
+use support::{HttpClient, h1_client, serve_axum};
+use tower::{Service, ServiceBuilder, ServiceExt, service_fn, util::ServiceFn};
 use tower_spillway::{coalesce::CoalesceLayer, key::key_fn};
-
-type HttpClient = Client<HttpConnector, Empty<Bytes>>;
 
 async fn slow_page(State(calls): State<Arc<AtomicUsize>>, headers: HeaderMap) -> String {
     let n = calls.fetch_add(1, Ordering::SeqCst);
@@ -49,14 +46,12 @@ async fn serve(max_body: usize) -> (String, Arc<AtomicUsize>) {
         .route("/big", get(big_page))
         .with_state(calls.clone())
         .layer(CoalesceLayer::http().max_body(max_body));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = serve_axum(app).await;
     (format!("http://{addr}"), calls)
 }
 
 fn client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
+    h1_client()
 }
 
 async fn fetch(
@@ -69,13 +64,23 @@ async fn fetch(
     if let Some(auth) = auth {
         req = req.header("authorization", auth);
     }
-    let res = client
-        .request(req.body(Empty::new()).unwrap())
-        .await
-        .unwrap();
-    let status = res.status();
-    let body = res.into_body().collect().await.unwrap().to_bytes();
+    let (status, _, body) = support::send(client, req.body(Empty::new()).unwrap()).await;
     (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// `answer` as an inner service that counts its calls in `calls`.
+fn counted<K, F, Fut>(
+    calls: &Arc<AtomicUsize>,
+    answer: F,
+) -> ServiceFn<impl Fn(K) -> Fut + Clone + use<K, F, Fut>>
+where
+    F: Fn(K) -> Fut + Clone,
+{
+    let calls = calls.clone();
+    service_fn(move |k| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        answer(k)
+    })
 }
 
 #[tokio::test]
@@ -143,18 +148,12 @@ struct Failed(&'static str);
 #[tokio::test(start_paused = true)]
 async fn errors_reach_every_waiter() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let svc = {
-        let calls = calls.clone();
-        ServiceBuilder::new()
-            .layer(CoalesceLayer::new(key_fn(|k: &u32| Some(*k))))
-            .service(service_fn(move |_k: u32| {
-                calls.fetch_add(1, Ordering::SeqCst);
-                async {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    Err::<String, _>(Failed("backend down"))
-                }
-            }))
-    };
+    let svc = ServiceBuilder::new()
+        .layer(CoalesceLayer::new(key_fn(|k: &u32| Some(*k))))
+        .service(counted(&calls, |_k: u32| async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Err::<String, _>(Failed("backend down"))
+        }));
     let answers = join_all((0..10).map(|_| svc.clone().oneshot(1))).await;
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     assert!(answers.iter().all(|a| *a == Err(Failed("backend down"))));
@@ -163,20 +162,14 @@ async fn errors_reach_every_waiter() {
 #[tokio::test(start_paused = true)]
 async fn panics_reach_every_waiter() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let svc = {
-        let calls = calls.clone();
-        ServiceBuilder::new()
-            .layer(CoalesceLayer::new(key_fn(|k: &u32| Some(*k))))
-            .service(service_fn(move |_k: u32| {
-                calls.fetch_add(1, Ordering::SeqCst);
-                async {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    panic!("render failed");
-                    #[allow(unreachable_code)]
-                    Ok::<String, Infallible>(String::new())
-                }
-            }))
-    };
+    let svc = ServiceBuilder::new()
+        .layer(CoalesceLayer::new(key_fn(|k: &u32| Some(*k))))
+        .service(counted(&calls, |_k: u32| async {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            panic!("render failed");
+            #[allow(unreachable_code)]
+            Ok::<String, Infallible>(String::new())
+        }));
     let waiters: Vec<_> = (0..5)
         .map(|_| tokio::spawn(svc.clone().oneshot(1)))
         .collect();
@@ -195,11 +188,10 @@ async fn the_shared_call_outlives_its_first_caller_but_not_its_last() {
     let started = Arc::new(AtomicUsize::new(0));
     let finished = Arc::new(AtomicUsize::new(0));
     let svc = {
-        let (started, finished) = (started.clone(), finished.clone());
+        let finished = finished.clone();
         ServiceBuilder::new()
             .layer(CoalesceLayer::new(key_fn(|k: &u32| Some(*k))))
-            .service(service_fn(move |k: u32| {
-                started.fetch_add(1, Ordering::SeqCst);
+            .service(counted(&started, move |k: u32| {
                 let finished = finished.clone();
                 async move {
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -248,20 +240,14 @@ async fn the_shared_call_outlives_its_first_caller_but_not_its_last() {
 #[tokio::test(start_paused = true)]
 async fn requests_without_a_key_pass_straight_through() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let svc = {
-        let calls = calls.clone();
-        ServiceBuilder::new()
-            .layer(CoalesceLayer::new(key_fn(|k: &u32| {
-                (*k != 0).then_some(*k)
-            })))
-            .service(service_fn(move |k: u32| {
-                calls.fetch_add(1, Ordering::SeqCst);
-                async move {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    Ok::<_, Infallible>(k)
-                }
-            }))
-    };
+    let svc = ServiceBuilder::new()
+        .layer(CoalesceLayer::new(key_fn(|k: &u32| {
+            (*k != 0).then_some(*k)
+        })))
+        .service(counted(&calls, |k: u32| async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Ok::<_, Infallible>(k)
+        }));
     join_all((0..4).map(|_| svc.clone().oneshot(0))).await;
     assert_eq!(calls.load(Ordering::SeqCst), 4);
 }
@@ -269,20 +255,14 @@ async fn requests_without_a_key_pass_straight_through() {
 #[tokio::test]
 async fn identical_concurrent_calls_share_one_inner_call_in_the_generic_face() {
     let calls = Arc::new(AtomicUsize::new(0));
-    let svc = {
-        let calls = calls.clone();
-        ServiceBuilder::new()
-            .layer(CoalesceLayer::new(key_fn(|k: &u64| Some(*k))))
-            .service(service_fn(move |k: u64| {
-                calls.fetch_add(1, Ordering::SeqCst);
-                async move {
-                    // In flight until every caller has arrived (a call that
-                    // completes before a request arrives is not shared).
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    Ok::<_, Infallible>(k)
-                }
-            }))
-    };
+    let svc = ServiceBuilder::new()
+        .layer(CoalesceLayer::new(key_fn(|k: &u64| Some(*k))))
+        .service(counted(&calls, |k: u64| async move {
+            // In flight until every caller has arrived (a call that
+            // completes before a request arrives is not shared).
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            Ok::<_, Infallible>(k)
+        }));
     for round in 1..=3 {
         let answers = join_all((0..64).map(|_| svc.clone().oneshot(7))).await;
         assert!(answers.into_iter().all(|a| a == Ok(7)));
@@ -347,9 +327,7 @@ async fn serve_headed(header: &'static str, value: &'static str) -> (String, Arc
         .route("/login", get(page))
         .with_state(calls.clone())
         .layer(CoalesceLayer::http());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = serve_axum(app).await;
     (format!("http://{addr}/login"), calls)
 }
 
@@ -422,9 +400,7 @@ async fn a_streamed_response_reaches_its_caller_as_it_arrives() {
     let app = Router::new()
         .route("/stream", get(stream))
         .layer(CoalesceLayer::http());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = serve_axum(app).await;
 
     let req = Request::get(format!("http://{addr}/stream"))
         .body(Empty::new())

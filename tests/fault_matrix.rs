@@ -8,6 +8,8 @@
 //! The layers alone run on paused time; the stack runs on loopback sockets in
 //! real time, as `examples/axum_stack` serves it.
 
+mod support;
+
 use std::{
     collections::{BTreeMap, HashMap},
     convert::Infallible,
@@ -142,21 +144,7 @@ fn inner<B>(req: Request<B>) -> BoxFuture<Result<Response<Body>, BoxError>> {
 /// Keeps the injected panics out of the test output; any other panic is
 /// printed as usual.
 fn quiet_injected_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let payload = info.payload();
-            let msg = payload
-                .downcast_ref::<&str>()
-                .copied()
-                .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-                .unwrap_or_default();
-            if !msg.starts_with("injected: ") {
-                default(info);
-            }
-        }));
-    });
+    support::quiet_panics("injected: ");
 }
 
 // ---------------------------------------------------------------------------
@@ -362,21 +350,27 @@ fn request(fault: Fault) -> Request<Full<Bytes>> {
         .unwrap()
 }
 
+/// Reads the body of `res` as `fault` says (half of it, or to its end),
+/// and returns the status.
+async fn read_as<B: http_body::Body + Unpin>(res: Response<B>, fault: Fault) -> u16 {
+    let status = res.status().as_u16();
+    let mut body = res.into_body();
+    if fault == Fault::BodyDroppedHalfRead {
+        let _ = body.frame().await;
+        return status;
+    }
+    // An error in the body or its trailers ends the body; the head was the
+    // answer.
+    let _ = body.collect().await;
+    status
+}
+
 /// One caller: calls, reads the body as the fault says, and reports what it
 /// got. A caller that cancels goes away after 50 ms.
 async fn caller(svc: Svc, fault: Fault) -> Answer {
     let task = tokio::spawn(async move {
         let res = svc.oneshot(request(fault)).await?;
-        let status = res.status().as_u16();
-        let mut body = res.into_body();
-        if fault == Fault::BodyDroppedHalfRead {
-            let _ = body.frame().await;
-            return Ok(status);
-        }
-        // An error in the body or its trailers ends the body; the head was
-        // the answer.
-        let _ = body.collect().await;
-        Ok::<_, BoxError>(status)
+        Ok::<_, BoxError>(read_as(res, fault).await)
     });
     if fault == Fault::CallerCancels {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -409,14 +403,6 @@ fn acceptable(fault: Fault, answer: Answer) -> bool {
         }
 }
 
-fn paused_runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .start_paused(true)
-        .build()
-        .unwrap()
-}
-
 fn assert_idle(what: &str, idle: &Idle) {
     for (counter, value) in idle() {
         assert_eq!(
@@ -437,7 +423,7 @@ fn every_layer_alone_answers_each_caller_once_and_returns_to_idle() {
         let mut runs: Vec<Vec<Fault>> = FAULTS.iter().map(|&f| vec![f; 4]).collect();
         runs.push(FAULTS.iter().flat_map(|&f| [f; 3]).collect());
         for faults in runs {
-            let rt = paused_runtime();
+            let rt = support::paused_runtime();
             let idle = rt.block_on(async {
                 let Case { svc, idle } = case(name);
                 let callers = faults
@@ -502,7 +488,7 @@ fn print_table(table: &BTreeMap<&str, BTreeMap<Fault, BTreeMap<Answer, usize>>>)
 fn every_layer_alone_returns_to_idle_when_the_runtime_shuts_down_mid_request() {
     quiet_injected_panics();
     for name in CASES {
-        let rt = paused_runtime();
+        let rt = support::paused_runtime();
         let idle = rt.block_on(async {
             let Case { svc, idle } = case(name);
             for _ in 0..4 {
@@ -527,7 +513,7 @@ fn every_layer_alone_returns_to_idle_when_the_runtime_shuts_down_mid_request() {
 #[test]
 fn batch_answers_every_item_once_through_every_fault() {
     quiet_injected_panics();
-    let rt = paused_runtime();
+    let rt = support::paused_runtime();
     rt.block_on(async {
         // The item says what its batch does.
         let inner = service_fn(|items: Vec<Fault>| {
@@ -622,7 +608,7 @@ fn batch_answers_every_item_once_through_every_fault() {
 #[test]
 fn aggregate_keeps_every_update_through_failing_flushes_and_shutdown() {
     quiet_injected_panics();
-    let rt = paused_runtime();
+    let rt = support::paused_runtime();
     rt.block_on(async {
         let attempt = Arc::new(AtomicU32::new(0));
         let delivered = Arc::new(Mutex::new(HashMap::<u32, u64>::new()));
@@ -749,21 +735,9 @@ fn client(h2: bool) -> Client {
     b.build_http()
 }
 
+/// Waits (up to 20 s) until the limiter and the shedder hold nothing.
 async fn wait_idle(limit: &LimitHandle, shed: &ShedHandle) {
-    let idle = || {
-        let (l, s) = (limit.snapshot(), shed.snapshot());
-        l.in_flight == 0 && l.queued == 0 && l.admitted == l.released && s.in_flight == 0
-    };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while !idle() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not idle: {:?} {:?}",
-            limit.snapshot(),
-            shed.snapshot()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::wait_idle("idle", Duration::from_secs(20), limit, shed).await;
 }
 
 async fn stack_caller(client: Client, addr: SocketAddr, path: &str, fault: Fault) -> Answer {
@@ -773,14 +747,7 @@ async fn stack_caller(client: Client, addr: SocketAddr, path: &str, fault: Fault
         .unwrap();
     let call = async move {
         let res = client.request(req).await?;
-        let status = res.status().as_u16();
-        let mut body = res.into_body();
-        if fault == Fault::BodyDroppedHalfRead {
-            let _ = body.frame().await;
-            return Ok(status);
-        }
-        let _ = body.collect().await;
-        Ok::<_, BoxError>(status)
+        Ok::<_, BoxError>(read_as(res, fault).await)
     };
     let timeout = match fault {
         Fault::CallerCancels => Duration::from_millis(100),
@@ -800,9 +767,7 @@ async fn stack_caller(client: Client, addr: SocketAddr, path: &str, fault: Fault
 async fn the_axum_stack_answers_every_fault_and_returns_to_idle() {
     quiet_injected_panics();
     let (app, limit, shed) = faulty_stack();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = support::serve_axum(app).await;
 
     let mut callers = Vec::new();
     for h2 in [false, true] {
@@ -847,8 +812,7 @@ async fn the_axum_stack_answers_every_fault_and_returns_to_idle() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_axum_stack_answers_requests_in_flight_through_a_graceful_shutdown() {
     let (app, limit, shed) = faulty_stack();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (listener, addr) = support::loopback().await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)

@@ -6,9 +6,10 @@
 //! The example is run with `cargo run --release` (as the README runs it) in a
 //! separate process; its `--json` figures are what is checked.
 
-use std::process::Command;
+mod support;
 
 use serde_json::Value;
+use support::{f, run_example};
 
 /// The two runs measure a real-time load on a 2-core machine: never at once.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -17,47 +18,8 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Runs the example as the README runs it (`cargo run --release`, wherever
-/// the target directory is) with `args` and `--json`, and returns the JSON.
-fn run_example(args: &[&str]) -> Value {
-    let json = std::env::temp_dir().join(format!(
-        "flash-sale-{}-{}.json",
-        std::process::id(),
-        args.join("")
-    ));
-    let out = Command::new(env!("CARGO"))
-        .args([
-            "run",
-            "--quiet",
-            "--release",
-            "--example",
-            "flash_sale",
-            "--",
-        ])
-        .args(args)
-        .arg("--json")
-        .arg(&json)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("cargo runs");
-    println!("{}", String::from_utf8_lossy(&out.stdout));
-    assert!(
-        out.status.success(),
-        "flash_sale {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let figures = serde_json::from_slice(&std::fs::read(&json).expect("the JSON was written"))
-        .expect("valid JSON");
-    let _ = std::fs::remove_file(&json);
-    figures
-}
-
 fn run_quick() -> Value {
-    run_example(&["--quick"])
-}
-
-fn f(v: &Value) -> f64 {
-    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+    run_example("flash_sale", &[], &["--quick"])
 }
 
 /// The share of a tier's requests sent during the spike that succeeded.
@@ -150,7 +112,7 @@ fn flash_sale_quick_run_keeps_its_promises() {
 #[test]
 fn sweep_quick_grid_holds_across_shapes() {
     let _alone = one_at_a_time();
-    let figures = run_example(&["--sweep", "--quick"]);
+    let figures = run_example("flash_sale", &[], &["--sweep", "--quick"]);
     let shapes = figures["shapes"].as_array().expect("shapes");
     assert!(shapes.len() >= 4);
     let mut critical_over_capacity = false;

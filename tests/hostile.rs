@@ -13,12 +13,13 @@
 //! test counts live heap bytes with this binary's own allocator, so it runs
 //! alone: the other tests wait for it, and it for them.
 
+mod support;
+
 use std::{
-    alloc::{GlobalAlloc, Layout, System},
     net::SocketAddr,
     sync::{
         Arc, Mutex, Once,
-        atomic::{AtomicIsize, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -31,6 +32,8 @@ use tokio::{
     sync::{RwLock, RwLockReadGuard},
     time::{Instant, sleep, timeout},
 };
+
+use support::live_heap;
 
 #[path = "../examples/flash_sale/backend.rs"]
 #[allow(dead_code)]
@@ -46,30 +49,8 @@ mod shop;
 
 // ---- the watch: panics, memory, one test at a time -----------------------
 
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: `ptr` came from `alloc` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-/// Live heap bytes, for the whole process.
-fn live_heap() -> isize {
-    LIVE.load(Ordering::Relaxed)
-}
+static ALLOCATOR: support::Counting = support::Counting;
 
 /// The resident set, in bytes.
 fn rss() -> isize {
@@ -113,15 +94,6 @@ fn assert_no_panics() {
     assert!(panics.is_empty(), "panicked: {panics:#?}");
 }
 
-/// Waits (up to 10 s) until `cond` holds.
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        sleep(Duration::from_millis(5)).await;
-    }
-}
-
 /// The longest any hostile exchange may take to be answered or closed.
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
@@ -129,19 +101,11 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
 async fn serve_axum(config: &axum_stack::Config) -> (SocketAddr, axum_stack::Handles) {
     let (app, handles) = axum_stack::app(config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (addr, handles)
+    (support::serve_axum(app).await, handles)
 }
 
 async fn serve_tonic(config: &shop::Config) -> (SocketAddr, shop::Handles) {
-    let incoming =
-        tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let addr = incoming.local_addr().unwrap();
-    let (server, handles) = shop::serve(incoming, config).await;
-    tokio::spawn(async move { server.await.unwrap() });
-    (addr, handles)
+    support::serve_tonic_with(|incoming| shop::serve(incoming, config)).await
 }
 
 fn calm_axum() -> axum_stack::Config {
@@ -160,31 +124,21 @@ fn calm_shop() -> shop::Config {
     }
 }
 
-/// Every in-flight and queued count of the axum stack is back to zero.
+/// Waits (up to 10 s) until every in-flight and queued count of the axum
+/// stack is back to zero.
 async fn axum_settles(handles: &axum_stack::Handles) {
-    let (limit, shed) = (handles.limit.clone(), handles.shed.clone());
-    wait_until("the axum stack's counters are back to zero", || {
-        let l = limit.snapshot();
-        l.in_flight == 0
-            && l.queued == 0
-            && l.admitted == l.released
-            && shed.snapshot().in_flight == 0
-    })
-    .await;
+    let what = "the axum stack's counters are back to zero";
+    support::wait_idle(what, SETTLE_WITHIN, &handles.limit, &handles.shed).await;
 }
 
-/// Every in-flight and queued count of the tonic stack is back to zero.
+/// Waits (up to 10 s) until every in-flight and queued count of the tonic
+/// stack is back to zero.
 async fn tonic_settles(handles: &shop::Handles) {
-    let (limit, shed) = (handles.limit.clone(), handles.shed.clone());
-    wait_until("the tonic stack's counters are back to zero", || {
-        let l = limit.snapshot();
-        l.in_flight == 0
-            && l.queued == 0
-            && l.admitted == l.released
-            && shed.snapshot().in_flight == 0
-    })
-    .await;
+    let what = "the tonic stack's counters are back to zero";
+    support::wait_idle(what, SETTLE_WITHIN, &handles.limit, &handles.shed).await;
 }
+
+const SETTLE_WITHIN: Duration = Duration::from_secs(10);
 
 // ---- raw HTTP/1.1 ---------------------------------------------------------
 
@@ -1753,12 +1707,7 @@ async fn tonic_stack_answers_hostile_calls_with_a_grpc_status() {
     tonic_settles(&handles).await;
 
     // A normal payment, through the example's own client.
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = shop::ShopClient::new(channel);
+    let mut client = shop::ShopClient::new(support::channel(addr).await);
     let mut req = tonic::Request::new(shop::WriteRequest {
         item: "sku-1".into(),
         quantity: 1,

@@ -2,9 +2,10 @@
 //! loopback, a property test of permit accounting, and a multi-thread stress
 //! test of the acquire/release path.
 
+mod support;
+
 use std::{
     convert::Infallible,
-    net::SocketAddr,
     pin::Pin,
     sync::{
         Arc,
@@ -19,8 +20,8 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{BodyExt, Empty, StreamBody};
-use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use proptest::prelude::*;
+use support::{h1_client, serve_axum};
 use tokio::sync::{Notify, mpsc};
 use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_spillway::{
@@ -28,31 +29,9 @@ use tower_spillway::{
     limit::{AdaptiveLimitBuilder, AdaptiveLimitLayer, Aimd, Fixed, HttpOutcomes, LimitHandle},
 };
 
-async fn serve(app: Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
-}
-
-fn http_client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>> {
-    Client::builder(TokioExecutor::new()).build_http()
-}
-
-fn get_req(addr: SocketAddr, path: &str) -> Request<Empty<Bytes>> {
-    Request::get(format!("http://{addr}{path}"))
-        .body(Empty::new())
-        .unwrap()
-}
-
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..500 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting until {what}");
+/// Waits (up to 5 s) until `cond` holds.
+async fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    support::wait_until_within(Duration::from_secs(5), what, cond).await;
 }
 
 /// One limit for every route of a `Router`, held until a streamed body ends;
@@ -81,11 +60,11 @@ async fn axum_one_limit_across_routes_held_until_the_body_ends() {
         )
         .route("/other", get(|| async { "other" }))
         .layer(layer);
-    let addr = serve(app).await;
-    let client = http_client();
+    let addr = serve_axum(app).await;
+    let client = h1_client::<Empty<Bytes>>();
 
     tx.send(Ok(Bytes::from_static(b"first "))).await.unwrap();
-    let streaming = client.request(get_req(addr, "/stream")).await.unwrap();
+    let streaming = client.request(support::get(addr, "/stream")).await.unwrap();
     assert_eq!(streaming.status(), 200);
     assert_eq!(
         handle.in_flight(),
@@ -94,7 +73,7 @@ async fn axum_one_limit_across_routes_held_until_the_body_ends() {
     );
 
     // Another route, same limit: refused.
-    let refused = client.request(get_req(addr, "/other")).await.unwrap();
+    let refused = client.request(support::get(addr, "/other")).await.unwrap();
     assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
     let retry_after: u64 = refused.headers()["retry-after"]
         .to_str()
@@ -117,7 +96,7 @@ async fn axum_one_limit_across_routes_held_until_the_body_ends() {
     let body = streaming.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, "first last");
     wait_until("the permit is released", || handle.in_flight() == 0).await;
-    let ok = client.request(get_req(addr, "/other")).await.unwrap();
+    let ok = client.request(support::get(addr, "/other")).await.unwrap();
     assert_eq!(ok.status(), 200);
     let snap = handle.snapshot();
     assert_eq!(snap.rejected_queue_full, 1);
@@ -135,17 +114,20 @@ async fn axum_handler_overload_shrinks_the_limit() {
         .route("/busy", get(|| async { StatusCode::SERVICE_UNAVAILABLE }))
         .route("/missing", get(|| async { StatusCode::NOT_FOUND }))
         .layer(layer);
-    let addr = serve(app).await;
-    let client = http_client();
+    let addr = serve_axum(app).await;
+    let client = h1_client::<Empty<Bytes>>();
 
-    let res = client.request(get_req(addr, "/missing")).await.unwrap();
+    let res = client
+        .request(support::get(addr, "/missing"))
+        .await
+        .unwrap();
     res.into_body().collect().await.unwrap();
     wait_until("released", || handle.in_flight() == 0).await;
     assert_eq!(handle.limit(), 20);
     assert_eq!(handle.snapshot().samples, 0, "a 4xx is no sample");
 
     for want in [18, 16, 14] {
-        let res = client.request(get_req(addr, "/busy")).await.unwrap();
+        let res = client.request(support::get(addr, "/busy")).await.unwrap();
         assert_eq!(res.status(), 503);
         res.into_body().collect().await.unwrap();
         wait_until("the sample is taken", || handle.limit() == want).await;
@@ -186,8 +168,9 @@ async fn grpc_status_in_trailers_is_a_drop() {
 mod grpc {
     use std::future::Future;
 
-    use tonic::transport::{Endpoint, Server, server::TcpIncoming};
-    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    use crate::support::{channel, health_request, serve_tonic};
+    use tonic::transport::Server;
+    use tonic_health::pb::health_client::HealthClient;
 
     use super::*;
 
@@ -238,11 +221,9 @@ mod grpc {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn tonic_client_shrinks_on_resource_exhausted_and_recovers() {
         let quota = Arc::new(AtomicUsize::new(4));
-        let incoming = TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = incoming.local_addr().unwrap();
         let (_reporter, health) = tonic_health::server::health_reporter();
         let q = quota.clone();
-        tokio::spawn(async move {
+        let addr = serve_tonic(|incoming| {
             Server::builder()
                 .layer(tower::layer::layer_fn(move |inner| Quota {
                     inner,
@@ -251,15 +232,10 @@ mod grpc {
                 }))
                 .add_service(health)
                 .serve_with_incoming(incoming)
-                .await
-                .unwrap();
-        });
+        })
+        .await;
 
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
+        let channel = channel(addr).await;
         let aimd = Aimd::builder()
             .min_limit(1)
             .initial_limit(20)
@@ -282,9 +258,7 @@ mod grpc {
             let stop = stop.clone();
             tasks.push(tokio::spawn(async move {
                 loop {
-                    let call = client.check(HealthCheckRequest {
-                        service: String::new(),
-                    });
+                    let call = client.check(health_request());
                     tokio::select! {
                         res = call => {
                             if let Err(status) = res {
@@ -331,40 +305,21 @@ mod grpc {
             .http()
             .build();
         let handle = layer.handle();
-        let incoming = TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = incoming.local_addr().unwrap();
         let (_reporter, health) = tonic_health::server::health_reporter();
-        tokio::spawn(async move {
+        let addr = serve_tonic(|incoming| {
             Server::builder()
                 .layer(layer)
                 .add_service(health)
                 .serve_with_incoming(incoming)
-                .await
-                .unwrap();
-        });
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut client = HealthClient::new(channel);
+        })
+        .await;
+        let mut client = HealthClient::new(channel(addr).await);
 
-        let mut stream = client
-            .watch(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let mut stream = client.watch(health_request()).await.unwrap().into_inner();
         assert!(stream.message().await.unwrap().is_some());
         assert_eq!(handle.in_flight(), 1, "the stream holds the permit");
 
-        let refused = client
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .unwrap_err();
+        let refused = client.check(health_request()).await.unwrap_err();
         assert_eq!(refused.code(), tonic::Code::Unavailable);
         assert!(refused.metadata().get("grpc-retry-pushback-ms").is_some());
 
@@ -373,12 +328,7 @@ mod grpc {
             handle.in_flight() == 0
         })
         .await;
-        client
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .unwrap();
+        client.check(health_request()).await.unwrap();
     }
 }
 
@@ -409,7 +359,7 @@ async fn hyper_client_shrinks_on_429_and_on_slowdown_and_grows_back() {
             }
         }),
     );
-    let addr = serve(app).await;
+    let addr = serve_axum(app).await;
     let aimd = Aimd::builder()
         .min_limit(2)
         .initial_limit(20)
@@ -424,7 +374,9 @@ async fn hyper_client_shrinks_on_429_and_on_slowdown_and_grows_back() {
         .queue_timeout(Duration::from_secs(5))
         .build();
     let handle = layer.handle();
-    let svc = ServiceBuilder::new().layer(layer).service(http_client());
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(h1_client::<Empty<Bytes>>());
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut workers = Vec::new();
@@ -432,7 +384,7 @@ async fn hyper_client_shrinks_on_429_and_on_slowdown_and_grows_back() {
         let (svc, stop) = (svc.clone(), stop.clone());
         workers.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                match svc.clone().oneshot(get_req(addr, "/")).await {
+                match svc.clone().oneshot(support::get(addr, "/")).await {
                     Ok(res) => drop(res.into_body().collect().await),
                     // A refusal comes at once: let the others run.
                     Err(_) => tokio::task::yield_now().await,
@@ -528,24 +480,6 @@ fn backend(
     })
 }
 
-/// Keeps the panics the property test provokes out of the test output.
-fn quiet_expected_panics() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let msg = info
-                .payload()
-                .downcast_ref::<&str>()
-                .copied()
-                .unwrap_or_default();
-            if !msg.starts_with("inner ") {
-                default(info);
-            }
-        }));
-    });
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
@@ -555,12 +489,9 @@ proptest! {
         limit in 1usize..5,
         queue in 0usize..20,
     ) {
-        quiet_expected_panics();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .start_paused(true)
-            .build()
-            .unwrap();
+        // Keeps the panics the property test provokes out of the test output.
+        support::quiet_panics("inner ");
+        let rt = support::paused_runtime();
         let (handle, finished) = rt.block_on(async move {
             let layer = AdaptiveLimitLayer::builder(
                 Aimd::builder().min_limit(1).initial_limit(limit).max_limit(8).build().unwrap(),

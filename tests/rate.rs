@@ -1,13 +1,15 @@
 //! Rate limits and the client that honours them, over real loopback servers:
 //! axum answered to hyper clients, tonic answered to tonic clients.
 
+mod support;
+
 use std::{net::SocketAddr, time::Duration};
 
 use axum::{Router, extract::ConnectInfo, routing::get};
 use bytes::Bytes;
 use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
-use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use support::{HttpClient, h1_client, loopback};
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_spillway::{
@@ -15,9 +17,10 @@ use tower_spillway::{
     retry_after::{HonorRetryAfterLayer, ReplayBody, Retries},
 };
 
+/// Serves `app` on a loopback port, with each request's peer address in its
+/// extensions (`ConnectInfo`).
 async fn serve_axum(app: Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (listener, addr) = loopback().await;
     tokio::spawn(async move {
         axum::serve(
             listener,
@@ -37,14 +40,12 @@ fn routes() -> Router {
 
 type Body = ReplayBody<Full<Bytes>>;
 
-fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Body> {
-    Client::builder(TokioExecutor::new()).build_http()
+fn client() -> HttpClient<Body> {
+    h1_client()
 }
 
 fn get_req(addr: SocketAddr, path: &str) -> Request<Full<Bytes>> {
-    Request::get(format!("http://{addr}{path}"))
-        .body(Full::new(Bytes::new()))
-        .unwrap()
+    support::get(addr, path)
 }
 
 #[tokio::test]
@@ -60,7 +61,7 @@ async fn axum_429_carries_exact_retry_after_and_ratelimit_fields() {
         .build();
     let handle = limit.handle();
     let addr = serve_axum(routes().layer(limit)).await;
-    let plain = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let plain = h1_client::<Full<Bytes>>();
 
     // Two routes, one limit.
     for path in ["/a", "/b"] {
@@ -69,11 +70,7 @@ async fn axum_429_carries_exact_retry_after_and_ratelimit_fields() {
     }
     let res = plain.request(get_req(addr, "/a")).await.unwrap();
     assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
-    let secs: u64 = res.headers()[header::RETRY_AFTER]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let secs = support::retry_after_secs(res.headers()).expect("a Retry-After");
     // One call per 30 s comes back; a little time has passed since.
     assert!((29..=30).contains(&secs), "{secs}");
     assert_eq!(res.headers()[RATELIMIT_POLICY], "\"default\";q=2;w=60");
@@ -150,9 +147,11 @@ async fn refused_post_bodies_are_replayed_intact() {
 }
 
 mod grpc {
-    use tonic::transport::{Channel, Endpoint, Server, server::TcpIncoming};
-    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    use tonic::transport::Server;
+    use tonic_health::pb::health_client::HealthClient;
     use tower_spillway::rate::RateLimitHandle;
+
+    use crate::support::{channel, health_request, pushback_ms, serve_tonic};
 
     use super::*;
 
@@ -163,48 +162,24 @@ mod grpc {
             .await;
         let limit = RateLimitLayer::builder(quota).http().build();
         let handle = limit.handle();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
+        let addr = serve_tonic(|incoming| {
             Server::builder()
                 .layer(limit)
                 .add_service(health)
-                .serve_with_incoming(TcpIncoming::from(listener))
-                .await
-                .unwrap();
-        });
-        (addr, handle)
-    }
-
-    async fn channel(addr: SocketAddr) -> Channel {
-        Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap()
-    }
-
-    fn check() -> tonic::Request<HealthCheckRequest> {
-        tonic::Request::new(HealthCheckRequest {
-            service: String::new(),
+                .serve_with_incoming(incoming)
         })
+        .await;
+        (addr, handle)
     }
 
     #[tokio::test]
     async fn refusal_reaches_tonic_as_resource_exhausted_with_pushback() {
         let (addr, handle) = serve_health(Quota::per_second(10).unwrap().burst(1).unwrap()).await;
         let mut client = HealthClient::new(channel(addr).await);
-        client.check(check()).await.unwrap();
-        let status = client.check(check()).await.unwrap_err();
+        client.check(health_request()).await.unwrap();
+        let status = client.check(health_request()).await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
-        let ms: u64 = status
-            .metadata()
-            .get("grpc-retry-pushback-ms")
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let ms = pushback_ms(&status).expect("a pushback");
         assert!((1..=100).contains(&ms), "{ms}");
         assert_eq!(handle.snapshot().limited, 1);
     }
@@ -225,7 +200,10 @@ mod grpc {
         let mut client = HealthClient::new(svc);
         let start = Instant::now();
         for _ in 0..4 {
-            client.check(check()).await.expect("retried until admitted");
+            client
+                .check(health_request())
+                .await
+                .expect("retried until admitted");
         }
         // 4 calls at 5/s with a burst of 1 take at least 600 ms.
         assert!(start.elapsed() >= Duration::from_millis(600));

@@ -3,36 +3,18 @@
 //! request, leave behind a few hundred kilobytes, not the 120 MB of their
 //! headers. Measured with a counting allocator (this test binary's own).
 
-use std::{
-    alloc::{GlobalAlloc, Layout, System},
-    convert::Infallible,
-    sync::atomic::{AtomicIsize, Ordering},
-};
+mod support;
+
+use std::convert::Infallible;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request};
+use support::live_heap;
 use tower::{Layer, ServiceExt, service_fn};
 use tower_spillway::rate::{ApiKey, Quota, RateLimitLayer};
 
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: `ptr` came from `alloc` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: support::Counting = support::Counting;
 
 #[tokio::test(flavor = "current_thread")]
 async fn remembered_keys_cost_their_digest_not_their_bytes() {
@@ -50,7 +32,7 @@ async fn remembered_keys_cost_their_digest_not_their_bytes() {
         .unwrap();
     svc.clone().oneshot(warm).await.unwrap();
 
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = live_heap();
     for i in 0..2_000u32 {
         // One shared allocation per request, as hyper's header values are
         // slices of its read buffer.
@@ -63,7 +45,7 @@ async fn remembered_keys_cost_their_digest_not_their_bytes() {
             .unwrap();
         svc.clone().oneshot(req).await.unwrap();
     }
-    let grown = LIVE.load(Ordering::Relaxed) - before;
+    let grown = live_heap() - before;
     assert_eq!(handle.snapshot().keys, 2_001);
     assert!(grown < 4 << 20, "{grown} bytes kept for 2,000 keys");
 }

@@ -1,6 +1,8 @@
 //! `RetryAfterLayer` over real loopback servers: an axum `Router` answered to a
 //! hyper client, and a tonic server answered to a tonic client.
 
+mod support;
+
 use std::{
     net::SocketAddr,
     task::{Context, Poll},
@@ -10,13 +12,9 @@ use std::{
 use axum::{Router, routing::get};
 use bytes::Bytes;
 use futures_util::future::{Either, Ready, ready};
-use http::{Request, Response, StatusCode, header};
+use http::{Request, StatusCode, header};
 use http_body_util::{BodyExt, Empty, Full};
-use hyper_util::{
-    client::legacy::Client,
-    rt::{TokioExecutor, TokioIo},
-    service::TowerToHyperService,
-};
+use support::{h1_client, h2_client, serve_axum, serve_hyper};
 use tower::{Service, ServiceBuilder, layer::layer_fn};
 use tower_spillway::{
     BoxError, Overloaded, Priority, Reason, RetryAfterPolicy, retry_after::RetryAfterLayer,
@@ -67,30 +65,6 @@ where
     }
 }
 
-async fn serve_http<S, B>(svc: S) -> SocketAddr
-where
-    S: Service<Request<hyper::body::Incoming>, Response = Response<B>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<BoxError>,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let svc = TowerToHyperService::new(svc.clone());
-            tokio::spawn(async move {
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
 fn app() -> Router {
     Router::new()
         .route("/payments", get(|| async { "paid" }))
@@ -102,26 +76,15 @@ async fn get_with(
     path: &str,
     refuse: Option<&str>,
 ) -> (StatusCode, http::HeaderMap, Bytes) {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let mut req = Request::get(format!("http://{addr}{path}"));
     if let Some(r) = refuse {
         req = req.header("x-refuse", r);
     }
-    let res = client
-        .request(req.body(Empty::new()).unwrap())
-        .await
-        .unwrap();
-    let (parts, body) = res.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
-    (parts.status, parts.headers, body)
+    support::send(&h1_client(), req.body(Empty::<Bytes>::new()).unwrap()).await
 }
 
 fn retry_after_secs(headers: &http::HeaderMap) -> u64 {
-    headers[header::RETRY_AFTER]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap()
+    support::retry_after_secs(headers).expect("a Retry-After in whole seconds")
 }
 
 #[tokio::test]
@@ -130,7 +93,7 @@ async fn axum_router_refusals_reach_hyper_client_as_503_and_429() {
         .layer(RetryAfterLayer::new())
         .layer(layer_fn(Refuse))
         .service(app());
-    let addr = serve_http(svc).await;
+    let addr = serve_hyper(svc, |_| {}).await;
 
     let (status, _, body) = get_with(addr, "/payments", None).await;
     assert_eq!(status, 200);
@@ -168,9 +131,7 @@ async fn axum_router_layer_fills_missing_retry_after() {
         RetryAfterLayer::new()
             .fill_missing(RetryAfterPolicy::new().default_delay(Duration::from_secs(4))),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = serve_axum(app).await;
 
     let (status, headers, _) = get_with(addr, "/busy", None).await;
     assert_eq!(status, 503);
@@ -181,54 +142,33 @@ async fn axum_router_layer_fills_missing_retry_after() {
 }
 
 mod grpc {
-    use tonic::transport::{Endpoint, Server, server::TcpIncoming};
-    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    use tonic::transport::Server;
+    use tonic_health::pb::health_client::HealthClient;
 
     use super::*;
+    use crate::support::{channel, health_request, pushback_ms, serve_tonic};
 
     async fn serve_health() -> SocketAddr {
         let (reporter, health) = tonic_health::server::health_reporter();
         reporter
             .set_service_status("", tonic_health::ServingStatus::Serving)
             .await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
+        serve_tonic(|incoming| {
             Server::builder()
                 .layer(RetryAfterLayer::new())
                 .layer(layer_fn(Refuse))
                 .add_service(health)
-                .serve_with_incoming(TcpIncoming::from(listener))
-                .await
-                .unwrap();
-        });
-        addr
+                .serve_with_incoming(incoming)
+        })
+        .await
     }
 
     async fn check(addr: SocketAddr, refuse: &'static str) -> Result<(), tonic::Status> {
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut client = HealthClient::new(channel);
-        let mut req = tonic::Request::new(HealthCheckRequest {
-            service: String::new(),
-        });
+        let mut client = HealthClient::new(channel(addr).await);
+        let mut req = tonic::Request::new(health_request());
         req.metadata_mut()
             .insert("x-refuse", refuse.parse().unwrap());
         client.check(req).await.map(|_| ())
-    }
-
-    fn pushback_ms(status: &tonic::Status) -> u64 {
-        status
-            .metadata()
-            .get("grpc-retry-pushback-ms")
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap()
     }
 
     #[tokio::test]
@@ -240,19 +180,23 @@ mod grpc {
         let status = check(addr, "capacity").await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
         assert!(status.message().contains("shed"), "{status:?}");
-        assert!((2500..=3000).contains(&pushback_ms(&status)), "{status:?}");
+        assert!(
+            (2500..=3000).contains(&pushback_ms(&status).unwrap()),
+            "{status:?}"
+        );
 
         let status = check(addr, "quota").await.unwrap_err();
         assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
-        assert!((300..=360).contains(&pushback_ms(&status)), "{status:?}");
+        assert!(
+            (300..=360).contains(&pushback_ms(&status).unwrap()),
+            "{status:?}"
+        );
     }
 
     #[tokio::test]
     async fn refusal_is_trailers_only_with_an_empty_body() {
         let addr = serve_health().await;
-        let client = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .build_http::<Full<Bytes>>();
+        let client = h2_client::<Full<Bytes>>();
         // A gRPC request whose body is never read: the refusal must not wait for it.
         let req = Request::post(format!("http://{addr}/grpc.health.v1.Health/Check"))
             .header(header::CONTENT_TYPE, "application/grpc")

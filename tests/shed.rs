@@ -2,17 +2,19 @@
 //! over HTTP/2 with hyper's client, and tonic with its health service.
 #![cfg(feature = "http")]
 
+mod support;
+
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use axum::{Router, routing::get};
-use bytes::Bytes;
-use http::{Request, StatusCode, header};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::{TokioExecutor, TokioIo},
+use axum::{
+    Router,
+    routing::{MethodRouter, get},
 };
-use tokio::{net::TcpListener, sync::Semaphore};
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use support::{HttpClient, channel, h1_client, h2_client, health_request, serve_tonic};
+use tokio::sync::Semaphore;
 use tower_spillway::{
     Priority,
     priority::{HeaderPriority, PriorityLayer},
@@ -22,62 +24,52 @@ use tower_spillway::{
 /// Serves `app` over HTTP/1 and HTTP/2 on a loopback port, allowing many
 /// concurrent streams per connection.
 async fn serve(app: Router) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            let app = app.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                    tower::ServiceExt::oneshot(app.clone(), req)
-                });
-                let mut builder =
-                    hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                builder.http2().max_concurrent_streams(10_000);
-                let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
-            });
-        }
-    });
-    addr
-}
-
-fn h2_client() -> Client<HttpConnector, Empty<Bytes>> {
-    Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http()
-}
-
-fn h1_client() -> Client<HttpConnector, Empty<Bytes>> {
-    Client::builder(TokioExecutor::new()).build_http()
+    support::serve_hyper(app, |builder| {
+        builder.http2().max_concurrent_streams(10_000);
+    })
+    .await
 }
 
 /// Whole seconds of a valid `Retry-After`, or `None`.
 fn retry_after_secs(res: &http::Response<hyper::body::Incoming>) -> Option<u64> {
-    let v = res.headers().get(header::RETRY_AFTER)?.to_str().ok()?;
-    v.parse().ok()
+    support::retry_after_secs(res.headers())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn axum_spike_keeps_critical_and_sheds_low_first() {
-    // A handler that serves 50 requests at a time, 20 ms each.
-    let slots = Arc::new(Semaphore::new(50));
-    let handler = move || {
+/// A handler that serves `slots` requests at a time, 20 ms each.
+fn work(slots: usize) -> MethodRouter {
+    let slots = Arc::new(Semaphore::new(slots));
+    get(move || {
         let slots = Arc::clone(&slots);
         async move {
             let _slot = slots.acquire().await.unwrap();
             tokio::time::sleep(Duration::from_millis(20)).await;
             "done"
         }
-    };
+    })
+}
+
+/// Sends a request to `/work` at priority `p`.
+async fn send_work(
+    client: &HttpClient,
+    addr: SocketAddr,
+    p: Priority,
+) -> http::Response<hyper::body::Incoming> {
+    let req = Request::get(format!("http://{addr}/work"))
+        .header("x-priority", p.as_str())
+        .body(Empty::new())
+        .unwrap();
+    client.request(req).await.expect("a response")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axum_spike_keeps_critical_and_sheds_low_first() {
     let shed = PriorityShedLayer::builder(Thresholds::ladder(100))
         .http()
         .build();
     let stats = shed.handle();
     let app = Router::new()
-        .route("/work", get(handler))
+        // 50 requests at a time, 20 ms each.
+        .route("/work", work(50))
         .layer(shed)
         .layer(PriorityLayer::new(HeaderPriority::new().trusted(true)));
     let addr = serve(app).await;
@@ -102,11 +94,7 @@ async fn axum_spike_keeps_critical_and_sheds_low_first() {
         for &p in wave {
             let client = client.clone();
             tasks.spawn(async move {
-                let req = Request::get(format!("http://{addr}/work"))
-                    .header("x-priority", p.as_str())
-                    .body(Empty::new())
-                    .unwrap();
-                let res = client.request(req).await.expect("a response");
+                let res = send_work(&client, addr, p).await;
                 let status = res.status();
                 let hint = retry_after_secs(&res);
                 let body = res.into_body().collect().await.unwrap().to_bytes();
@@ -190,7 +178,7 @@ async fn one_layer_on_a_router_is_one_shared_state() {
         .route("/c", get(|| async { "c" }))
         .layer(shed);
     let addr = serve(app).await;
-    let client = h1_client();
+    let client = h1_client::<Empty<Bytes>>();
     let get = |path: &'static str| {
         let client = client.clone();
         async move {
@@ -226,7 +214,7 @@ async fn one_layer_on_a_router_is_one_shared_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tonic_shed_call_is_unavailable_with_pushback() {
-    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    use tonic_health::pb::health_client::HealthClient;
 
     // A saturated load signal: every non-critical call is shed.
     let shed = PriorityShedLayer::builder(Thresholds::ladder(10))
@@ -235,67 +223,41 @@ async fn tonic_shed_call_is_unavailable_with_pushback() {
         .build();
     let stats = shed.handle();
     let (_reporter, health) = tonic_health::server::health_reporter();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
+    let addr = serve_tonic(|incoming| {
         tonic::transport::Server::builder()
             .layer(shed)
             .add_service(health)
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-    );
+            .serve_with_incoming(incoming)
+    })
+    .await;
 
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = HealthClient::new(channel);
-    let status = client
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap_err();
+    let mut client = HealthClient::new(channel(addr).await);
+    let status = client.check(health_request()).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable);
-    let pushback: u64 = status
-        .metadata()
-        .get("grpc-retry-pushback-ms")
-        .expect("pushback")
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let pushback = support::pushback_ms(&status).expect("pushback");
     assert!((1_000..=30_000).contains(&pushback), "{pushback}");
     assert_eq!(stats.snapshot().shed.default, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tonic_critical_call_passes_under_the_same_load() {
-    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    use tonic_health::pb::health_client::HealthClient;
 
     let shed = PriorityShedLayer::builder(Thresholds::ladder(10))
         .signal(|| 1_000usize)
         .http()
         .build();
     let (_reporter, health) = tonic_health::server::health_reporter();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
+    let addr = serve_tonic(|incoming| {
         tonic::transport::Server::builder()
             .layer(PriorityLayer::new(Priority::Critical))
             .layer(shed)
             .add_service(health)
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-    );
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let res = HealthClient::new(channel)
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
+            .serve_with_incoming(incoming)
+    })
+    .await;
+    let res = HealthClient::new(channel(addr).await)
+        .check(health_request())
         .await
         .unwrap();
     assert_eq!(
@@ -306,22 +268,13 @@ async fn tonic_critical_call_passes_under_the_same_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn axum_adaptive_sheds_by_priority_under_sustained_overload() {
-    // 10 at a time, 20 ms each: 500 requests/s. Offered: 2 000/s for 1.5 s.
-    let slots = Arc::new(Semaphore::new(10));
-    let handler = move || {
-        let slots = Arc::clone(&slots);
-        async move {
-            let _slot = slots.acquire().await.unwrap();
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            "done"
-        }
-    };
     let shed = PriorityShedLayer::builder(tower_spillway::shed::Adaptive::default())
         .http()
         .build();
     let stats = shed.handle();
     let app = Router::new()
-        .route("/work", get(handler))
+        // 10 at a time, 20 ms each: 500 requests/s. Offered: 2 000/s for 1.5 s.
+        .route("/work", work(10))
         .layer(shed)
         .layer(PriorityLayer::new(HeaderPriority::new().trusted(true)));
     let addr = serve(app).await;
@@ -340,11 +293,7 @@ async fn axum_adaptive_sheds_by_priority_under_sustained_overload() {
             };
             let client = client.clone();
             tasks.spawn(async move {
-                let req = Request::get(format!("http://{addr}/work"))
-                    .header("x-priority", p.as_str())
-                    .body(Empty::new())
-                    .unwrap();
-                let res = client.request(req).await.expect("a response");
+                let res = send_work(&client, addr, p).await;
                 let hint = retry_after_secs(&res);
                 let status = res.status();
                 let _ = res.into_body().collect().await;

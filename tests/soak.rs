@@ -14,47 +14,17 @@
 //! less CPU than the traffic needs and requests wait for the CPU, not for
 //! the stack. At 4000 a second the same checks hold with a core to spare.
 
-use std::process::Command;
+mod support;
 
-use serde_json::Value;
-
-fn f(v: &Value) -> f64 {
-    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
-}
+use support::{f, run_example};
 
 #[test]
 fn soak_30s_at_ten_times_capacity_is_flat_and_loses_nothing() {
-    let json = std::env::temp_dir().join(format!("soak-{}.json", std::process::id()));
-    let out = Command::new(env!("CARGO"))
-        .args([
-            "run",
-            "--quiet",
-            "--release",
-            "--features",
-            "serde",
-            "--example",
-            "soak",
-            "--",
-            "--seconds",
-            "30",
-            "--service-ms",
-            "50",
-            "--json",
-        ])
-        .arg(&json)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .expect("cargo runs");
-    println!("{}", String::from_utf8_lossy(&out.stdout));
-    assert!(
-        out.status.success(),
-        "soak failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let figures = run_example(
+        "soak",
+        &["serde"],
+        &["--seconds", "30", "--service-ms", "50"],
     );
-    let figures: Value =
-        serde_json::from_slice(&std::fs::read(&json).expect("the JSON was written"))
-            .expect("valid JSON");
-    let _ = std::fs::remove_file(&json);
     let summary = &figures["summary"];
 
     // Ten times capacity was offered, and every request was answered.

@@ -2,6 +2,8 @@
 //! `examples/tonic_stack.rs`, served on loopback exactly as the examples
 //! build them, driven by real hyper and tonic clients.
 
+mod support;
+
 use std::{
     net::SocketAddr,
     sync::{
@@ -13,11 +15,8 @@ use std::{
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
+use http_body_util::Empty;
+use support::{HttpClient, channel, h1_client, h2_client, wait_until};
 use tokio::time::Instant;
 use tower_spillway::retry_after::{parse_pushback_ms, parse_retry_after};
 
@@ -32,25 +31,10 @@ mod axum_stack;
 #[allow(dead_code)]
 mod shop;
 
-type HttpClient = Client<HttpConnector, Empty<Bytes>>;
-
 async fn serve_axum(config: &axum_stack::Config) -> (SocketAddr, axum_stack::Handles) {
     let (app, handles) = axum_stack::app(config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     // As the example serves it.
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (addr, handles)
-}
-
-fn h1_client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
-}
-
-fn h2_client() -> HttpClient {
-    Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http()
+    (support::serve_axum(app).await, handles)
 }
 
 /// Sends one request; the status, the headers and the body.
@@ -67,13 +51,7 @@ async fn send(
     if let Some(p) = priority {
         req = req.header("x-priority", p);
     }
-    let res = client
-        .request(req.body(Empty::new()).unwrap())
-        .await
-        .unwrap();
-    let (parts, body) = res.into_parts();
-    let body = body.collect().await.unwrap().to_bytes();
-    (parts.status, parts.headers, body)
+    support::send(client, req.body(Empty::new()).unwrap()).await
 }
 
 /// A valid `Retry-After` as the stack sends it: delay-seconds, at least 1.
@@ -82,14 +60,6 @@ fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
     let hint = parse_retry_after(value.as_bytes(), std::time::SystemTime::now())?;
     let secs: u64 = value.to_str().ok()?.parse().ok()?;
     (secs >= 1 && hint == Duration::from_secs(secs)).then_some(hint)
-}
-
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 /// Tasks posting to `path` in a loop until stopped; a refused request backs
@@ -332,20 +302,7 @@ async fn axum_priority_header_is_trusted_only_when_asked() {
 // ---- tonic ----------------------------------------------------------------
 
 async fn serve_tonic(config: &shop::Config) -> (SocketAddr, shop::Handles) {
-    let incoming =
-        tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let addr = incoming.local_addr().unwrap();
-    let (server, handles) = shop::serve(incoming, config).await;
-    tokio::spawn(async move { server.await.unwrap() });
-    (addr, handles)
-}
-
-async fn channel(addr: SocketAddr) -> tonic::transport::Channel {
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
+    support::serve_tonic_with(|incoming| shop::serve(incoming, config)).await
 }
 
 fn write_request(api_key: &str) -> tonic::Request<shop::WriteRequest> {

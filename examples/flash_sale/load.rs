@@ -95,41 +95,44 @@ pub struct Live {
     pub error: AtomicU64,
 }
 
-/// Sends the phases' traffic to `addr` and returns every request's fate.
-pub async fn drive(
-    addr: SocketAddr,
-    phases: &[Phase],
-    mix: Mix,
-    protocol: Protocol,
-    timeout: Duration,
-    live: Arc<Live>,
-) -> Vec<Sample> {
+/// What to send: the phases' open-loop arrivals, picked by `mix`, to
+/// `addr` over `protocol`, each request given up after `timeout`.
+pub struct Traffic<'a> {
+    pub addr: SocketAddr,
+    pub phases: &'a [Phase],
+    pub mix: Mix,
+    pub protocol: Protocol,
+    pub timeout: Duration,
+}
+
+/// Sends the traffic and returns every request's fate.
+pub async fn drive(traffic: Traffic<'_>, live: Arc<Live>) -> Vec<Sample> {
     let samples = Arc::new(Mutex::new(Vec::with_capacity(64 * 1024)));
     let record = {
         let samples = Arc::clone(&samples);
         move |sample, _status| samples.lock().unwrap().push(sample)
     };
-    drive_into(addr, phases, mix, protocol, timeout, live, record).await;
+    drive_into(traffic, live, record).await;
     Arc::try_unwrap(samples)
         .map(|m| m.into_inner().unwrap())
         .unwrap_or_default()
 }
 
-/// Sends the phases' traffic to `addr` and hands each request's fate, with
-/// the status it was answered with (`None`: no complete answer), to `record`
-/// as soon as it is known. Nothing is kept, so a run of any length holds
-/// only the requests in flight.
-pub async fn drive_into<R>(
-    addr: SocketAddr,
-    phases: &[Phase],
-    mix: Mix,
-    protocol: Protocol,
-    timeout: Duration,
-    live: Arc<Live>,
-    record: R,
-) where
+/// Sends the traffic and hands each request's fate, with the status it was
+/// answered with (`None`: no complete answer), to `record` as soon as it is
+/// known. Nothing is kept, so a run of any length holds only the requests
+/// in flight.
+pub async fn drive_into<R>(traffic: Traffic<'_>, live: Arc<Live>, record: R)
+where
     R: Fn(Sample, Option<StatusCode>) + Clone + Send + 'static,
 {
+    let Traffic {
+        addr,
+        phases,
+        mix,
+        protocol,
+        timeout,
+    } = traffic;
     let client = match protocol {
         // One HTTP/2 connection multiplexes every request, so the client
         // needs no socket per outstanding request however badly the server

@@ -260,15 +260,14 @@ async fn run(
         })
     };
 
-    let samples = load::drive(
-        served.addr,
+    let traffic = load::Traffic {
+        addr: served.addr,
         phases,
-        shape.mix,
-        shape.protocol,
-        CLIENT_TIMEOUT,
-        Arc::clone(&live),
-    )
-    .await;
+        mix: shape.mix,
+        protocol: shape.protocol,
+        timeout: CLIENT_TIMEOUT,
+    };
+    let samples = load::drive(traffic, Arc::clone(&live)).await;
     let duration = start.elapsed();
     progress.abort();
     if let Some(stats) = &served.stats {

@@ -224,15 +224,8 @@ pub fn write_svg(runs: &[Run], path: &Path) -> Result<(), Box<dyn std::error::Er
     let capacity = runs.first().map_or(1.0, |r| r.capacity_rps);
 
     for (run, area) in runs.iter().zip(&areas) {
-        let mut chart = ChartBuilder::on(area)
-            .caption(
-                format!("{}: successes per second", run.name),
-                ("sans-serif", 18),
-            )
-            .margin(8)
-            .x_label_area_size(28)
-            .y_label_area_size(48)
-            .build_cartesian_2d(0.0..secs, 0.0..capacity * 1.2)?;
+        let caption = format!("{}: successes per second", run.name);
+        let mut chart = panel(area, caption, secs, capacity * 1.2)?;
         chart
             .configure_mesh()
             .x_desc("seconds")
@@ -277,15 +270,8 @@ pub fn write_svg(runs: &[Run], path: &Path) -> Result<(), Box<dyn std::error::Er
     let limit_run = runs.iter().find(|r| !r.limit.is_empty());
     if let (Some(run), Some(area)) = (limit_run, areas.last()) {
         let max = run.limit.iter().map(|p| p.1).fold(1.0, f64::max);
-        let mut chart = ChartBuilder::on(area)
-            .caption(
-                format!("{}: adaptive concurrency limit", run.name),
-                ("sans-serif", 18),
-            )
-            .margin(8)
-            .x_label_area_size(28)
-            .y_label_area_size(48)
-            .build_cartesian_2d(0.0..secs, 0.0..max * 1.2)?;
+        let caption = format!("{}: adaptive concurrency limit", run.name);
+        let mut chart = panel(area, caption, secs, max * 1.2)?;
         chart.configure_mesh().x_desc("seconds").draw()?;
         chart.draw_series(LineSeries::new(
             run.limit.iter().copied(),
@@ -294,4 +280,29 @@ pub fn write_svg(runs: &[Run], path: &Path) -> Result<(), Box<dyn std::error::Er
     }
     root.present()?;
     Ok(())
+}
+
+/// A panel's chart: seconds across, a figure up.
+type Panel<'a, DB> = plotters::prelude::ChartContext<
+    'a,
+    DB,
+    plotters::prelude::Cartesian2d<
+        plotters::coord::types::RangedCoordf64,
+        plotters::coord::types::RangedCoordf64,
+    >,
+>;
+
+/// One panel of the chart: `caption` over `0..secs` seconds and `0..y_max`.
+fn panel<DB: plotters::prelude::DrawingBackend>(
+    area: &plotters::prelude::DrawingArea<DB, plotters::coord::Shift>,
+    caption: String,
+    secs: f64,
+    y_max: f64,
+) -> Result<Panel<'_, DB>, plotters::prelude::DrawingAreaErrorKind<DB::ErrorType>> {
+    plotters::prelude::ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 18))
+        .margin(8)
+        .x_label_area_size(28)
+        .y_label_area_size(48)
+        .build_cartesian_2d(0.0..secs, 0.0..y_max)
 }
