@@ -4,7 +4,7 @@
 //! threads sharing one limit; plus the HTTP refusal path (503 + Retry-After).
 //!
 //! ```text
-//! cargo bench --bench limit
+//! cargo bench -p tower-spillway-benches --bench limit
 //! ```
 
 use std::{
