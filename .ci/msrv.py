@@ -5,11 +5,18 @@ the way cargo's MSRV-aware resolver sees it: no normal dependency reachable in
 the default build (and with `--no-default-features`) may declare a newer
 `rust-version` than the crate. The `tonic` feature is allowed a newer one,
 which the README states.
+
+The dependency set is `cargo tree`'s with dev-dependencies left out, which
+resolves features as a dependent's build does. `cargo metadata` cannot: it
+unifies the dev-dependencies' features too, and the crate's dev-dependency on
+itself turns on every feature for the tests and examples.
 """
 
 import json
 import subprocess
 import sys
+
+CRATE = "tower-spillway"
 
 
 def version_tuple(v):
@@ -17,44 +24,53 @@ def version_tuple(v):
     return tuple(parts + [0] * (3 - len(parts)))
 
 
-def check(extra_args, label):
+def rust_versions():
+    """(name, version) -> rust-version (or None), for every package cargo knows."""
     meta = json.loads(
-        subprocess.check_output(
-            ["cargo", "metadata", "--format-version", "1", *extra_args]
-        )
+        subprocess.check_output(["cargo", "metadata", "--format-version", "1"])
     )
-    packages = {p["id"]: p for p in meta["packages"]}
-    root_id = meta["resolve"]["root"]
-    root = packages[root_id]
-    msrv = version_tuple(root["rust_version"])
-    nodes = {n["id"]: n for n in meta["resolve"]["nodes"]}
+    return {(p["name"], p["version"]): p.get("rust_version") for p in meta["packages"]}
 
-    # Walk normal (non-dev, non-build) edges only from the root.
-    seen, stack = set(), [root_id]
-    while stack:
-        node = nodes[stack.pop()]
-        for dep in node["deps"]:
-            kinds = {k["kind"] for k in dep["dep_kinds"]}
-            if node["id"] == root_id and kinds <= {"dev"}:
-                continue
-            if dep["pkg"] not in seen:
-                seen.add(dep["pkg"])
-                stack.append(dep["pkg"])
+
+def dependencies(extra_args):
+    """(name, version) of every package in the crate's normal and build tree."""
+    out = subprocess.check_output(
+        [
+            "cargo", "tree", "-p", CRATE, "-e", "normal,build", "--target", "all",
+            "--prefix", "none", "--format", "{p}", *extra_args,
+        ],
+        text=True,
+    )
+    deps = set()
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) < 2 or not fields[1].startswith("v"):
+            continue
+        deps.add((fields[0], fields[1][1:]))
+    return deps
+
+
+def check(extra_args, label, versions):
+    deps = dependencies(extra_args)
+    root = next(d for d in deps if d[0] == CRATE)
+    msrv_text = versions[root]
+    msrv = version_tuple(msrv_text)
+    deps.discard(root)
 
     too_new = []
-    for pid in seen:
-        p = packages[pid]
-        rv = p.get("rust_version")
+    for name, version in deps:
+        rv = versions.get((name, version))
         if rv and version_tuple(rv) > msrv:
-            too_new.append(f"{p['name']} {p['version']} needs {rv}")
+            too_new.append(f"{name} {version} needs {rv}")
     if too_new:
-        print(f"{label}: dependencies need a newer compiler than {root['rust_version']}:")
+        print(f"{label}: dependencies need a newer compiler than {msrv_text}:")
         print("\n".join(sorted(too_new)))
         return False
-    print(f"{label}: {len(seen)} dependencies, all within rust-version {root['rust_version']}")
+    print(f"{label}: {len(deps)} dependencies, all within rust-version {msrv_text}")
     return True
 
 
-ok = check([], "default features")
-ok = check(["--no-default-features"], "no default features") and ok
+versions = rust_versions()
+ok = check([], "default features", versions)
+ok = check(["--no-default-features"], "no default features", versions) and ok
 sys.exit(0 if ok else 1)

@@ -2,7 +2,7 @@
 //! and single-flight with 1 and 64 identical concurrent callers, in one run.
 //!
 //! ```text
-//! cargo bench --bench batch
+//! cargo bench -p tower-spillway-benches --bench batch
 //! ```
 //!
 //! Each iteration pushes `ITEMS` items through the service from `ITEMS`

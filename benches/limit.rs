@@ -2,9 +2,11 @@
 //! same run: one request through a service that answers at once, so the
 //! figures are the layers' own cost. Uncontended (one thread) and with two
 //! threads sharing one limit; plus the HTTP refusal path (503 + Retry-After).
+//! And `Aimd::default()` against the AIMD limiters of tower-acc and
+//! tower-resilience (`tower-resilience-adaptive`), with the same bounds.
 //!
 //! ```text
-//! cargo bench --bench limit
+//! cargo bench -p tower-spillway-benches --bench limit
 //! ```
 
 use std::{
@@ -73,6 +75,34 @@ fn aimd_limit() -> impl Service<u64, Response = u64> + Clone + Send {
         .layer(Echo)
 }
 
+/// Ours with every number a default: min 20, initial 20, max 200, backoff
+/// 0.9, timeout 5 s.
+fn aimd_default() -> impl Service<u64, Response = u64> + Clone + Send {
+    AdaptiveLimitLayer::builder(Aimd::default())
+        .classify(Priority::Default)
+        .build()
+        .layer(Echo)
+}
+
+/// tower-acc's AIMD, whose defaults are the same as ours (Netflix's).
+fn tower_acc_aimd() -> impl Service<u64, Response = u64> + Clone + Send {
+    tower_acc::ConcurrencyLimitLayer::new(tower_acc::Aimd::default()).layer(Echo)
+}
+
+/// tower-resilience's AIMD, set to our defaults' bounds (its own defaults
+/// are initial 10, min 1, max 100, decrease 0.5, latency threshold 100 ms).
+fn tower_resilience_aimd() -> impl Service<u64, Response = u64> + Clone + Send {
+    let aimd = tower_resilience_adaptive::Aimd::builder()
+        .initial_limit(20)
+        .min_limit(20)
+        .max_limit(200)
+        .decrease_factor(0.9)
+        .latency_threshold(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    tower_resilience_adaptive::AdaptiveLimiterLayer::new(aimd).layer(Echo)
+}
+
 fn uncontended(c: &mut Criterion) {
     let mut g = c.benchmark_group("limit/uncontended");
     let mut t = tower_limit();
@@ -131,6 +161,43 @@ fn contended(c: &mut Criterion) {
     g.finish();
 }
 
+/// `Aimd::default()` against the peers' AIMD limiters, uncontended and with
+/// two threads sharing one limit.
+fn aimd_peers(c: &mut Criterion) {
+    let mut ours = aimd_default();
+    let mut acc = tower_acc_aimd();
+    let mut resilience = tower_resilience_aimd();
+    // Each admits at once, so the rows time admission, not a refusal.
+    assert!(one(&mut ours, 1) && one(&mut acc, 1) && one(&mut resilience, 1));
+
+    let mut g = c.benchmark_group("limit/aimd_peers/uncontended");
+    g.bench_function("adaptive_limit_aimd_default", |b| {
+        b.iter(|| black_box(one(&mut ours, black_box(1))))
+    });
+    g.bench_function("tower_acc_aimd", |b| {
+        b.iter(|| black_box(one(&mut acc, black_box(1))))
+    });
+    g.bench_function("tower_resilience_aimd", |b| {
+        b.iter(|| black_box(one(&mut resilience, black_box(1))))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("limit/aimd_peers/2_threads");
+    let ours = aimd_default();
+    g.bench_function("adaptive_limit_aimd_default", |b| {
+        b.iter_custom(|iters| two_threads(&ours, iters))
+    });
+    let acc = tower_acc_aimd();
+    g.bench_function("tower_acc_aimd", |b| {
+        b.iter_custom(|iters| two_threads(&acc, iters))
+    });
+    let resilience = tower_resilience_aimd();
+    g.bench_function("tower_resilience_aimd", |b| {
+        b.iter_custom(|iters| two_threads(&resilience, iters))
+    });
+    g.finish();
+}
+
 /// The HTTP face refusing at the limit: 503, Retry-After, problem+json.
 fn http_refusal(c: &mut Criterion) {
     use http::{Request, Response};
@@ -177,5 +244,5 @@ fn http_refusal(c: &mut Criterion) {
     let _ = rt.block_on(holder);
 }
 
-criterion_group!(benches, uncontended, contended, http_refusal);
+criterion_group!(benches, uncontended, contended, aimd_peers, http_refusal);
 criterion_main!(benches);

@@ -4,11 +4,14 @@
 //! `RateLimit` fields against tower_governor's 429, in the same run; and the
 //! pass-through cost of the client's `HonorRetryAfter`.
 //!
-//! Benches build with the dev-dependencies' features, so tokio's `test-util`
-//! is on and `tokio::time::Instant::now()` consults the (pausable) test clock:
-//! the spillway layers and tower's `RateLimit` pay that on every call, while
-//! tower_governor reads `quanta`'s clock. In a release build of an
-//! application, tokio's clock is `std::time::Instant::now()`.
+//! ```text
+//! cargo bench -p tower-spillway-benches --bench rate
+//! ```
+//!
+//! The spillway layers and tower's `RateLimit` read tokio's clock, which in
+//! this crate (built without tokio's `test-util`) is
+//! `std::time::Instant::now()`, as in an application; tower_governor reads
+//! `quanta`'s clock.
 
 use std::{
     future::{Ready, ready},

@@ -1,6 +1,10 @@
 //! The cost of the refusal path: building a 503/429 with `Retry-After` and a
 //! problem+json body, against tower's built-ins answering a bare 503 through
 //! axum's `HandleErrorLayer`, in the same run.
+//!
+//! ```text
+//! cargo bench -p tower-spillway-benches --bench retry_after
+//! ```
 
 use std::{
     future::{Ready, ready},

@@ -2,7 +2,7 @@
 //! `LoadShed` over `ConcurrencyLimit`, in the same run: uncontended, and with
 //! two threads sharing one layer.
 //!
-//! Run with `cargo bench --bench shed`.
+//! Run with `cargo bench -p tower-spillway-benches --bench shed`.
 
 use std::{
     convert::Infallible,

@@ -11,7 +11,7 @@
 //! cost: admitting a request and releasing it when its (empty) body ends.
 //!
 //! ```text
-//! cargo bench --bench stack
+//! cargo bench -p tower-spillway-benches --bench stack
 //! ```
 
 use std::{

@@ -15,7 +15,7 @@
 //! the limiter and bypass the shedder: never refused, never queued.
 //!
 //! ```text
-//! cargo run --release --example axum_stack --features serde -- \
+//! cargo run --release --example axum_stack -- \
 //!     [--addr 127.0.0.1:3000] [--capacity 20] [--service-ms 20] [--trust-priority-header]
 //!
 //! curl -X POST localhost:3000/payments
@@ -27,8 +27,8 @@
 //! Every route takes POST with any (or no) body and answers `200` with a small
 //! JSON body once the write is done. With `--trust-priority-header`, a caller's
 //! `x-priority: critical|high|default|low` overrides the route table (without
-//! it, the header can only lower a request's priority). With the `tracing`
-//! feature (`--features serde,tracing`) the layers' transitions are printed:
+//! it, the header can only lower a request's priority). The layers'
+//! transitions are printed (the examples build with the `tracing` feature):
 //! shedding started and stopped, and with `SPILLWAY_LOG=debug` every move of
 //! the admission level and the concurrency limit.
 

@@ -6,7 +6,7 @@
 //! callers when to come back, and serves its figures at `/stats`.
 //!
 //! ```text
-//! cargo run --example shed --features serde
+//! cargo run --example shed
 //! ```
 
 use std::{sync::Arc, time::Duration};

@@ -21,7 +21,7 @@
 //!   within the client's 2 s.
 //!
 //! ```text
-//! cargo run --release --example soak --features serde -- [--seconds 600] [--warmup S]
+//! cargo run --release --example soak -- [--seconds 600] [--warmup S]
 //!     [--capacity 20] [--service-ms 20] [--load 10] [--h1] [--json PATH]
 //! ```
 //!

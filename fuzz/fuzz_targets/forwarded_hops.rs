@@ -12,7 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use arbitrary::Arbitrary;
 use http::HeaderValue;
 use libfuzzer_sys::fuzz_target;
-use tower_spillway::rate::{KeyExtractor, PeerIp};
+use tower_spillway::{key::KeyExtractor, rate::PeerIp};
 
 const MAX_HEADERS: usize = 4;
 const MAX_HOPS: usize = 8;
