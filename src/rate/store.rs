@@ -91,27 +91,24 @@ impl<K> Store<K> {
 
     /// How many keys the store holds (1 for a global store).
     pub(crate) fn len(&self) -> usize {
-        match &self.kind {
-            Kind::Global(_) => 1,
-            Kind::Keyed { shards, .. } => shards
-                .iter()
-                .map(|s| {
-                    let s = s.lock().unwrap_or_else(|e| e.into_inner());
-                    s.current.len() + s.previous.len()
-                })
-                .sum(),
-        }
+        self.sum_generations(HashMap::len)
     }
 
     /// How many key slots the store has allocated: what its memory follows.
     pub(crate) fn allocated(&self) -> usize {
+        self.sum_generations(HashMap::capacity)
+    }
+
+    /// `measure` summed over both generations of every shard (1 for a global
+    /// store).
+    fn sum_generations(&self, measure: impl Fn(&HashMap<K, u64>) -> usize) -> usize {
         match &self.kind {
             Kind::Global(_) => 1,
             Kind::Keyed { shards, .. } => shards
                 .iter()
                 .map(|s| {
                     let s = s.lock().unwrap_or_else(|e| e.into_inner());
-                    s.current.capacity() + s.previous.capacity()
+                    measure(&s.current) + measure(&s.previous)
                 })
                 .sum(),
         }
