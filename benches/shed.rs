@@ -127,6 +127,18 @@ fn bench(c: &mut Criterion) {
 
     // The refusal path: everything but Critical is shed.
     let mut g = c.benchmark_group("refusal");
+    g.bench_function("tower LoadShed", |b| {
+        // A clone holds the limit's one permit, so the shedder's inner
+        // service is never ready and every call is refused.
+        let limited = ServiceBuilder::new().concurrency_limit(1).service(Echo);
+        let mut holder = limited.clone();
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(holder.poll_ready(&mut cx).is_ready());
+        let mut svc = tower::load_shed::LoadShed::new(limited);
+        assert!(!one(&mut svc, Priority::Low), "LoadShed must refuse");
+        b.iter(|| black_box(one(&mut svc, Priority::Low)));
+        drop(holder);
+    });
     g.bench_function("PriorityShed generic", |b| {
         let mut svc = PriorityShedLayer::builder(Thresholds::ladder(1))
             .classify(|p: &Priority| *p)
