@@ -1,4 +1,4 @@
-use std::{fmt, sync::Arc};
+use std::{fmt, num::NonZeroUsize, sync::Arc};
 
 use tower_layer::Layer;
 
@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// The default bound on the keys a keyed limit remembers.
-pub(crate) const DEFAULT_MAX_KEYS: usize = 100_000;
+pub(crate) const DEFAULT_MAX_KEYS: NonZeroUsize = NonZeroUsize::new(100_000).unwrap();
 
 /// Limits the rate of requests with GCRA (the generic cell rate algorithm,
 /// from `governor`), globally or per key.
@@ -111,7 +111,7 @@ pub struct RateLimitBuilder<X = Global, R = AsError> {
     extractor: X,
     /// `false` until [`keyed`](Self::keyed): one bucket, no key table.
     keyed: bool,
-    max_keys: usize,
+    max_keys: NonZeroUsize,
     reject: R,
     fields_on_success: bool,
 }
@@ -139,10 +139,8 @@ impl<X, R> RateLimitBuilder<X, R> {
     /// keys a few honest keys may get a fresh burst early; pair per-key
     /// limits with a global one.
     pub fn max_keys(mut self, max_keys: usize) -> Result<Self, ConfigError> {
-        if max_keys == 0 {
-            return Err(ConfigError::new("max_keys", "must be at least 1"));
-        }
-        self.max_keys = max_keys;
+        self.max_keys = NonZeroUsize::new(max_keys)
+            .ok_or(ConfigError::new("max_keys", "must be at least 1"))?;
         Ok(self)
     }
 
@@ -190,10 +188,10 @@ impl<X, R> RateLimitBuilder<X, R> {
     where
         X: KeyType,
     {
-        // `max_keys` is at least 1, checked when it was set.
-        let store = match self.keyed {
-            true => Store::keyed(self.max_keys).unwrap_or_else(|_| Store::global()),
-            false => Store::global(),
+        let store = if self.keyed {
+            Store::keyed(self.max_keys)
+        } else {
+            Store::global()
         };
         RateLimitLayer {
             extractor: Arc::new(self.extractor),

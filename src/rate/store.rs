@@ -11,6 +11,7 @@
 use std::{
     collections::HashMap,
     hash::{BuildHasher, Hash, RandomState},
+    num::NonZeroUsize,
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -20,7 +21,6 @@ use std::{
 use governor::{nanos::Nanos, state::StateStore};
 use tokio::time::Instant;
 
-use crate::ConfigError;
 
 /// The shared state of a limiter: TATs in nanoseconds since `origin`, zero
 /// meaning "no history".
@@ -66,13 +66,11 @@ impl<K> Store<K> {
 
     /// A keyed store holding at most `max_keys` keys (rounded up to a multiple
     /// of twice the shard count).
-    pub(crate) fn keyed(max_keys: usize) -> Result<Self, ConfigError> {
-        if max_keys == 0 {
-            return Err(ConfigError::new("max_keys", "must be at least 1"));
-        }
+    pub(crate) fn keyed(max_keys: NonZeroUsize) -> Self {
+        let max_keys = max_keys.get();
         let shards = SHARDS.min(max_keys.div_ceil(2));
         let generation = max_keys.div_ceil(2 * shards);
-        Ok(Self {
+        Self {
             origin: Instant::now(),
             kind: Kind::Keyed {
                 shards: (0..shards)
@@ -86,7 +84,7 @@ impl<K> Store<K> {
                 hasher: RandomState::new(),
                 generation,
             },
-        })
+        }
     }
 
     /// How many keys the store holds (1 for a global store).
