@@ -44,13 +44,28 @@ pub(crate) const fn mix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// A caller's key as the number its cohort is drawn from. The hasher's keys are
-/// fixed: what keeps a caller from choosing its cohort is the seed mixed in
-/// after.
+/// A caller's key as the number its cohort is drawn from: FNV-1a over the
+/// key's hashed bytes, a fast, allocation-free digest. Its weakness to chosen
+/// collisions does not matter here: what keeps a caller from choosing its
+/// cohort is the seed mixed in after.
 fn digest<T: Hash>(key: &T) -> u64 {
-    let mut hasher = std::hash::DefaultHasher::new();
+    let mut hasher = Fnv1a(0xcbf2_9ce4_8422_2325);
     key.hash(&mut hasher);
     hasher.finish()
+}
+
+struct Fnv1a(u64);
+
+impl Hasher for Fnv1a {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// Assigns callers to [`Cohort`]s that stay stable for a period, then rotate.
