@@ -93,26 +93,13 @@ impl<R, C, K> AdaptiveLimitLayer<R, C, K> {
 /// `O` is the outcome classification: until [`outcomes`](Self::outcomes)
 /// is called, a marker for the face's own ([`ByResult`] on the generic face,
 /// [`HttpOutcomes`](super::HttpOutcomes) after [`http`](Self::http)).
+#[derive(Debug)]
 pub struct AdaptiveLimitBuilder<R = AsError, O = FaceOutcomes, K = FromExtensions> {
     algorithm: Box<dyn Algorithm + Send>,
     config: QueueConfig,
     reject: R,
     outcomes: O,
     classify: K,
-}
-
-impl<R: std::fmt::Debug, O: std::fmt::Debug, K: std::fmt::Debug> std::fmt::Debug
-    for AdaptiveLimitBuilder<R, O, K>
-{
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdaptiveLimitBuilder")
-            .field("algorithm", &self.algorithm)
-            .field("config", &self.config)
-            .field("reject", &self.reject)
-            .field("outcomes", &self.outcomes)
-            .field("classify", &self.classify)
-            .finish()
-    }
 }
 
 /// The outcome classification of an [`AdaptiveLimitBuilder`] whose

@@ -117,6 +117,7 @@ fn default_policy() -> RetryAfterPolicy {
 /// The options of a [`PriorityShedLayer`], a plain value: set them in any
 /// order, then [`build`](Self::build) the layer, which creates the shared
 /// state once.
+#[derive(Clone)]
 pub struct PriorityShedBuilder<R = AsError, C = FromExtensions, P = NoBypass> {
     rule: Rule,
     signal: Option<DynSignal>,
@@ -134,19 +135,6 @@ impl<R: std::fmt::Debug, C, P> std::fmt::Debug for PriorityShedBuilder<R, C, P> 
             .field("policy", &self.policy)
             .field("reject", &self.reject)
             .finish_non_exhaustive()
-    }
-}
-
-impl<R: Clone, C: Clone, P: Clone> Clone for PriorityShedBuilder<R, C, P> {
-    fn clone(&self) -> Self {
-        Self {
-            rule: self.rule,
-            signal: self.signal.clone(),
-            policy: self.policy.clone(),
-            classify: self.classify.clone(),
-            bypass: self.bypass.clone(),
-            reject: self.reject.clone(),
-        }
     }
 }
 
