@@ -21,7 +21,6 @@ use std::{
 use governor::{nanos::Nanos, state::StateStore};
 use tokio::time::Instant;
 
-
 /// The shared state of a limiter: TATs in nanoseconds since `origin`, zero
 /// meaning "no history".
 #[derive(Debug)]
