@@ -1,101 +1,42 @@
 //! The whole protective stack, per request, against tower's nearest
 //! built-ins in the same run.
 //!
-//! - `spillway`: `PriorityLayer` (route table) → `PriorityShed` (adaptive,
-//!   steering on the limiter's queue) → `AdaptiveLimit` (AIMD), HTTP faces,
-//!   the stack `examples/flash_sale` and `examples/axum_stack` use;
-//! - `tower`: `LoadShed` → `ConcurrencyLimit`, the built-ins' equivalent
-//!   (priority-blind, fixed limit, no `Retry-After`).
+//! - `stack/uncontended` and `stack/2 threads`, the HTTP face:
+//!   - `spillway`: `PriorityLayer` (route table) → `PriorityShed` (adaptive,
+//!     steering on the limiter's queue) → `AdaptiveLimit` (Gradient), HTTP
+//!     faces, the stack `examples/flash_sale` and `examples/axum_stack` use;
+//!   - `tower`: `LoadShed` → `ConcurrencyLimit`, the built-ins' equivalent
+//!     (priority-blind, fixed limit, no `Retry-After`);
+//!   - `no layers` (uncontended only): the baseline, building the request
+//!     and answering it.
+//! - `stack/generic/uncontended`, the generic face: the same decisions on
+//!   requests of type `Priority`, classified by a function where the HTTP
+//!   face has a route table: `PriorityShed` (adaptive, steering on the
+//!   limiter's queue) → `AdaptiveLimit` (Gradient), against tower's
+//!   `LoadShed` → `ConcurrencyLimit` and `no layers` on the same request
+//!   type.
 //!
 //! The inner service answers at once, so the figures are the layers' own
 //! cost: admitting a request and releasing it when its (empty) body ends.
+//! The stacks are defined in `stacks.rs`, which `allocs.rs` shares to count
+//! their allocations.
 //!
 //! ```text
 //! cargo bench -p tower-spillway-benches --bench stack
+//! cargo bench -p tower-spillway-benches --bench stack -- stack/generic
 //! ```
 
-use std::{
-    convert::Infallible,
-    future::{Future, Ready, ready},
-    hint::black_box,
-    pin::pin,
-    task::{Context, Poll, Waker},
-};
+use std::hint::black_box;
 
-use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
-use http::{Method, Request, Response};
-use http_body_util::Empty;
-use tower::{Service, ServiceBuilder};
+use http::Request;
+use tower::Service;
 
-use tower_spillway::{
-    Priority,
-    limit::{AdaptiveLimitLayer, Gradient},
-    priority::{PriorityLayer, RouteTable},
-    shed::{Adaptive, PriorityShedLayer},
+mod stacks;
+
+use stacks::{
+    Body, Echo, Ok200, one, one_generic, spillway, spillway_generic, tower_generic, tower_stack,
 };
-
-type Body = Empty<Bytes>;
-
-/// Answers at once with an empty 200.
-#[derive(Clone, Copy)]
-struct Ok200;
-
-impl Service<Request<Body>> for Ok200 {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = Ready<Result<Response<Body>, Infallible>>;
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-    fn call(&mut self, _: Request<Body>) -> Self::Future {
-        ready(Ok(Response::new(Body::new())))
-    }
-}
-
-/// One request: ready, call, poll the response, drop it (its empty body has
-/// ended, which releases any permit it holds).
-fn one<S>(svc: &mut S) -> bool
-where
-    S: Service<Request<Body>>,
-{
-    let mut cx = Context::from_waker(Waker::noop());
-    if svc.poll_ready(&mut cx).is_pending() {
-        return false;
-    }
-    let req = Request::post("/orders").body(Body::new()).unwrap();
-    let fut = pin!(svc.call(req));
-    matches!(fut.poll(&mut cx), Poll::Ready(Ok(_)))
-}
-
-fn spillway() -> impl Service<Request<Body>> + Clone + Send {
-    let routes = RouteTable::new()
-        .route(Some(Method::POST), "/payments", Priority::Critical)
-        .route(None, "/orders", Priority::High)
-        .route(None, "/likes", Priority::Default)
-        .route(None, "/analytics", Priority::Low);
-    // The README's stack, with the defaults: an uncontended request is
-    // admitted at once, so the cost measured is admitting and releasing.
-    let limit = AdaptiveLimitLayer::builder(Gradient::default())
-        .http()
-        .build();
-    let shed = PriorityShedLayer::builder(Adaptive::default())
-        .signal(limit.handle())
-        .http()
-        .build();
-    ServiceBuilder::new()
-        .layer(PriorityLayer::new(routes))
-        .layer(shed)
-        .layer(limit)
-        .service(Ok200)
-}
-
-fn tower_stack() -> impl Service<Request<Body>> + Clone + Send {
-    ServiceBuilder::new()
-        .load_shed()
-        .concurrency_limit(1_000)
-        .service(Ok200)
-}
 
 fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("stack/uncontended");
@@ -110,6 +51,23 @@ fn bench(c: &mut Criterion) {
     );
     let mut bare = Ok200;
     g.bench_function("no layers", |b| b.iter(|| black_box(one(&mut bare))));
+    g.finish();
+
+    // The generic face: the request is a `Priority`, classified by a
+    // function; no route table, no response body.
+    let mut g = c.benchmark_group("stack/generic/uncontended");
+    let mut t = tower_generic();
+    g.bench_function("tower LoadShed + ConcurrencyLimit", |b| {
+        b.iter(|| black_box(one_generic(&mut t)))
+    });
+    let mut s = spillway_generic();
+    g.bench_function("spillway PriorityShed + AdaptiveLimit", |b| {
+        b.iter(|| black_box(one_generic(&mut s)))
+    });
+    let mut bare = Echo;
+    g.bench_function("no layers", |b| {
+        b.iter(|| black_box(one_generic(&mut bare)))
+    });
     g.finish();
 
     // Two threads sharing one stack (each with its own clone, as a server's
