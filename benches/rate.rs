@@ -4,8 +4,18 @@
 //! `RateLimit` fields against tower_governor's 429, in the same run; and the
 //! pass-through cost of the client's `HonorRetryAfter`.
 //!
+//! `rate_admit/2 threads`: two threads share one limiter (each with its own
+//! clone of the service, as a server's connections have) and check against
+//! it back to back; the figure is the wall time per check per thread, every
+//! check admitted (the quotas are far above what the bench reaches):
+//! `spillway RateLimit global` (generic face, `u64` requests) against
+//! governor's own `RateLimiter::direct(..).check()` and `no layer`; and on
+//! HTTP requests, `spillway RateLimit global, HTTP face` against
+//! `tower_governor global` and `no layer, HTTP request`.
+//!
 //! ```text
 //! cargo bench -p tower-spillway-benches --bench rate
+//! cargo bench -p tower-spillway-benches --bench rate -- "rate_admit/2 threads"
 //! ```
 //!
 //! The spillway layers and tower's `RateLimit` read tokio's clock, which in
@@ -15,6 +25,7 @@
 
 use std::{
     future::{Ready, ready},
+    hint::black_box,
     net::SocketAddr,
     task::{Context, Poll},
     time::Duration,
@@ -227,5 +238,122 @@ fn client(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench, client);
+/// Answers `u64` requests at once, for the generic face.
+#[derive(Clone, Copy)]
+struct Echo;
+
+impl Service<u64> for Echo {
+    type Response = u64;
+    type Error = BoxError;
+    type Future = Ready<Result<u64, BoxError>>;
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, req: u64) -> Self::Future {
+        ready(Ok(req))
+    }
+}
+
+/// One `u64` request that must be admitted.
+fn once_u64<S>(svc: &mut S, req: u64) -> S::Response
+where
+    S: Service<u64>,
+    S::Error: std::fmt::Debug,
+{
+    let waker = futures_util::task::noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    match svc.poll_ready(&mut cx) {
+        Poll::Ready(Ok(())) => {}
+        other => panic!("not ready: {other:?}"),
+    }
+    svc.call(req)
+        .now_or_never()
+        .expect("ready at once")
+        .expect("admitted")
+}
+
+/// Two threads, each with its own clone of `shared`, each running `each`
+/// `iters` times; the wall time, so per check per thread. Criterion's custom
+/// timing is wall-clock time, so this one place reads std's clock; the
+/// layers themselves read tokio's.
+#[allow(clippy::disallowed_methods, clippy::disallowed_types)]
+fn two_threads<T, F>(iters: u64, shared: &T, each: F) -> Duration
+where
+    T: Clone + Send,
+    F: Fn(&mut T, u64) + Sync,
+{
+    let each = &each;
+    let start = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            let mut mine = shared.clone();
+            s.spawn(move || {
+                for i in 0..iters {
+                    each(&mut mine, i);
+                }
+            });
+        }
+    });
+    start.elapsed()
+}
+
+fn contended(c: &mut Criterion) {
+    let plenty = Quota::per_second(1_000_000_000).unwrap();
+    let mut g = c.benchmark_group("rate_admit/2 threads");
+
+    let direct = governor::RateLimiter::direct(governor::Quota::per_second(
+        std::num::NonZeroU32::new(1_000_000_000).unwrap(),
+    ));
+    g.bench_function("governor direct check", |b| {
+        b.iter_custom(|iters| {
+            two_threads(iters, &&direct, |lim, _| {
+                assert!(black_box(lim.check()).is_ok());
+            })
+        })
+    });
+    let global = RateLimitLayer::new(plenty).layer(Echo);
+    g.bench_function("spillway RateLimit global", |b| {
+        b.iter_custom(|iters| {
+            two_threads(iters, &global, |svc, i| {
+                black_box(once_u64(svc, i));
+            })
+        })
+    });
+    g.bench_function("no layer", |b| {
+        b.iter_custom(|iters| {
+            two_threads(iters, &Echo, |svc, i| {
+                black_box(once_u64(svc, i));
+            })
+        })
+    });
+
+    // On HTTP requests (global: no peer address to read).
+    let plain = || Request::new(Body::default());
+    let governor = governor_layer(1, u32::MAX).layer(AxumOk200);
+    g.bench_function("tower_governor global", |b| {
+        b.iter_custom(|iters| {
+            two_threads(iters, &governor, |svc, _| {
+                assert_eq!(once(svc, plain()).status(), StatusCode::OK);
+            })
+        })
+    });
+    let global_http = RateLimitLayer::builder(plenty).http().build().layer(Ok200);
+    g.bench_function("spillway RateLimit global, HTTP face", |b| {
+        b.iter_custom(|iters| {
+            two_threads(iters, &global_http, |svc, _| {
+                assert_eq!(once(svc, plain()).status(), StatusCode::OK);
+            })
+        })
+    });
+    g.bench_function("no layer, HTTP request", |b| {
+        b.iter_custom(|iters| {
+            two_threads(iters, &Ok200, |svc, _| {
+                assert_eq!(once(svc, plain()).status(), StatusCode::OK);
+            })
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench, contended, client);
 criterion_main!(benches);
