@@ -10,6 +10,17 @@
 //! `call_cost` per call (a round trip, a commit) plus nothing per item, so the
 //! per-item baseline and `Buffer` pay it per item and `Batch` per batch; the
 //! zero-cost rows measure the plumbing alone.
+//!
+//! `batch_vs_buffer`: the plumbing alone (a free inner call) at 1, 4, 16,
+//! 64, 256 and 1000 concurrent callers, `batch/N` against `buffer/N`. Each
+//! iteration sends `ITEMS` requests in all, shared evenly among the callers;
+//! each caller awaits its calls one after the other (so with 1 caller the
+//! requests are sequential, and with 1000 each caller sends one). The
+//! throughput is per request.
+//!
+//! ```text
+//! cargo bench -p tower-spillway-benches --bench batch -- batch_vs_buffer
+//! ```
 
 use std::{convert::Infallible, hint::black_box, time::Duration};
 
@@ -140,5 +151,56 @@ fn coalescing(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, batch_throughput, coalescing);
+/// `ITEMS` requests from `callers` concurrent callers, each awaiting its
+/// calls in turn.
+async fn callers<S>(svc: &S, callers: usize)
+where
+    S: Service<u64> + Clone,
+    S::Error: std::fmt::Debug,
+{
+    let calls = (0..callers).map(|c| {
+        // The first `ITEMS % callers` callers send one more.
+        let n = ITEMS / callers + usize::from(c < ITEMS % callers);
+        let mut svc = svc.clone();
+        async move {
+            for i in 0..n as u64 {
+                black_box(svc.ready().await.unwrap().call(i).await.unwrap());
+            }
+        }
+    });
+    join_all(calls).await;
+}
+
+fn batch_vs_buffer(c: &mut Criterion) {
+    let rt = runtime();
+    let mut group = c.benchmark_group("batch_vs_buffer");
+    group.throughput(Throughput::Elements(ITEMS as u64));
+    let per_item = service_fn(|item: u64| async move { Ok::<_, Infallible>(item) });
+    let buffer = rt.block_on(async { Buffer::new(per_item, ITEMS) });
+    let inner = service_fn(|items: Vec<u64>| async move {
+        Ok::<_, Infallible>(
+            items
+                .into_iter()
+                .map(Ok::<u64, Infallible>)
+                .collect::<Vec<_>>(),
+        )
+    });
+    let config = BatchConfig::builder()
+        .max_items(100)
+        .queue_capacity(ITEMS)
+        .build()
+        .unwrap();
+    let batch = rt.block_on(async { Batch::new(inner, config) });
+    for n in [1usize, 4, 16, 64, 256, 1000] {
+        group.bench_function(BenchmarkId::new("batch", n), |b| {
+            b.iter(|| rt.block_on(callers(&batch, n)))
+        });
+        group.bench_function(BenchmarkId::new("buffer", n), |b| {
+            b.iter(|| rt.block_on(callers(&buffer, n)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, batch_throughput, batch_vs_buffer, coalescing);
 criterion_main!(benches);
