@@ -53,6 +53,7 @@ fn get(path: &str) -> Request<Empty<Bytes>> {
 fn by_path<B>(req: &Request<B>) -> Priority {
     match req.uri().path() {
         "/pay" => Priority::Critical,
+        "/later" => Priority::Default,
         _ => Priority::Low,
     }
 }
@@ -95,11 +96,18 @@ async fn the_shedder_keeps_every_option_in_any_order() {
         assert_eq!(res.status(), StatusCode::OK, "{order}");
         // `http`: Low gets a 503. Nothing completes for a while after, so
         // the backlog will never drain: `retry_after` caps the hint at 3 s,
-        // unjittered (30 s by default).
+        // unjittered (30 s by default). (The second refusal is Default's
+        // first, which measures the completion rate again.)
         let res = svc.ready().await.unwrap().call(get("/x")).await.unwrap();
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "{order}");
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let res = svc.ready().await.unwrap().call(get("/x")).await.unwrap();
+        let res = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(get("/later"))
+            .await
+            .unwrap();
         assert_eq!(res.headers()[RETRY_AFTER], "3", "{order}");
     };
     // One closure of each, so every order builds the same type.

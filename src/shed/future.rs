@@ -40,7 +40,7 @@ pin_project! {
     #[project = KindProj]
     enum Kind<F, O> {
         // Admitted or bypassed (a bypassed request holds an empty permit).
-        Called { #[pin] fut: F, permit: Option<ShedPermit> },
+        Called { #[pin] fut: F, permit: ShedPermit },
         Overloaded { result: Option<O> },
     }
 }
@@ -51,10 +51,7 @@ where
     R: Hold<F::Ok> + Reject<Req, <R as Hold<F::Ok>>::Held<ShedPermit>, F::Error>,
 {
     pub(crate) fn called(fut: F, permit: ShedPermit) -> Self {
-        Self::with(Kind::Called {
-            fut,
-            permit: Some(permit),
-        })
+        Self::with(Kind::Called { fut, permit })
     }
 
     pub(crate) fn overloaded(result: Answer<R, Req, F::Ok, F::Error>) -> Self {
@@ -101,11 +98,11 @@ where
                 // Admitted against an external signal that counts the request
                 // only once the inner service has seen it (a limiter below
                 // enqueues it when first polled): from here on it does.
-                if let Some(permit) = permit.as_mut() {
-                    permit.settle();
-                }
+                permit.settle();
                 let out = ready!(polled);
-                let permit = permit.take().unwrap_or_else(ShedPermit::none);
+                // Polled again after this, the future finds an empty permit
+                // and its inner future's own answer to being polled late.
+                let permit = std::mem::replace(permit, ShedPermit::none());
                 Poll::Ready(match out {
                     Ok(res) => Ok(R::map_response(R::hold(res, permit))),
                     // Dropping the permit releases it without a latency

@@ -39,7 +39,15 @@ impl Silent {
     }
 
     #[inline]
-    pub(crate) fn on_shed(&self, _: Priority, _: usize, _: &AtomicUsize, _: Duration, _: Instant) {}
+    pub(crate) fn on_shed(
+        &self,
+        _: Priority,
+        _: usize,
+        _: &AtomicUsize,
+        _: Duration,
+        _: Option<Instant>,
+    ) {
+    }
 
     #[inline]
     pub(crate) fn on_admit(&self) {}

@@ -22,6 +22,10 @@ use crate::{
     sync::try_lock,
 };
 
+/// How many refusals of a tier share one measurement of the completion rate
+/// (see [`State::refuse`]).
+const RATE_EVERY: u64 = 16;
+
 /// A load signal shared by the layer's clones.
 pub(crate) type DynSignal = Arc<dyn LoadSignal + Send + Sync>;
 
@@ -103,6 +107,8 @@ impl State {
     }
 
     /// Admits a request of `priority` or refuses it with an [`Overloaded`].
+    /// The static decision is inlined where the request is; the adaptive
+    /// one, which may read the clock, is not.
     #[inline]
     pub(crate) fn admit(
         self: &Arc<Self>,
@@ -116,38 +122,49 @@ impl State {
                 Ok(claimed) => (claimed, 0),
                 Err(load) => return Err(self.refuse(priority, load, signal, policy, None)),
             },
-            Mode::Adaptive(_) if signal.is_some_and(|s| s.forecasts_refusals()) => {
-                // The signal forecasts its own refusals (an adaptive
-                // limiter's handle): refuse exactly what it would refuse,
-                // now, and nothing it would still serve.
-                // Critical is left to the limiter, which serves it first.
-                if priority < Priority::Critical
-                    && signal
-                        .and_then(|s| s.refusing())
-                        .is_some_and(|refusing| priority <= refusing)
-                {
-                    return Err(self.refuse(priority, usize::MAX, signal, policy, None));
-                }
-                self.in_flight.fetch_add(1, Ordering::AcqRel);
-                (false, 0)
-            }
-            Mode::Adaptive(adaptive) => {
-                let now = Instant::now();
-                let level = self.maybe_close_window(adaptive, now, signal);
-                if !admits_level(level, priority, cohort) {
-                    return Err(self.refuse(priority, usize::MAX, signal, policy, Some(now)));
-                }
-                self.in_flight.fetch_add(1, Ordering::AcqRel);
-                (false, adaptive.since_epoch(now).saturating_add(1))
-            }
+            Mode::Adaptive(adaptive) => (
+                false,
+                self.admit_adaptive(adaptive, priority, cohort, signal, policy)?,
+            ),
         };
         self.admitted[priority.index()].fetch_add(1, Ordering::Relaxed);
         self.log.on_admit();
-        Ok(ShedPermit {
-            state: Some(Arc::clone(self)),
-            claimed,
-            start,
-        })
+        Ok(ShedPermit::new(Arc::clone(self), claimed, start))
+    }
+
+    /// The adaptive decision: on success the request is counted in flight
+    /// and its latency sample's start is returned (0: no sample).
+    #[inline(never)]
+    fn admit_adaptive(
+        &self,
+        adaptive: &AdaptiveState,
+        priority: Priority,
+        cohort: Option<Cohort>,
+        signal: Option<&DynSignal>,
+        policy: &RetryAfterPolicy,
+    ) -> Result<u64, Overloaded> {
+        if signal.is_some_and(|s| s.forecasts_refusals()) {
+            // The signal forecasts its own refusals (an adaptive limiter's
+            // handle): refuse exactly what it would refuse, now, and nothing
+            // it would still serve. Critical is left to the limiter, which
+            // serves it first.
+            if priority < Priority::Critical
+                && signal
+                    .and_then(|s| s.refusing())
+                    .is_some_and(|refusing| priority <= refusing)
+            {
+                return Err(self.refuse(priority, usize::MAX, signal, policy, None));
+            }
+            self.in_flight.fetch_add(1, Ordering::AcqRel);
+            return Ok(0);
+        }
+        let now = Instant::now();
+        let level = self.maybe_close_window(adaptive, now, signal);
+        if !admits_level(level, priority, cohort) {
+            return Err(self.refuse(priority, usize::MAX, signal, policy, Some(now)));
+        }
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        Ok(adaptive.since_epoch(now).saturating_add(1))
     }
 
     /// The atomic half of a static decision. With the layer's own count, a
@@ -206,6 +223,13 @@ impl State {
     /// Counts a refusal and computes its retry hint: how long the backlog
     /// takes to drain at the measured completion rate, in `[1 s, cap]`,
     /// jittered upwards by `policy`.
+    ///
+    /// The backlog is read on every refusal; the completion rate, which needs
+    /// the clock and the meter's lock, is measured again on each tier's
+    /// first refusal and every [`RATE_EVERY`]th after it (and whenever the
+    /// caller has read the clock anyway). A refusal is then a counter, a
+    /// load and a jitter, not a clock read: refusing must stay cheaper than
+    /// serving.
     #[cold]
     fn refuse(
         &self,
@@ -215,24 +239,25 @@ impl State {
         policy: &RetryAfterPolicy,
         now: Option<Instant>,
     ) -> Overloaded {
-        self.shed[priority.index()].fetch_add(1, Ordering::Relaxed);
-        let now = now.unwrap_or_else(Instant::now);
+        let before = self.shed[priority.index()].fetch_add(1, Ordering::Relaxed);
         let backlog = if load == usize::MAX {
             self.load(signal)
         } else {
             load
         };
-        let rate = match try_lock(&self.rate) {
-            Some(mut meter) => {
-                let rate = meter.observe(now, self.completions());
-                if let Some(r) = rate {
+        let measure = now.is_some() || before % RATE_EVERY == 0;
+        let now = if measure {
+            let now = now.unwrap_or_else(Instant::now);
+            if let Some(mut meter) = try_lock(&self.rate) {
+                if let Some(r) = meter.observe(now, self.completions()) {
                     self.rate_bits.store(r.to_bits(), Ordering::Relaxed);
                 }
-                rate
             }
-            None => self.rate(),
+            Some(now)
+        } else {
+            None
         };
-        let hint = drain_time(backlog, rate, policy.max_delay());
+        let hint = drain_time(backlog, self.rate(), policy.max_delay());
         let delay = policy.delay(Some(hint)).max(Duration::from_secs(1));
         self.last_hint_ms
             .store(delay.as_millis() as u64, Ordering::Relaxed);

@@ -1,7 +1,7 @@
 //! The shedder's log through `tracing`: transitions and periodic summaries.
 
 use std::{
-    sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
     time::Duration,
 };
 
@@ -13,6 +13,11 @@ use crate::Priority;
 /// How often a summary is logged while shedding.
 const SUMMARY_PERIOD: Duration = Duration::from_secs(10);
 
+/// Events without a clock reading of their own look at the time only this
+/// often: a summary or "shedding stopped" comes at most this many requests
+/// late, and a request pays no clock read for the log.
+const CLOCK_EVERY: u32 = 16;
+
 /// Transitions and summaries through `tracing`.
 #[derive(Debug)]
 pub(crate) struct Transitions {
@@ -23,6 +28,9 @@ pub(crate) struct Transitions {
     /// When the next summary is due, in nanoseconds since `epoch` (0: not
     /// scheduled).
     next_summary: AtomicU64,
+    /// Events since the clock was last read for the log (approximate: a
+    /// cadence, not a count).
+    ticks: AtomicU32,
 }
 
 impl Transitions {
@@ -33,6 +41,7 @@ impl Transitions {
             any: AtomicBool::new(false),
             epoch: Instant::now(),
             next_summary: AtomicU64::new(0),
+            ticks: AtomicU32::new(0),
         }
     }
 
@@ -42,7 +51,7 @@ impl Transitions {
         load: usize,
         in_flight: &AtomicUsize,
         retry_after: Duration,
-        now: Instant,
+        now: Option<Instant>,
     ) {
         self.period_shed[priority.index()].fetch_add(1, Ordering::Relaxed);
         if !self.shedding[priority.index()].swap(true, Ordering::Relaxed) {
@@ -55,13 +64,33 @@ impl Transitions {
                 "shedding started"
             );
         }
-        self.maybe_summary(now);
+        self.maybe_summary_at(now);
     }
 
     pub(crate) fn on_admit(&self) {
         if self.any.load(Ordering::Relaxed) {
-            self.maybe_summary(Instant::now());
+            self.maybe_summary_at(None);
         }
+    }
+
+    /// A summary check at `now`, or, for an event that has not read the
+    /// clock, at every [`CLOCK_EVERY`]th such event.
+    fn maybe_summary_at(&self, now: Option<Instant>) {
+        let now = match now {
+            Some(now) => now,
+            None => {
+                // A relaxed load and store, not a read-modify-write: under
+                // contention a tick may be lost, which only shifts the
+                // cadence.
+                let ticks = self.ticks.load(Ordering::Relaxed).wrapping_add(1);
+                self.ticks.store(ticks, Ordering::Relaxed);
+                if ticks % CLOCK_EVERY != 0 {
+                    return;
+                }
+                Instant::now()
+            }
+        };
+        self.maybe_summary(now);
     }
 
     pub(crate) fn on_window(&self, movement: Movement, delay: Option<Duration>, now: Instant) {

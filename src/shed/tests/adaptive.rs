@@ -268,6 +268,20 @@ async fn retry_after_is_the_backlog_over_the_completion_rate() {
         svc.clone().oneshot("critical").await.unwrap();
     }
     tokio::time::advance(Duration::from_millis(500)).await;
+    // The rate is measured on a tier's first refusal and every sixteenth
+    // after it: Low's second refusal still has no rate (the floor again) ...
+    let stale = hint(svc.clone().oneshot("low").await.unwrap_err());
+    assert!(stale <= Duration::from_secs(2), "{stale:?}");
+    // ... and Default's first measures it.
+    let h = hint(svc.clone().oneshot("default").await.unwrap_err());
+    assert!(
+        h >= Duration::from_secs(5) && h <= Duration::from_secs(6),
+        "{h:?}"
+    );
+    // Low's seventeenth refusal measures it again: the same.
+    for _ in 2..16 {
+        let _ = svc.clone().oneshot("low").await;
+    }
     let h = hint(svc.clone().oneshot("low").await.unwrap_err());
     assert!(
         h >= Duration::from_secs(5) && h <= Duration::from_secs(6),
