@@ -141,10 +141,7 @@ impl Limiter {
                 .in_flight
                 .compare_exchange_weak(cur, cur + 1, SeqCst, Relaxed)
             {
-                Ok(_) => {
-                    c.hot.admitted.fetch_add(1, Relaxed);
-                    return Some(cur + 1);
-                }
+                Ok(_) => return Some(cur + 1),
                 Err(actual) => cur = actual,
             }
         }
@@ -176,7 +173,6 @@ impl Limiter {
             // Within the priority's reserve: beyond the global limit. Every
             // admission takes the lock in this mode, so this is atomic too.
             st.in_flight_by[p.index()] += 1;
-            c.hot.admitted.fetch_add(1, Relaxed);
             return Some(c.hot.in_flight.fetch_add(1, SeqCst) + 1);
         }
         None
@@ -184,7 +180,7 @@ impl Limiter {
 
     /// The permit of a request admitted at once.
     pub(super) fn permit(self: &Arc<Self>, p: Priority, in_flight: usize) -> Permit {
-        self.counters.arrivals[p.index()].fetch_add(1, Relaxed);
+        self.counters.hot.at_once[p.index()].fetch_add(1, Relaxed);
         Permit::new(
             Arc::clone(self),
             self.sampling.then(Instant::now),
@@ -268,7 +264,7 @@ impl Limiter {
             tx,
         });
         self.counters.steady.queued.fetch_add(1, SeqCst);
-        self.counters.arrivals[p.index()].fetch_add(1, Relaxed);
+        self.counters.enqueued[p.index()].fetch_add(1, Relaxed);
         // Those now behind it wait longer: refuse the ones that no longer can.
         self.evict_hopeless(&mut st, now);
         // A slot freed by a lock-free release since we looked is found here
@@ -303,7 +299,6 @@ impl Limiter {
             st.in_flight_by[p.index()] -= 1;
         }
         self.counters.hot.in_flight.fetch_sub(1, SeqCst);
-        self.counters.hot.released.fetch_add(1, Relaxed);
     }
 
     pub(super) fn release(
@@ -321,7 +316,6 @@ impl Limiter {
         if sample_start.is_none() && self.fast {
             // Nothing to learn: a decrement, and the lock only for waiters.
             c.hot.in_flight.fetch_sub(1, SeqCst);
-            c.hot.released.fetch_add(1, Relaxed);
             if self.queued() > 0 {
                 let mut st = self.lock();
                 self.drain(&mut st, Instant::now());

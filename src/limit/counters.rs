@@ -1,7 +1,7 @@
 //! The counts admission races on, and the figures mirrored out of the lock
 //! for handles and load signals.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 /// The counts admission races on, and figures mirrored out of the lock for
 /// handles and load signals.
@@ -26,8 +26,10 @@ pub(crate) struct Counters {
     pub(crate) evicted: AtomicU64,
     /// Refused at once because the caller's deadline ends sooner.
     pub(crate) deadline: AtomicU64,
-    /// Requests taken (admitted or queued), by priority.
-    pub(crate) arrivals: [AtomicU64; 4],
+    /// Requests queued, by priority.
+    pub(crate) enqueued: [AtomicU64; 4],
+    /// Requests granted a permit out of the queue.
+    pub(crate) granted: AtomicU64,
     /// The highest priority refused whatever the queue holds (index + 1;
     /// zero: none): a shedder in front refuses it without the lock.
     pub(crate) refusing: AtomicUsize,
@@ -35,13 +37,16 @@ pub(crate) struct Counters {
     pub(crate) service_rate: AtomicU64,
 }
 
+/// The counts every admission writes. An admission at once writes two (the
+/// count in flight and its priority's count), a release one: the other
+/// figures are derived from these.
 #[derive(Debug, Default)]
 #[repr(align(128))]
 pub(crate) struct Hot {
     /// Requests holding a permit; the authoritative count.
     pub(crate) in_flight: AtomicUsize,
-    pub(crate) admitted: AtomicU64,
-    pub(crate) released: AtomicU64,
+    /// Requests admitted without waiting, by priority.
+    pub(crate) at_once: [AtomicU64; 4],
 }
 
 #[derive(Debug, Default)]
@@ -51,4 +56,27 @@ pub(crate) struct Steady {
     pub(crate) limit: AtomicUsize,
     /// Waiters; the authoritative count, changed under the lock only.
     pub(crate) queued: AtomicUsize,
+}
+
+impl Counters {
+    /// Requests taken so far (admitted at once or queued) of priority `i`.
+    pub(crate) fn arrivals(&self, i: usize) -> u64 {
+        self.hot.at_once[i]
+            .load(Relaxed)
+            .wrapping_add(self.enqueued[i].load(Relaxed))
+    }
+
+    /// Requests admitted so far, at once or out of the queue.
+    pub(crate) fn admitted(&self) -> u64 {
+        let at_once: u64 = self.hot.at_once.iter().map(|c| c.load(Relaxed)).sum();
+        at_once.wrapping_add(self.granted.load(Relaxed))
+    }
+
+    /// Requests that have released their permit so far: those admitted less
+    /// those in flight. (Admitted is read first, so an admission racing the
+    /// reads can only make this lag behind the truth, never run ahead.)
+    pub(crate) fn released(&self) -> u64 {
+        let admitted = self.admitted();
+        admitted.saturating_sub(self.hot.in_flight.load(Relaxed) as u64)
+    }
 }

@@ -103,8 +103,8 @@ impl LimitHandle {
             queued: self.queued(),
             queued_by_priority: PerPriority::from_fn(|p| q(p) as u64),
             oldest_wait: self.oldest_wait(),
-            admitted: c.hot.admitted.load(Relaxed),
-            released: c.hot.released.load(Relaxed),
+            admitted: c.admitted(),
+            released: c.released(),
             samples: c.samples.load(Relaxed),
             drops: c.drops.load(Relaxed),
             rejected_queue_full: c.queue_full.load(Relaxed),
@@ -127,10 +127,14 @@ impl LoadSignal for LimitHandle {
         Some(self.oldest_wait().unwrap_or(Duration::ZERO))
     }
 
-    /// `true` once the limiter has a forecast (its algorithm takes samples
-    /// and one has been taken).
+    /// `true` when the limiter's algorithm takes samples: it forecasts its
+    /// queue from their rtts. (Until its first forecast, which the first
+    /// request it queues publishes, it refuses nothing at the door, and
+    /// neither does a shedder following it; deciding this once, not by
+    /// whether a forecast exists yet, spares such a shedder the clock reads
+    /// of steering by itself while nothing queues.)
     fn forecasts_refusals(&self) -> bool {
-        self.service_rate().is_some()
+        self.shared.sampling
     }
 
     fn refusing(&self) -> Option<Priority> {

@@ -129,8 +129,8 @@ impl Limiter {
     pub(super) fn refresh_forecast(&self, st: &mut State, now: Instant) -> bool {
         let c = &self.counters;
         let counts = Counts {
-            arrivals: std::array::from_fn(|i| c.arrivals[i].load(Relaxed)),
-            completions: c.hot.released.load(Relaxed),
+            arrivals: std::array::from_fn(|i| c.arrivals(i)),
+            completions: c.released(),
         };
         let changed = st.forecast.observe(now, counts);
         if changed {
@@ -240,6 +240,7 @@ impl Limiter {
                 break;
             };
             self.counters.steady.queued.fetch_sub(1, SeqCst);
+            self.counters.granted.fetch_add(1, Relaxed);
             let grant = Grant {
                 start: self.sampling.then_some(now),
                 in_flight,
