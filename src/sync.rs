@@ -4,7 +4,10 @@
 //! `LoadSignal`, `Merge` or inner service), and refusing a poisoned lock
 //! would stop the layer for good.
 
-use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::sync::{
+    Mutex, MutexGuard, TryLockError,
+    atomic::{AtomicU64, AtomicUsize, Ordering},
+};
 
 /// The lock, poisoned or not.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -35,5 +38,57 @@ impl<T> std::ops::Deref for Padded<T> {
     #[inline]
     fn deref(&self) -> &T {
         &self.0
+    }
+}
+
+/// A counter many threads add to, split over cache lines: each thread adds
+/// to its own stripe, so counting is not a line every check bounces between
+/// cores. Reading sums the stripes (a figure for snapshots, not a decision).
+#[derive(Debug, Default)]
+pub(crate) struct StripedCounter([Padded<AtomicU64>; STRIPES]);
+
+/// Stripes of a [`StripedCounter`]: threads beyond this many share.
+const STRIPES: usize = 8;
+
+impl StripedCounter {
+    #[inline]
+    pub(crate) fn add(&self, n: u64) {
+        self.0[stripe()].fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn sum(&self) -> u64 {
+        self.0
+            .iter()
+            .fold(0u64, |sum, s| sum.wrapping_add(s.load(Ordering::Relaxed)))
+    }
+}
+
+/// This thread's stripe, handed out in turn as threads first count.
+#[inline]
+fn stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
+    }
+    STRIPE.try_with(|s| *s).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_striped_counter_sums_every_threads_adds() {
+        let counter = StripedCounter::default();
+        std::thread::scope(|s| {
+            for _ in 0..STRIPES + 3 {
+                s.spawn(|| {
+                    for _ in 0..1_000 {
+                        counter.add(1);
+                    }
+                });
+            }
+        });
+        assert_eq!(counter.sum(), (STRIPES as u64 + 3) * 1_000);
     }
 }

@@ -4,12 +4,13 @@
 use std::{
     hash::Hash,
     sync::{
-        Arc, RwLock,
+        Arc,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
 };
 
+use arc_swap::ArcSwap;
 use governor::{RateLimiter, middleware::StateInformationMiddleware};
 use http::HeaderValue;
 use tokio::time::Instant;
@@ -20,6 +21,7 @@ use super::{
     quota::Quota,
     store::View,
 };
+use crate::sync::StripedCounter;
 
 type Governor<K> = RateLimiter<K, View<K>, TokioClock, StateInformationMiddleware>;
 
@@ -77,11 +79,15 @@ pub(crate) fn current_field(remaining: u32, reset: Duration) -> HeaderValue {
 }
 
 /// A GCRA limiter whose quota can change at runtime without losing state.
+///
+/// A check writes one shared line, the key's TAT: the quota in force is read
+/// through an [`ArcSwap`] (no lock word to bounce between cores), and
+/// admissions are counted on per-thread stripes.
 #[derive(Debug)]
 pub(crate) struct Limiter<K: Hash + Eq + Clone> {
     store: Arc<Store<K>>,
-    current: RwLock<Current<K>>,
-    allowed: AtomicU64,
+    current: ArcSwap<Current<K>>,
+    allowed: StripedCounter,
     limited: AtomicU64,
     /// When the last summary of refusals was logged (nanoseconds since the
     /// store's origin) and the refusal count then.
@@ -95,8 +101,8 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         let current = Current::new(&store, quota);
         Self {
             store,
-            current: RwLock::new(current),
-            allowed: AtomicU64::new(0),
+            current: ArcSwap::from_pointee(current),
+            allowed: StripedCounter::default(),
             limited: AtomicU64::new(0),
             #[cfg(feature = "tracing")]
             logged: (AtomicU64::new(0), AtomicU64::new(0)),
@@ -133,10 +139,10 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
 
     /// Takes one call's worth of quota for `key`, or says how long until it can.
     pub(crate) fn check(&self, key: &K, want_fields: bool) -> Decision {
-        let current = self.current.read().unwrap_or_else(|e| e.into_inner());
+        let current = self.current.load();
         match current.governor.check_key(key) {
             Ok(snapshot) => {
-                self.allowed.fetch_add(1, Ordering::Relaxed);
+                self.allowed.add(1);
                 let remaining = snapshot.remaining_burst_capacity();
                 let fields = want_fields.then(|| {
                     // Until the whole burst is back: one interval per spent
@@ -162,21 +168,18 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
 
     /// The quota in force.
     pub(crate) fn quota(&self) -> Quota {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).quota
+        self.current.load().quota
     }
 
     /// Replaces the quota; each key's history carries over.
     pub(crate) fn set_quota(&self, quota: Quota) {
-        let current = Current::new(&self.store, quota);
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = current;
+        self.current
+            .store(Arc::new(Current::new(&self.store, quota)));
     }
 
     /// Requests allowed and refused so far.
     pub(crate) fn counts(&self) -> (u64, u64) {
-        (
-            self.allowed.load(Ordering::Relaxed),
-            self.limited.load(Ordering::Relaxed),
-        )
+        (self.allowed.sum(), self.limited.load(Ordering::Relaxed))
     }
 
     pub(crate) fn store(&self) -> &Store<K> {
