@@ -150,6 +150,20 @@ impl Service<Request<Body>> for Inner200 {
     }
 }
 
+/// One HTTP request that arrives carrying one extension, as a peer
+/// address: ready, call, poll the response, drop it.
+fn one_carrying<S: Service<Request<Body>>>(svc: &mut S) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    if svc.poll_ready(&mut cx).is_pending() {
+        return false;
+    }
+    let mut req = Request::post("/orders").body(Body::new()).unwrap();
+    req.extensions_mut()
+        .insert(std::net::SocketAddr::from(([127, 0, 0, 1], 4000)));
+    let fut = pin!(svc.call(req));
+    matches!(fut.poll(&mut cx), Poll::Ready(Ok(_)))
+}
+
 fn admitted(t: &mut Table) {
     const HTTP: &str = "admitted, HTTP face";
     let mut bare = Ok200;
@@ -170,6 +184,28 @@ fn admitted(t: &mut Table) {
         HTTP,
         "spillway PriorityLayer + PriorityShed + AdaptiveLimit",
         "stack/uncontended/spillway PriorityLayer + PriorityShed + AdaptiveLimit",
+        n,
+        Some(base),
+    );
+
+    // Requests from a server usually carry extensions already (axum's
+    // `ConnectInfo`, say): then the map exists, and stamping a priority is
+    // one boxed value, not a map, its table and the value.
+    let mut bare = Ok200;
+    let base = per_request(|| assert!(one_carrying(&mut bare)));
+    t.row(
+        HTTP,
+        "no layers, request carrying one extension",
+        "-",
+        base,
+        None,
+    );
+    let mut svc = spillway();
+    let n = per_request(|| assert!(one_carrying(&mut svc)));
+    t.row(
+        HTTP,
+        "spillway stack, request carrying one extension",
+        "-",
         n,
         Some(base),
     );
