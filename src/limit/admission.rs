@@ -191,7 +191,19 @@ impl Limiter {
 
     /// Admits a request of priority `p` now, queues it, or refuses it. A
     /// `deadline` (the caller's) shortens how long it may wait.
+    #[cfg(test)]
     pub(crate) fn acquire(self: &Arc<Self>, p: Priority, deadline: Option<Instant>) -> Admission {
+        self.acquire_with(p, || deadline)
+    }
+
+    /// [`acquire`](Self::acquire), asking for the caller's deadline only if
+    /// the request cannot be admitted at once (looking it up is a probe of
+    /// the request's extensions that most requests do not need).
+    pub(crate) fn acquire_with(
+        self: &Arc<Self>,
+        p: Priority,
+        deadline: impl FnOnce() -> Option<Instant>,
+    ) -> Admission {
         if self.fast && self.queued() == 0 {
             if let Some(n) = self.try_take() {
                 return Admission::Admitted(self.permit(p, n));
@@ -215,7 +227,7 @@ impl Limiter {
         if self.config.max_len == 0 {
             return self.refuse(st, Reason::QueueFull);
         }
-        let budget = self.budget(&st, now, p, deadline);
+        let budget = self.budget(&st, now, p, deadline());
         if budget.is_zero() {
             return self.refuse(st, Reason::Deadline);
         }

@@ -59,10 +59,10 @@ where
             return ResponseFuture::called(self.inner.call(req), ShedPermit::none());
         }
         let priority = shared.classify.classify(&req);
-        let cohort = shared.classify.cohort(&req);
+        let cohort = || shared.classify.cohort(&req);
         match shared
             .state
-            .admit(priority, cohort, shared.state.signal.get(), &shared.policy)
+            .admit_with(priority, cohort, shared.state.signal.get(), &shared.policy)
         {
             Ok(permit) => ResponseFuture::called(self.inner.call(req), permit),
             Err(overloaded) => {

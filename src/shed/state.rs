@@ -109,11 +109,25 @@ impl State {
     /// Admits a request of `priority` or refuses it with an [`Overloaded`].
     /// The static decision is inlined where the request is; the adaptive
     /// one, which may read the clock, is not.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn admit(
         self: &Arc<Self>,
         priority: Priority,
         cohort: Option<Cohort>,
+        signal: Option<&DynSignal>,
+        policy: &RetryAfterPolicy,
+    ) -> Result<ShedPermit, Overloaded> {
+        self.admit_with(priority, || cohort, signal, policy)
+    }
+
+    /// [`admit`](Self::admit), asking for the request's cohort only when
+    /// the decision needs one (an adaptive level that cuts through the
+    /// request's tier): looking it up is a probe of the request's extensions.
+    #[inline]
+    pub(crate) fn admit_with(
+        self: &Arc<Self>,
+        priority: Priority,
+        cohort: impl FnOnce() -> Option<Cohort>,
         signal: Option<&DynSignal>,
         policy: &RetryAfterPolicy,
     ) -> Result<ShedPermit, Overloaded> {
@@ -139,7 +153,7 @@ impl State {
         &self,
         adaptive: &AdaptiveState,
         priority: Priority,
-        cohort: Option<Cohort>,
+        cohort: impl FnOnce() -> Option<Cohort>,
         signal: Option<&DynSignal>,
         policy: &RetryAfterPolicy,
     ) -> Result<u64, Overloaded> {
@@ -373,7 +387,7 @@ impl State {
 /// cohort, a tier the level cuts through gets one at random, so it is shed in
 /// proportion.
 #[inline]
-fn admits_level(level: u32, priority: Priority, cohort: Option<Cohort>) -> bool {
+fn admits_level(level: u32, priority: Priority, cohort: impl FnOnce() -> Option<Cohort>) -> bool {
     let (Some(bottom), Some(top)) = (Cohort::new(0), Cohort::new(127)) else {
         return true;
     };
@@ -383,7 +397,7 @@ fn admits_level(level: u32, priority: Priority, cohort: Option<Cohort>) -> bool 
     if !admits_at(level, priority, top) {
         return false;
     }
-    let cohort = cohort
+    let cohort = cohort()
         .or_else(|| Cohort::new(fastrand::u8(..Cohort::COUNT as u8)))
         .unwrap_or(top);
     admits_at(level, priority, cohort)
