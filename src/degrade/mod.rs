@@ -105,5 +105,32 @@ pub use handle::{DegradeHandle, DegradeSnapshot, LevelBuilder};
 pub use level::LoadLevel;
 pub use source::Source;
 
+#[cfg(feature = "http")]
+mod fallback;
+#[cfg(feature = "http")]
+pub mod future;
+#[cfg(feature = "http")]
+mod layer;
+#[cfg(feature = "http")]
+mod remember;
+#[cfg(feature = "http")]
+mod service;
+
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use fallback::{Fallback, X_DEGRADED};
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use layer::{DegradeLayer, DegradeLayerBuilder};
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use remember::Remember;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub use service::Degrade;
+
+#[cfg(feature = "http")]
+use future::ResponseFuture;
+
 #[cfg(test)]
 mod tests;

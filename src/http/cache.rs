@@ -33,6 +33,13 @@ pub(crate) fn private_to_caller(headers: &HeaderMap) -> bool {
         })
 }
 
+/// `true` when a response says any cache may keep it
+/// (`Cache-Control: public`), even one made for a request with
+/// credentials (RFC 9111, section 3.5).
+pub(crate) fn public(headers: &HeaderMap) -> bool {
+    tokens(headers, CACHE_CONTROL).any(|t| directive(t).eq_ignore_ascii_case("public"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,5 +67,7 @@ mod tests {
             "cache-control",
             "no-store"
         )])));
+        assert!(public(&headers(&[("cache-control", "max-age=60, PUBLIC")])));
+        assert!(!public(&headers(&[("cache-control", "max-age=60")])));
     }
 }

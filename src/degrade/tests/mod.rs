@@ -11,6 +11,8 @@ use std::{
 
 use super::*;
 
+#[cfg(feature = "http")]
+mod layer;
 #[cfg(feature = "tracing")]
 mod logs;
 
