@@ -1,18 +1,25 @@
 //! The overload stack to copy into an axum service.
 //!
-//! Four routes over a simulated database (`C` write slots, `M` ms per write,
-//! slower when oversubscribed; see `flash_sale/backend.rs`), protected by:
+//! Four write routes and `GET /recommendations` over a simulated database
+//! (`C` write slots, `M` ms per write, slower when oversubscribed; see
+//! `flash_sale/backend.rs`), protected by:
 //!
 //! 1. `PriorityLayer` with a route table: `POST /payments` Critical,
-//!    `/orders` High, `/likes` Default, `/analytics` Low;
+//!    `/orders` High, `/likes` Default, `/analytics` and `/recommendations`
+//!    Low;
 //! 2. `PriorityShedLayer`, adaptive, steering on the limiter's queueing delay:
 //!    the lowest priorities are refused first, with `503` and `Retry-After`;
 //! 3. `AdaptiveLimitLayer` (AIMD with a latency target) and its bounded,
 //!    priority-ordered wait queue: `503` and `Retry-After` when full or too
-//!    slow.
+//!    slow;
+//! 4. `DegradeLayer`, between the first two: a load level (normal, elevated,
+//!    overloaded) read from the limiter and the shedder, stamped into every
+//!    request; while it is elevated or worse, `GET /recommendations` (a
+//!    database call when normal) answers `[]` with `x-degraded`.
 //!
-//! `GET /healthz` and `GET /stats` (the layers' figures as JSON) sit outside
-//! the limiter and bypass the shedder: never refused, never queued.
+//! `GET /healthz` and `GET /stats` (the layers' figures and the load level as
+//! JSON) sit outside the limiter and bypass the shedder: never refused, never
+//! queued.
 //!
 //! ```text
 //! cargo run --release --example axum_stack -- \
@@ -20,12 +27,13 @@
 //!
 //! curl -X POST localhost:3000/payments
 //! curl localhost:3000/stats
+//! curl -i localhost:3000/recommendations
 //! # under load, from any HTTP/1.1 or HTTP/2 client:
 //! oha -z 10s -c 400 -m POST http://127.0.0.1:3000/analytics
 //! ```
 //!
-//! Every route takes POST with any (or no) body and answers `200` with a small
-//! JSON body once the write is done. With `--trust-priority-header`, a caller's
+//! Every write route takes POST with any (or no) body and answers `200` with a
+//! small JSON body once the write is done. With `--trust-priority-header`, a caller's
 //! `x-priority: critical|high|default|low` overrides the route table (without
 //! it, the header can only lower a request's priority). The layers'
 //! transitions are printed (the examples build with the `tracing` feature):
@@ -95,7 +103,9 @@ async fn main() -> std::io::Result<()> {
             "can only lower"
         },
     );
-    println!("routes: POST /payments /orders /likes /analytics; GET /healthz /stats");
+    println!(
+        "routes: POST /payments /orders /likes /analytics; GET /recommendations /healthz /stats"
+    );
     // axum::serve speaks HTTP/1.1 and HTTP/2 (prior knowledge) on one port.
     axum::serve(listener, app).await
 }

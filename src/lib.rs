@@ -21,6 +21,7 @@
 //! | [`batch`] | gather single calls into batches for an inner `Service<Vec<T>>`, one result per caller |
 //! | [`coalesce`] | single-flight: identical in-flight requests share one inner call |
 //! | [`aggregate`] | merge commutative updates per key in memory and flush merged maps to the next tier |
+//! | [`degrade`] | a load level from the stack's own handles, stamped into requests and readable anywhere; per-route fallbacks while it is high |
 //! | [`http`], [`grpc`] | the refusal responses and body plumbing every HTTP face shares |
 //!
 //! # The overload contract
@@ -100,6 +101,7 @@ pub mod aggregate;
 pub mod batch;
 pub mod coalesce;
 pub mod deadline;
+pub mod degrade;
 pub mod guard;
 pub mod key;
 pub mod limit;

@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use tower_spillway::{
     Priority,
     deadline::{Deadline, DeadlineLayer},
+    degrade::{DegradeHandle, DegradeLayer, Fallback, LoadLevel},
     limit::{AdaptiveLimitLayer, Gradient, LimitHandle},
     priority::{HeaderPriority, PriorityLayer, RouteTable},
     shed::{Adaptive, Bypass, HealthChecks, PriorityShedLayer, ShedHandle},
@@ -52,6 +53,7 @@ impl Default for Config {
 pub struct Handles {
     pub limit: LimitHandle,
     pub shed: ShedHandle,
+    pub level: DegradeHandle,
     pub db: Arc<Database>,
 }
 
@@ -61,6 +63,7 @@ impl Handles {
         json!({
             "limit": self.limit.snapshot(),
             "shed": self.shed.snapshot(),
+            "load": self.level.snapshot(),
             "database": { "slots": self.db.slot_count(), "busy": self.db.busy() },
         })
     }
@@ -73,6 +76,7 @@ pub fn routes() -> RouteTable {
         .route(None, "/orders", Priority::High)
         .route(None, "/likes", Priority::Default)
         .route(None, "/analytics", Priority::Low)
+        .route(None, "/recommendations", Priority::Low)
 }
 
 /// The longest a caller may take to send its request body (less if its
@@ -116,9 +120,27 @@ pub fn app(config: &Config) -> (Router, Handles) {
     // it needs an operator who trusts every caller.
     let classify = HeaderPriority::with_base(routes()).trusted(config.trust_priority_header);
 
+    // The load level, from what the limiter and the shedder see. Every
+    // request carries it (`Extension<LoadLevel>`); while it is elevated or
+    // worse, `/recommendations` answers `[]` without a database call.
+    let level = DegradeHandle::builder(limit_handle.clone())
+        .source(shed_handle.clone())
+        .build()
+        .expect("the default level settings are valid");
+    let degrade = DegradeLayer::builder(level.clone())
+        .fallback(
+            Method::GET,
+            "/recommendations",
+            LoadLevel::Elevated,
+            Fallback::json("[]"),
+        )
+        .build()
+        .expect("the fallbacks are valid");
+
     let handles = Handles {
         limit: limit_handle,
         shed: shed_handle,
+        level,
         db: Arc::clone(&db),
     };
 
@@ -129,6 +151,7 @@ pub fn app(config: &Config) -> (Router, Handles) {
         .route("/orders", post(write))
         .route("/likes", post(write))
         .route("/analytics", post(write))
+        .route("/recommendations", get(recommendations))
         .with_state(db)
         .layer(limit)
         .layer(middleware::from_fn(read_body));
@@ -139,8 +162,10 @@ pub fn app(config: &Config) -> (Router, Handles) {
         .route("/stats", get(stats))
         .with_state(handles.clone())
         .merge(protected)
-        // The last layer is the outermost: classify first, then shed.
+        // The last layer is the outermost: classify first, then stamp the
+        // load level (a fallback answer costs no permit), then shed.
         .layer(shed)
+        .layer(degrade)
         .layer(PriorityLayer::new(classify))
         // A caller may say how long it will wait; off unless named.
         .layer(DeadlineLayer::new().header("x-request-timeout"));
@@ -187,6 +212,13 @@ async fn write(
     db.write().await;
     let priority = priority.map_or(Priority::Default, |Extension(p)| p);
     Json(json!({ "ok": true, "priority": priority.as_str(), "received_bytes": body.len() }))
+}
+
+/// Recommendations cost a database call; while the load level is elevated,
+/// the `DegradeLayer` answers `[]` and this handler is not called.
+async fn recommendations(State(db): State<Arc<Database>>) -> Json<Value> {
+    db.write().await;
+    Json(json!(["gift cards", "wool socks", "green tea"]))
 }
 
 async fn healthz() -> Json<Value> {

@@ -54,7 +54,7 @@ impl Body for RejectBody {
 
 pin_project! {
     /// The response body of a layer's HTTP face: the inner service's body, or
-    /// the layer's own refusal.
+    /// the layer's own answer (a refusal, or a degraded route's fallback).
     #[derive(Debug)]
     pub struct ResponseBody<B> {
         #[pin]

@@ -16,6 +16,7 @@
 //!   ends, so a concurrency limit covers streaming responses too.
 
 mod body;
+pub(crate) mod cache;
 mod drain;
 mod reject;
 

@@ -93,6 +93,22 @@ impl LimitHandle {
         self.shared.counters.drops.load(Relaxed)
     }
 
+    /// Requests refused for want of capacity since the limiter was built:
+    /// queue full, queue timeout, expected wait, taken out of the queue.
+    /// Refusals for a caller's own deadline are not counted: a caller cannot
+    /// make the service look loaded by sending short deadlines.
+    pub(crate) fn refused_for_capacity(&self) -> u64 {
+        let c = &self.shared.counters;
+        [
+            &c.queue_full,
+            &c.queue_timeout,
+            &c.expected_wait,
+            &c.evicted,
+        ]
+        .into_iter()
+        .fold(0u64, |sum, n| sum.wrapping_add(n.load(Relaxed)))
+    }
+
     /// Every figure at once.
     pub fn snapshot(&self) -> LimitSnapshot {
         let c = &self.shared.counters;

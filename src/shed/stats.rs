@@ -11,7 +11,7 @@ use super::{
     mode::Mode,
     state::{DynSignal, State},
 };
-use crate::priority::PerPriority;
+use crate::{Priority, priority::PerPriority};
 
 /// A cheap handle on a [`PriorityShedLayer`](super::PriorityShedLayer)'s
 /// figures, for a `/stats` endpoint or a metrics exporter. Clones share the
@@ -129,6 +129,22 @@ impl ShedHandle {
             completion_rate: s.rate(),
             retry_after_ms: s.last_hint_ms.load(Ordering::Relaxed),
         }
+    }
+
+    /// Requests shed since the layer was built, by [`Priority::index`](crate::Priority::index).
+    pub(crate) fn shed_counts(&self) -> [u64; 4] {
+        std::array::from_fn(|i| self.state.shed[i].load(Ordering::Relaxed))
+    }
+
+    /// The highest priority the adaptive level sheds any of now; `None` when
+    /// it admits every priority (and always in static mode).
+    pub(crate) fn level_sheds(&self) -> Option<Priority> {
+        let level = self.level()?;
+        let tier = SLOTS / 4;
+        Priority::ALL
+            .into_iter()
+            .rev()
+            .find(|p| level < (4 - p.index() as u32) * tier)
     }
 
     /// The adaptive admission level now (`None` in static mode).

@@ -110,28 +110,10 @@ where
 /// keys the credentials, `Host` and `Accept*`; headers added to a key
 /// are not known here, so a response varying on one is not shared).
 fn shareable(headers: &HeaderMap) -> bool {
-    use http::header::{CACHE_CONTROL, SET_COOKIE, VARY};
-    // A field that is not text reads as `*`: neither understood nor
-    // shared.
-    let tokens = |name| {
-        headers
-            .get_all(name)
-            .into_iter()
-            .flat_map(|v| v.to_str().unwrap_or("*").split(','))
-            .map(str::trim)
-    };
-    if headers.contains_key(SET_COOKIE) {
-        return false;
-    }
-    // `private` may carry field names (`private="x"`): private all the same.
-    let private = |t: &str| {
-        let directive = t.split('=').next().unwrap_or(t).trim();
-        directive.eq_ignore_ascii_case("private") || directive.eq_ignore_ascii_case("no-store")
-    };
-    if tokens(CACHE_CONTROL).any(private) {
-        return false;
-    }
-    tokens(VARY).all(|t| t.is_empty() || crate::coalesce::key::keys_header(t))
+    use crate::http::cache;
+    !cache::private_to_caller(headers)
+        && cache::tokens(headers, http::header::VARY)
+            .all(|t| t.is_empty() || crate::coalesce::key::keys_header(t))
 }
 
 /// Whether the body can be held for sharing: it says how long it is, and
