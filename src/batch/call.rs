@@ -13,14 +13,15 @@ use futures_util::future::CatchUnwind;
 use pin_project_lite::pin_project;
 
 use super::{
+    answer::Answer,
     error::{BatchFailed, LengthMismatch, Panicked},
-    worker::{Answer, BatchCounters, CallerSpan},
+    worker::{BatchCounters, CallerSpan},
 };
 use crate::BoxError;
 
 pub(super) fn answer_all<R>(answers: Vec<Answer<R>>, err: impl Fn() -> BoxError) {
     for tx in answers {
-        let _ = tx.send(Err(err()));
+        tx.send(Err(err()));
     }
 }
 
@@ -60,7 +61,7 @@ where
         match outcome {
             Ok(Ok(results)) if results.len() == answers.len() => {
                 for (tx, result) in answers.into_iter().zip(results) {
-                    let _ = tx.send(result.map_err(Into::into));
+                    tx.send(result.map_err(Into::into));
                 }
             }
             Ok(Ok(results)) => {

@@ -90,6 +90,7 @@
 //! flight, and the queue can refuse with `Overloaded` instead of applying
 //! backpressure.
 
+mod answer;
 mod call;
 mod config;
 pub mod error;

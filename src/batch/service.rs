@@ -6,11 +6,12 @@ use std::{
     task::{Context, Poll},
 };
 
-use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore, mpsc};
 use tower_service::Service;
 
 use super::{
     BatchConfig,
+    answer::Slot,
     error::Closed,
     future::ResponseFuture,
     worker::{BatchCounters, Message, Worker},
@@ -41,6 +42,8 @@ pub struct Batch<T, R, Rj = AsError> {
     // Only touched through `&mut self` (`get_mut`, no locking); the mutex
     // makes the handle `Sync` without requiring the boxed future to be.
     acquire: Mutex<Option<Acquire>>,
+    // The result slot of this handle's last call, reused by the next one.
+    spare: Option<Arc<Slot<R>>>,
     reject_when_full: bool,
     capacity: usize,
     shared: Arc<BatchCounters>,
@@ -111,6 +114,7 @@ where
             semaphore,
             permit: None,
             acquire: Mutex::new(None),
+            spare: None,
             reject_when_full,
             capacity,
             shared,
@@ -128,6 +132,7 @@ impl<T, R, Rj> Batch<T, R, Rj> {
             semaphore: self.semaphore,
             permit: self.permit,
             acquire: self.acquire,
+            spare: self.spare,
             reject_when_full: self.reject_when_full,
             capacity: self.capacity,
             shared: self.shared,
@@ -209,7 +214,7 @@ where
                 }
             },
         };
-        let (tx, rx) = oneshot::channel();
+        let (tx, rx) = Slot::pair(&mut self.spare);
         let message = Message::new(item, tx, permit);
         match self.tx.send(message) {
             Ok(()) => ResponseFuture::waiting(rx),
@@ -269,6 +274,7 @@ impl<T, R, Rj: Clone> Clone for Batch<T, R, Rj> {
             semaphore: self.semaphore.clone(),
             permit: None,
             acquire: Mutex::new(None),
+            spare: None,
             reject_when_full: self.reject_when_full,
             capacity: self.capacity,
             shared: self.shared.clone(),

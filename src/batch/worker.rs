@@ -30,13 +30,14 @@ use std::{
 
 use futures_util::{FutureExt, StreamExt, stream::FuturesUnordered};
 use tokio::{
-    sync::{OwnedSemaphorePermit, mpsc, oneshot},
+    sync::{OwnedSemaphorePermit, mpsc},
     time::{Instant, Sleep},
 };
 use tower_service::Service;
 
 use super::{
     BatchConfig, Flush,
+    answer::Answer,
     call::{BatchCall, answer_all},
     config::Weigher,
     error::{BatchFailed, Panicked},
@@ -54,8 +55,6 @@ fn current_span() -> CallerSpan {
 }
 #[cfg(not(feature = "tracing"))]
 fn current_span() -> CallerSpan {}
-
-pub(super) type Answer<R> = oneshot::Sender<Result<R, BoxError>>;
 
 /// State shared by the handles and the worker.
 #[derive(Debug, Default)]
@@ -76,7 +75,7 @@ pub(crate) struct Message<T, R> {
 }
 
 impl<T, R> Message<T, R> {
-    pub(crate) fn new(item: T, tx: Answer<R>, permit: OwnedSemaphorePermit) -> Self {
+    pub(super) fn new(item: T, tx: Answer<R>, permit: OwnedSemaphorePermit) -> Self {
         Self {
             item,
             tx,

@@ -1,0 +1,207 @@
+//! The way one caller's result travels back: a one-shot slot that a handle
+//! reuses for its next call.
+//!
+//! A `tokio::sync::oneshot` channel allocates its shared state on every
+//! call. A [`Batch`](super::Batch) handle usually awaits one call at a time
+//! (`ready().await`, `call`, `.await`), so it keeps the [`Slot`] of its last
+//! call and, once both ends of that call are gone (`Arc::get_mut` succeeds),
+//! resets it for the next one instead of allocating. A handle whose last
+//! call is still pending (or whose worker has not yet let go of it) takes a
+//! new slot, so reuse never changes who receives what.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll, Waker},
+};
+
+use crate::{BoxError, sync::lock};
+
+/// The state both ends share.
+#[derive(Debug)]
+pub(super) struct Slot<R> {
+    // Set when the caller's future is dropped; read by the worker to skip
+    // items nobody waits for, without taking the lock.
+    abandoned: AtomicBool,
+    state: Mutex<State<R>>,
+}
+
+#[derive(Debug)]
+struct State<R> {
+    result: Option<Result<R, BoxError>>,
+    waker: Option<Waker>,
+    // The worker answered, or dropped its end without answering.
+    done: bool,
+}
+
+impl<R> Slot<R> {
+    fn new() -> Self {
+        Self {
+            abandoned: AtomicBool::new(false),
+            state: Mutex::new(State {
+                result: None,
+                waker: None,
+                done: false,
+            }),
+        }
+    }
+
+    /// The two ends of a call, reusing `spare` when nobody else holds it.
+    pub(super) fn pair(spare: &mut Option<Arc<Self>>) -> (Answer<R>, Receiver<R>) {
+        let reused = spare.as_mut().and_then(Arc::get_mut).map(Self::reset);
+        let slot = match spare {
+            Some(slot) if reused.is_some() => slot.clone(),
+            _ => spare.insert(Arc::new(Self::new())).clone(),
+        };
+        (
+            Answer {
+                slot: slot.clone(),
+                sent: false,
+            },
+            Receiver { slot, taken: false },
+        )
+    }
+
+    fn reset(&mut self) {
+        *self.abandoned.get_mut() = false;
+        let state = self
+            .state
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.result = None;
+        state.waker = None;
+        state.done = false;
+    }
+
+    fn finish(&self, result: Option<Result<R, BoxError>>) {
+        let waker = {
+            let mut state = lock(&self.state);
+            state.result = result;
+            state.done = true;
+            state.waker.take()
+        };
+        // Woken outside the lock: a waker may run arbitrary code.
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// The worker's end: answers one caller, once. Dropping it unanswered tells
+/// the caller the worker stopped.
+#[derive(Debug)]
+pub(super) struct Answer<R> {
+    slot: Arc<Slot<R>>,
+    sent: bool,
+}
+
+impl<R> Answer<R> {
+    pub(super) fn send(mut self, result: Result<R, BoxError>) {
+        self.sent = true;
+        self.slot.finish(Some(result));
+    }
+
+    /// The caller dropped its future: nobody will read the result.
+    pub(super) fn is_closed(&self) -> bool {
+        self.slot.abandoned.load(Ordering::Relaxed)
+    }
+}
+
+impl<R> Drop for Answer<R> {
+    fn drop(&mut self) {
+        if !self.sent {
+            self.slot.finish(None);
+        }
+    }
+}
+
+/// The caller's end.
+#[derive(Debug)]
+pub(super) struct Receiver<R> {
+    slot: Arc<Slot<R>>,
+    taken: bool,
+}
+
+impl<R> Receiver<R> {
+    /// The result once answered; `Err(())` if the worker dropped its end
+    /// without answering (or the result was already taken).
+    pub(super) fn poll_recv(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Result<R, BoxError>, ()>> {
+        let mut state = lock(&self.slot.state);
+        if state.done {
+            self.taken = true;
+            return Poll::Ready(state.result.take().ok_or(()));
+        }
+        match &mut state.waker {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            waker => {
+                let old = waker.replace(cx.waker().clone());
+                drop(state);
+                drop(old);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl<R> Drop for Receiver<R> {
+    fn drop(&mut self) {
+        if !self.taken {
+            self.slot.abandoned.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::task::Waker;
+
+    use super::*;
+
+    fn poll<R>(rx: &mut Receiver<R>) -> Poll<Result<Result<R, BoxError>, ()>> {
+        rx.poll_recv(&mut Context::from_waker(Waker::noop()))
+    }
+
+    #[test]
+    fn a_slot_is_reused_once_both_ends_are_gone() {
+        let mut spare = None;
+        let (tx, mut rx) = Slot::pair(&mut spare);
+        let first = Arc::as_ptr(spare.as_ref().unwrap());
+        assert!(poll(&mut rx).is_pending());
+        tx.send(Ok(1));
+        assert!(matches!(poll(&mut rx), Poll::Ready(Ok(Ok(1)))));
+        drop(rx);
+
+        let (tx, mut rx) = Slot::pair(&mut spare);
+        assert_eq!(Arc::as_ptr(spare.as_ref().unwrap()), first, "reused");
+        assert!(!tx.is_closed(), "reset");
+        assert!(poll(&mut rx).is_pending(), "reset");
+
+        // The last call is still pending: the next one gets a new slot.
+        let (tx2, mut rx2) = Slot::pair(&mut spare);
+        assert_ne!(Arc::as_ptr(spare.as_ref().unwrap()), first);
+        tx2.send(Ok(2));
+        tx.send(Ok(3));
+        assert!(matches!(poll(&mut rx2), Poll::Ready(Ok(Ok(2)))));
+        assert!(matches!(poll(&mut rx), Poll::Ready(Ok(Ok(3)))));
+    }
+
+    #[test]
+    fn dropping_either_end_is_seen_by_the_other() {
+        let mut spare = None;
+        let (tx, rx) = Slot::<u32>::pair(&mut spare);
+        drop(rx);
+        assert!(tx.is_closed());
+
+        let (tx, mut rx) = Slot::<u32>::pair(&mut spare);
+        assert!(!tx.is_closed());
+        drop(tx);
+        assert!(matches!(poll(&mut rx), Poll::Ready(Err(()))));
+        // Polling again answers the same way instead of panicking.
+        assert!(matches!(poll(&mut rx), Poll::Ready(Err(()))));
+    }
+}
