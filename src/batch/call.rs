@@ -19,14 +19,16 @@ use super::{
 };
 use crate::BoxError;
 
-pub(super) fn answer_all<R>(answers: Vec<Answer<R>>, err: impl Fn() -> BoxError) {
-    for tx in answers {
+/// Fails every caller in `answers`, leaving it empty for the next batch.
+pub(super) fn answer_all<R>(answers: &mut Vec<Answer<R>>, err: impl Fn() -> BoxError) {
+    for tx in answers.drain(..) {
         tx.send(Err(err()));
     }
 }
 
 pin_project! {
-    /// One batch in the inner service; answers its callers when it resolves.
+    /// One batch in the inner service; answers its callers when it resolves,
+    /// and gives back their (empty) `Vec` for a later batch.
     pub(super) struct BatchCall<F, R> {
         #[pin]
         pub(super) fut: CatchUnwind<AssertUnwindSafe<F>>,
@@ -42,9 +44,9 @@ where
     SE: Into<BoxError>,
     E: Into<BoxError>,
 {
-    type Output = ();
+    type Output = Vec<Answer<R>>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         #[cfg(feature = "tracing")]
         let _entered = this.span.enter();
@@ -54,13 +56,13 @@ where
             Poll::Pending => return Poll::Pending,
             Poll::Ready(outcome) => outcome,
         };
-        let answers = mem::take(this.answers);
+        let mut answers = mem::take(this.answers);
         if !matches!(&outcome, Ok(Ok(results)) if results.len() == answers.len()) {
             this.shared.failed_batches.fetch_add(1, Ordering::Relaxed);
         }
         match outcome {
             Ok(Ok(results)) if results.len() == answers.len() => {
-                for (tx, result) in answers.into_iter().zip(results) {
+                for (tx, result) in answers.drain(..).zip(results) {
                     tx.send(result.map_err(Into::into));
                 }
             }
@@ -68,14 +70,14 @@ where
                 let mismatch = LengthMismatch::new(answers.len(), results.len());
                 #[cfg(feature = "tracing")]
                 tracing::warn!(%mismatch, "batch answered with the wrong number of results");
-                answer_all(answers, || Box::new(mismatch));
+                answer_all(&mut answers, || Box::new(mismatch));
             }
             Ok(Err(err)) => {
                 let failed = BatchFailed::new(err.into());
-                answer_all(answers, || Box::new(failed.clone()));
+                answer_all(&mut answers, || Box::new(failed.clone()));
             }
-            Err(_panic) => answer_all(answers, || Box::new(Panicked::new())),
+            Err(_panic) => answer_all(&mut answers, || Box::new(Panicked::new())),
         }
-        Poll::Ready(())
+        Poll::Ready(answers)
     }
 }

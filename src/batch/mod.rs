@@ -94,6 +94,7 @@ mod answer;
 mod call;
 mod config;
 pub mod error;
+mod flight;
 pub mod future;
 mod layer;
 mod service;

@@ -28,7 +28,7 @@ use std::{
     time::Duration,
 };
 
-use futures_util::{FutureExt, StreamExt, stream::FuturesUnordered};
+use futures_util::FutureExt;
 use tokio::{
     sync::{OwnedSemaphorePermit, mpsc},
     time::{Instant, Sleep},
@@ -41,6 +41,7 @@ use super::{
     call::{BatchCall, answer_all},
     config::Weigher,
     error::{BatchFailed, Panicked},
+    flight::InFlight,
 };
 use crate::BoxError;
 
@@ -113,7 +114,9 @@ where
     sleep: Pin<Box<Sleep>>,
     armed: bool,
     expired: bool,
-    in_flight: FuturesUnordered<BatchCall<S::Future, R>>,
+    in_flight: InFlight<BatchCall<S::Future, R>>,
+    // Emptied answer lists of finished batches, for the next batches.
+    spare_answers: Vec<Vec<Answer<R>>>,
     shared: Arc<BatchCounters>,
 }
 
@@ -160,7 +163,8 @@ where
             sleep: Box::pin(tokio::time::sleep_until(Instant::now())),
             armed: false,
             expired: false,
-            in_flight: FuturesUnordered::new(),
+            in_flight: InFlight::new(),
+            spare_answers: Vec::new(),
             shared,
         }
     }
@@ -216,7 +220,11 @@ where
     fn dispatch(&mut self) {
         let reserve = self.max_items.min(1024);
         let mut items = mem::replace(&mut self.items, Vec::with_capacity(reserve));
-        let mut answers = mem::replace(&mut self.answers, Vec::with_capacity(reserve));
+        let next = self
+            .spare_answers
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(reserve));
+        let mut answers = mem::replace(&mut self.answers, next);
         // A caller that gave up while its item waited for the batch to fill
         // (or for room in flight) is skipped too, as at the gate.
         if answers.iter().any(Answer::is_closed) {
@@ -259,7 +267,8 @@ where
             }),
             Err(_) => {
                 self.shared.failed_batches.fetch_add(1, Ordering::Relaxed);
-                answer_all(answers, || Box::new(Panicked::new()))
+                answer_all(&mut answers, || Box::new(Panicked::new()));
+                self.spare_answers.push(answers);
             }
         }
         self.reset_batch();
@@ -291,15 +300,15 @@ where
         self.shared.failed_batches.fetch_add(1, Ordering::Relaxed);
         self.items.clear();
         self.spans.clear();
-        let answers = mem::take(&mut self.answers);
-        answer_all(answers, || Box::new(err.clone()));
+        answer_all(&mut self.answers, || Box::new(err.clone()));
         self.reset_batch();
     }
 
     fn run(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             // 1. Finished batches.
-            while let Poll::Ready(Some(())) = self.in_flight.poll_next_unpin(cx) {}
+            let spare = &mut self.spare_answers;
+            self.in_flight.poll_done(cx, |answers| spare.push(answers));
 
             // 2. Gather.
             while !self.rx_done && !self.is_full() {
@@ -373,5 +382,5 @@ where
 }
 
 // No field is structurally pinned: the inner service is only used through
-// `&mut`, its futures live in (`Unpin`) `FuturesUnordered`, the timer is boxed.
+// `&mut`, its futures live in boxed lanes (`InFlight`), the timer is boxed.
 impl<S, T, R> Unpin for Worker<S, T, R> where S: Service<Vec<T>> {}
