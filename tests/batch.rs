@@ -142,6 +142,11 @@ async fn under_load_batches_fill_to_max_items() {
         assert_eq!(a.unwrap(), 2 * i as u32);
     }
     assert_eq!(sizes(&log), vec![10, 10, 10, 10, 10, 10, 10, 10, 10, 5]);
+    let stats = batch.stats();
+    assert_eq!(
+        (stats.batches, stats.items, stats.failed_batches),
+        (10, 95, 0)
+    );
     // Never waited for max_wait: each batch left when the previous finished.
     assert!(start.elapsed() < Duration::from_millis(100));
 }
@@ -350,6 +355,7 @@ async fn inner_panics_answer_every_caller_and_the_worker_survives() {
             assert!(answer.unwrap_err().is::<Panicked>(), "{items:?}");
         }
     }
+    assert_eq!(batch.stats().failed_batches, 2);
     assert_still_serves(&batch).await;
 }
 

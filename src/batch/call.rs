@@ -5,7 +5,6 @@ use std::{
     mem,
     panic::AssertUnwindSafe,
     pin::Pin,
-    sync::{Arc, atomic::Ordering},
     task::{Context, Poll},
 };
 
@@ -15,7 +14,7 @@ use pin_project_lite::pin_project;
 use super::{
     answer::Answer,
     error::{BatchFailed, LengthMismatch, Panicked},
-    worker::{BatchCounters, CallerSpan},
+    worker::CallerSpan,
 };
 use crate::BoxError;
 
@@ -27,15 +26,21 @@ pub(super) fn answer_all<R>(answers: &mut Vec<Answer<R>>, err: impl Fn() -> BoxE
 }
 
 pin_project! {
-    /// One batch in the inner service; answers its callers when it resolves,
-    /// and gives back their (empty) `Vec` for a later batch.
+    /// One batch in the inner service; answers its callers when it resolves.
     pub(super) struct BatchCall<F, R> {
         #[pin]
         pub(super) fut: CatchUnwind<AssertUnwindSafe<F>>,
         pub(super) answers: Vec<Answer<R>>,
         pub(super) span: CallerSpan,
-        pub(super) shared: Arc<BatchCounters>,
     }
+}
+
+/// A batch that has been answered.
+pub(super) struct Finished<R> {
+    /// Its callers' (now empty) list, for a later batch.
+    pub(super) answers: Vec<Answer<R>>,
+    /// It failed as a whole: an inner error, a length mismatch or a panic.
+    pub(super) failed: bool,
 }
 
 impl<F, R, E, SE> Future for BatchCall<F, R>
@@ -44,7 +49,7 @@ where
     SE: Into<BoxError>,
     E: Into<BoxError>,
 {
-    type Output = Vec<Answer<R>>;
+    type Output = Finished<R>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -57,9 +62,7 @@ where
             Poll::Ready(outcome) => outcome,
         };
         let mut answers = mem::take(this.answers);
-        if !matches!(&outcome, Ok(Ok(results)) if results.len() == answers.len()) {
-            this.shared.failed_batches.fetch_add(1, Ordering::Relaxed);
-        }
+        let failed = !matches!(&outcome, Ok(Ok(results)) if results.len() == answers.len());
         match outcome {
             Ok(Ok(results)) if results.len() == answers.len() => {
                 for (tx, result) in answers.drain(..).zip(results) {
@@ -78,6 +81,6 @@ where
             }
             Err(_panic) => answer_all(&mut answers, || Box::new(Panicked::new())),
         }
-        Poll::Ready(answers)
+        Poll::Ready(Finished { answers, failed })
     }
 }

@@ -38,7 +38,7 @@ use tower_service::Service;
 use super::{
     BatchConfig, Flush,
     answer::Answer,
-    call::{BatchCall, answer_all},
+    call::{BatchCall, Finished, answer_all},
     config::Weigher,
     error::{BatchFailed, Panicked},
     flight::InFlight,
@@ -60,10 +60,21 @@ fn current_span() -> CallerSpan {}
 /// State shared by the handles and the worker.
 #[derive(Debug, Default)]
 pub(crate) struct BatchCounters {
+    // Written by the worker alone (see `bump`).
     pub(crate) batches: AtomicU64,
     pub(crate) items: AtomicU64,
     pub(crate) failed_batches: AtomicU64,
+    // Written by the handles.
     pub(crate) rejected: AtomicU64,
+}
+
+/// Adds `n` to a counter only the worker writes: a load and a store, not a
+/// read-modify-write, since no other writer can interleave.
+fn bump(counter: &AtomicU64, n: u64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
 }
 
 /// One queued item and the way back to its caller.
@@ -246,9 +257,12 @@ where
         let span = ();
         if items.is_empty() {
             // Every caller of this batch gave up: no call at all.
+            self.spare_answers.push(answers);
             self.reset_batch();
             return;
         }
+        bump(&self.shared.batches, 1);
+        bump(&self.shared.items, items.len() as u64);
         let inner = self
             .inner
             .as_mut()
@@ -263,10 +277,9 @@ where
                 fut: AssertUnwindSafe(fut).catch_unwind(),
                 answers,
                 span,
-                shared: self.shared.clone(),
             }),
             Err(_) => {
-                self.shared.failed_batches.fetch_add(1, Ordering::Relaxed);
+                bump(&self.shared.failed_batches, 1);
                 answer_all(&mut answers, || Box::new(Panicked::new()));
                 self.spare_answers.push(answers);
             }
@@ -297,7 +310,7 @@ where
     {
         #[cfg(feature = "tracing")]
         tracing::warn!(error = %err, items = self.items.len(), "batch inner service not ready; batch failed");
-        self.shared.failed_batches.fetch_add(1, Ordering::Relaxed);
+        bump(&self.shared.failed_batches, 1);
         self.items.clear();
         self.spans.clear();
         answer_all(&mut self.answers, || Box::new(err.clone()));
@@ -307,8 +320,12 @@ where
     fn run(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             // 1. Finished batches.
-            let spare = &mut self.spare_answers;
-            self.in_flight.poll_done(cx, |answers| spare.push(answers));
+            let (spare, shared) = (&mut self.spare_answers, &self.shared);
+            self.in_flight
+                .poll_done(cx, |Finished { answers, failed }| {
+                    bump(&shared.failed_batches, u64::from(failed));
+                    spare.push(answers);
+                });
 
             // 2. Gather.
             while !self.rx_done && !self.is_full() {
