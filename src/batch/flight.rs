@@ -103,9 +103,8 @@ impl<F: Future> InFlight<F> {
         if self.busy == 0 {
             return;
         }
-        self.worker.register(cx.waker());
         for lane in &mut self.lanes {
-            if lane.fut.is_none() || !lane.wake.woken.swap(false, Ordering::AcqRel) {
+            if !lane.wake.woken.swap(false, Ordering::AcqRel) {
                 continue;
             }
             let Some(fut) = lane.fut.as_mut().as_pin_mut() else {
@@ -116,6 +115,24 @@ impl<F: Future> InFlight<F> {
                 self.busy -= 1;
                 done(output);
             }
+        }
+        // Registered only while something is still in flight: a batch that
+        // finished on its first poll (an in-memory inner service) costs no
+        // registration.
+        if self.busy == 0 {
+            return;
+        }
+        self.worker.register(cx.waker());
+        // A lane woken after its poll but before this registration woke an
+        // older waker, or none: poll again soon rather than miss it. (Not in
+        // a loop: a future that wakes itself on every poll must not keep the
+        // worker from yielding.)
+        let missed = self
+            .lanes
+            .iter()
+            .any(|lane| lane.fut.is_some() && lane.wake.woken.load(Ordering::Acquire));
+        if missed {
+            cx.waker().wake_by_ref();
         }
     }
 }
