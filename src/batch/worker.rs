@@ -318,6 +318,10 @@ where
     }
 
     fn run(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // The queue answered `Pending` in this run, so it holds this task's
+        // waker and will wake it for the next item: asking again before
+        // returning would only register the waker again.
+        let mut rx_idle = false;
         loop {
             // 1. Finished batches.
             let (spare, shared) = (&mut self.spare_answers, &self.shared);
@@ -328,11 +332,11 @@ where
                 });
 
             // 2. Gather.
-            while !self.rx_done && !self.is_full() {
+            while !self.rx_done && !rx_idle && !self.is_full() {
                 match self.rx.poll_recv(cx) {
                     Poll::Ready(Some(msg)) => self.accept(msg),
                     Poll::Ready(None) => self.rx_done = true,
-                    Poll::Pending => break,
+                    Poll::Pending => rx_idle = true,
                 }
             }
 
