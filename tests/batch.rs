@@ -474,6 +474,46 @@ async fn a_full_queue_applies_backpressure_or_refuses() {
         h.await.unwrap().unwrap();
     }
     next.ready().await.unwrap();
+    // Every slot came back once: only `next`'s reservation is in use.
+    assert_eq!(batch.queued(), 1);
+    drop(next);
+    assert_eq!(batch.queued(), 0);
+    assert_eq!(refusing.queued(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handle_waiting_for_room_learns_that_the_worker_stopped() {
+    let stuck = service_fn(|_: Vec<u32>| {
+        std::future::pending::<Result<Vec<Result<u32, Infallible>>, Infallible>>()
+    });
+    let config = BatchConfig::builder()
+        .max_items(1)
+        .queue_capacity(1)
+        .build()
+        .unwrap();
+    let (batch, worker) = Batch::pair(stuck, config);
+    let worker = tokio::spawn(worker);
+    // Item 0 is in flight, item 1 fills the batch, item 2 the queue.
+    let calls: Vec<_> = (0..3)
+        .map(|i| tokio::spawn(batch.clone().oneshot(i)))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let waiting = tokio::spawn({
+        let mut next = batch.clone();
+        async move { next.ready().await.map(|_| ()) }
+    });
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert!(!waiting.is_finished(), "no room");
+
+    worker.abort();
+    let err = waiting.await.unwrap().unwrap_err();
+    assert!(err.is::<Closed>(), "{err}");
+    for call in calls {
+        assert!(call.await.unwrap().unwrap_err().is::<Closed>());
+    }
+    // A call without `poll_ready` is told the same.
+    let err = batch.clone().call(9).await.unwrap_err();
+    assert!(err.is::<Closed>(), "{err}");
 }
 
 /// A service whose `poll_ready` fails until `recovered` is set, as a pool

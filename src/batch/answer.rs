@@ -1,13 +1,13 @@
-//! The way one caller's result travels back: a one-shot slot that a handle
-//! reuses for its next call.
+//! The way one caller's result travels back: a one-shot mailbox that a
+//! handle reuses for its next call.
 //!
 //! A `tokio::sync::oneshot` channel allocates its shared state on every
 //! call. A [`Batch`](super::Batch) handle usually awaits one call at a time
-//! (`ready().await`, `call`, `.await`), so it keeps the [`Slot`] of its last
-//! call and, once both ends of that call are gone (`Arc::get_mut` succeeds),
-//! resets it for the next one instead of allocating. A handle whose last
-//! call is still pending (or whose worker has not yet let go of it) takes a
-//! new slot, so reuse never changes who receives what.
+//! (`ready().await`, `call`, `.await`), so it keeps the [`Mailbox`] of its
+//! last call and, once both ends of that call are gone (`Arc::get_mut`
+//! succeeds), resets it for the next one instead of allocating. A handle
+//! whose last call is still pending (or whose worker has not yet let go of
+//! it) takes a new mailbox, so reuse never changes who receives what.
 
 use std::{
     sync::{
@@ -21,7 +21,7 @@ use crate::{BoxError, sync::lock};
 
 /// The state both ends share.
 #[derive(Debug)]
-pub(super) struct Slot<R> {
+pub(super) struct Mailbox<R> {
     // Set when the caller's future is dropped; read by the worker to skip
     // items nobody waits for, without taking the lock.
     abandoned: AtomicBool,
@@ -36,7 +36,7 @@ struct State<R> {
     done: bool,
 }
 
-impl<R> Slot<R> {
+impl<R> Mailbox<R> {
     fn new() -> Self {
         Self {
             abandoned: AtomicBool::new(false),
@@ -51,16 +51,19 @@ impl<R> Slot<R> {
     /// The two ends of a call, reusing `spare` when nobody else holds it.
     pub(super) fn pair(spare: &mut Option<Arc<Self>>) -> (Answer<R>, Receiver<R>) {
         let reused = spare.as_mut().and_then(Arc::get_mut).map(Self::reset);
-        let slot = match spare {
-            Some(slot) if reused.is_some() => slot.clone(),
+        let mailbox = match spare {
+            Some(mailbox) if reused.is_some() => mailbox.clone(),
             _ => spare.insert(Arc::new(Self::new())).clone(),
         };
         (
             Answer {
-                slot: slot.clone(),
+                mailbox: mailbox.clone(),
                 sent: false,
             },
-            Receiver { slot, taken: false },
+            Receiver {
+                mailbox,
+                taken: false,
+            },
         )
     }
 
@@ -93,26 +96,26 @@ impl<R> Slot<R> {
 /// the caller the worker stopped.
 #[derive(Debug)]
 pub(super) struct Answer<R> {
-    slot: Arc<Slot<R>>,
+    mailbox: Arc<Mailbox<R>>,
     sent: bool,
 }
 
 impl<R> Answer<R> {
     pub(super) fn send(mut self, result: Result<R, BoxError>) {
         self.sent = true;
-        self.slot.finish(Some(result));
+        self.mailbox.finish(Some(result));
     }
 
     /// The caller dropped its future: nobody will read the result.
     pub(super) fn is_closed(&self) -> bool {
-        self.slot.abandoned.load(Ordering::Relaxed)
+        self.mailbox.abandoned.load(Ordering::Relaxed)
     }
 }
 
 impl<R> Drop for Answer<R> {
     fn drop(&mut self) {
         if !self.sent {
-            self.slot.finish(None);
+            self.mailbox.finish(None);
         }
     }
 }
@@ -120,7 +123,7 @@ impl<R> Drop for Answer<R> {
 /// The caller's end.
 #[derive(Debug)]
 pub(super) struct Receiver<R> {
-    slot: Arc<Slot<R>>,
+    mailbox: Arc<Mailbox<R>>,
     taken: bool,
 }
 
@@ -131,7 +134,7 @@ impl<R> Receiver<R> {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Result<R, BoxError>, ()>> {
-        let mut state = lock(&self.slot.state);
+        let mut state = lock(&self.mailbox.state);
         if state.done {
             self.taken = true;
             return Poll::Ready(state.result.take().ok_or(()));
@@ -151,7 +154,7 @@ impl<R> Receiver<R> {
 impl<R> Drop for Receiver<R> {
     fn drop(&mut self) {
         if !self.taken {
-            self.slot.abandoned.store(true, Ordering::Relaxed);
+            self.mailbox.abandoned.store(true, Ordering::Relaxed);
         }
     }
 }
@@ -167,22 +170,22 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_is_reused_once_both_ends_are_gone() {
+    fn a_mailbox_is_reused_once_both_ends_are_gone() {
         let mut spare = None;
-        let (tx, mut rx) = Slot::pair(&mut spare);
+        let (tx, mut rx) = Mailbox::pair(&mut spare);
         let first = Arc::as_ptr(spare.as_ref().unwrap());
         assert!(poll(&mut rx).is_pending());
         tx.send(Ok(1));
         assert!(matches!(poll(&mut rx), Poll::Ready(Ok(Ok(1)))));
         drop(rx);
 
-        let (tx, mut rx) = Slot::pair(&mut spare);
+        let (tx, mut rx) = Mailbox::pair(&mut spare);
         assert_eq!(Arc::as_ptr(spare.as_ref().unwrap()), first, "reused");
         assert!(!tx.is_closed(), "reset");
         assert!(poll(&mut rx).is_pending(), "reset");
 
-        // The last call is still pending: the next one gets a new slot.
-        let (tx2, mut rx2) = Slot::pair(&mut spare);
+        // The last call is still pending: the next one gets a new mailbox.
+        let (tx2, mut rx2) = Mailbox::pair(&mut spare);
         assert_ne!(Arc::as_ptr(spare.as_ref().unwrap()), first);
         tx2.send(Ok(2));
         tx.send(Ok(3));
@@ -193,11 +196,11 @@ mod tests {
     #[test]
     fn dropping_either_end_is_seen_by_the_other() {
         let mut spare = None;
-        let (tx, rx) = Slot::<u32>::pair(&mut spare);
+        let (tx, rx) = Mailbox::<u32>::pair(&mut spare);
         drop(rx);
         assert!(tx.is_closed());
 
-        let (tx, mut rx) = Slot::<u32>::pair(&mut spare);
+        let (tx, mut rx) = Mailbox::<u32>::pair(&mut spare);
         assert!(!tx.is_closed());
         drop(tx);
         assert!(matches!(poll(&mut rx), Poll::Ready(Err(()))));

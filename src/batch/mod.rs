@@ -98,6 +98,7 @@ mod flight;
 pub mod future;
 mod layer;
 mod service;
+mod slots;
 mod worker;
 
 pub use config::{BatchConfig, BatchConfigBuilder, Flush};

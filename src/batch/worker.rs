@@ -30,7 +30,7 @@ use std::{
 
 use futures_util::FutureExt;
 use tokio::{
-    sync::{OwnedSemaphorePermit, mpsc},
+    sync::{Semaphore, mpsc},
     time::{Instant, Sleep},
 };
 use tower_service::Service;
@@ -42,6 +42,7 @@ use super::{
     config::Weigher,
     error::{BatchFailed, Panicked},
     flight::InFlight,
+    slots::Release,
 };
 use crate::BoxError;
 
@@ -82,17 +83,16 @@ pub(crate) struct Message<T, R> {
     item: T,
     tx: Answer<R>,
     span: CallerSpan,
-    // Released when the item leaves the queue for a batch.
-    _permit: OwnedSemaphorePermit,
 }
 
 impl<T, R> Message<T, R> {
-    pub(super) fn new(item: T, tx: Answer<R>, permit: OwnedSemaphorePermit) -> Self {
+    /// A message holds a queue slot, given back by the worker when the item
+    /// leaves the queue for a batch (see `slots`).
+    pub(super) fn new(item: T, tx: Answer<R>) -> Self {
         Self {
             item,
             tx,
             span: current_span(),
-            _permit: permit,
         }
     }
 }
@@ -110,6 +110,8 @@ where
     inner: Option<S>,
     rx: mpsc::UnboundedReceiver<Message<T, R>>,
     rx_done: bool,
+    // The queue slots of items taken out of `rx`, given back after each pass.
+    release: Release,
     max_items: usize,
     max_wait: Duration,
     flush: Flush,
@@ -154,6 +156,7 @@ where
         inner: S,
         config: BatchConfig<T>,
         rx: mpsc::UnboundedReceiver<Message<T, R>>,
+        semaphore: Arc<Semaphore>,
         shared: Arc<BatchCounters>,
     ) -> Self {
         let reserve = config.max_items.min(1024);
@@ -161,6 +164,7 @@ where
             inner: Some(inner),
             rx,
             rx_done: false,
+            release: Release::new(semaphore),
             max_items: config.max_items,
             max_wait: config.max_wait,
             flush: config.flush,
@@ -196,16 +200,19 @@ where
     fn accept(&mut self, msg: Message<T, R>) {
         // A caller that gave up before its item was sent is skipped.
         if msg.tx.is_closed() {
+            self.release.one();
             return;
         }
         let mut w = 0;
         if let Some((max, weigh)) = &self.weight {
             w = weigh(&msg.item);
             if !self.items.is_empty() && self.weight_sum.saturating_add(w) > *max {
+                // Keeps its queue slot until it opens the next batch.
                 self.carry = Some(msg);
                 return;
             }
         }
+        self.release.one();
         if self.items.is_empty() {
             self.armed = false;
             self.expired = false;
@@ -339,6 +346,7 @@ where
                     Poll::Pending => rx_idle = true,
                 }
             }
+            self.release.flush();
 
             if self.items.is_empty() {
                 if self.rx_done && self.in_flight.is_empty() {
