@@ -12,7 +12,7 @@
 use std::{
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, Ordering, fence},
     },
     task::{Context, Poll, Waker},
 };
@@ -50,9 +50,8 @@ impl<R> Mailbox<R> {
 
     /// The two ends of a call, reusing `spare` when nobody else holds it.
     pub(super) fn pair(spare: &mut Option<Arc<Self>>) -> (Answer<R>, Receiver<R>) {
-        let reused = spare.as_mut().and_then(Arc::get_mut).map(Self::reset);
         let mailbox = match spare {
-            Some(mailbox) if reused.is_some() => mailbox.clone(),
+            Some(mailbox) if mailbox.is_clean() => mailbox.clone(),
             _ => spare.insert(Arc::new(Self::new())).clone(),
         };
         (
@@ -67,15 +66,20 @@ impl<R> Mailbox<R> {
         )
     }
 
-    fn reset(&mut self) {
-        *self.abandoned.get_mut() = false;
-        let state = self
-            .state
-            .get_mut()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        state.result = None;
-        state.waker = None;
-        state.done = false;
+    /// Both ends of the last call are gone and it ended with the result
+    /// taken, which leaves the state as new (`Receiver::poll_recv` clears
+    /// `done`; `finish` took the waker). A mailbox whose caller gave up is
+    /// not reused.
+    ///
+    /// A load, not `Arc::get_mut`'s read-modify-write: the other ends'
+    /// `Arc` drops release, and the fence acquires, so everything they did
+    /// to the mailbox is seen here.
+    fn is_clean(self: &Arc<Self>) -> bool {
+        if Arc::strong_count(self) != 1 {
+            return false;
+        }
+        fence(Ordering::Acquire);
+        !self.abandoned.load(Ordering::Relaxed)
     }
 
     fn finish(&self, result: Option<Result<R, BoxError>>) {
@@ -134,9 +138,14 @@ impl<R> Receiver<R> {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Result<R, BoxError>, ()>> {
+        if self.taken {
+            return Poll::Ready(Err(()));
+        }
         let mut state = lock(&self.mailbox.state);
         if state.done {
             self.taken = true;
+            // As new, for the handle's next call.
+            state.done = false;
             return Poll::Ready(state.result.take().ok_or(()));
         }
         match &mut state.waker {
@@ -197,14 +206,25 @@ mod tests {
     fn dropping_either_end_is_seen_by_the_other() {
         let mut spare = None;
         let (tx, rx) = Mailbox::<u32>::pair(&mut spare);
+        let abandoned = Arc::as_ptr(spare.as_ref().unwrap());
         drop(rx);
         assert!(tx.is_closed());
+        drop(tx);
 
+        // A mailbox whose caller gave up is not reused.
         let (tx, mut rx) = Mailbox::<u32>::pair(&mut spare);
+        let unanswered = Arc::as_ptr(spare.as_ref().unwrap());
+        assert_ne!(unanswered, abandoned);
         assert!(!tx.is_closed());
         drop(tx);
         assert!(matches!(poll(&mut rx), Poll::Ready(Err(()))));
         // Polling again answers the same way instead of panicking.
         assert!(matches!(poll(&mut rx), Poll::Ready(Err(()))));
+        drop(rx);
+
+        // One whose caller learned that nobody answered is.
+        let (_tx, mut rx) = Mailbox::<u32>::pair(&mut spare);
+        assert_eq!(Arc::as_ptr(spare.as_ref().unwrap()), unanswered);
+        assert!(poll(&mut rx).is_pending());
     }
 }
