@@ -334,7 +334,9 @@ where
             let (spare, shared) = (&mut self.spare_answers, &self.shared);
             self.in_flight
                 .poll_done(cx, |Finished { answers, failed }| {
-                    bump(&shared.failed_batches, u64::from(failed));
+                    if failed {
+                        bump(&shared.failed_batches, 1);
+                    }
                     spare.push(answers);
                 });
 
