@@ -936,3 +936,43 @@ async fn callers_that_gave_up_before_their_batch_was_sent_are_left_out() {
     assert_eq!(sent.lock().unwrap().len(), 1, "no empty batch");
     assert_eq!(batch.clone().oneshot(4).await.unwrap(), 4);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_handle_calling_in_turn_gets_each_answer_once() {
+    let config = BatchConfig::builder()
+        .max_items(10)
+        .max_in_flight(2)
+        .build()
+        .unwrap();
+    let (mut batch, _start, log) = doubling(Duration::from_millis(5), config);
+
+    // Awaited one after the other: the handle reuses what carried the last
+    // answer, and each call still gets its own.
+    for i in 0..3 {
+        assert_eq!(batch.ready().await.unwrap().call(i).await.unwrap(), 2 * i);
+    }
+    // A call given up while its batch is in flight: its item is still
+    // written, and the next call on the handle does not see its answer.
+    batch.ready().await.unwrap();
+    let abandoned = batch.call(10);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    drop(abandoned);
+    batch.ready().await.unwrap();
+    let next = batch.call(20);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(next.await.unwrap(), 40);
+    let sent: Vec<u32> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|(_, b)| b.clone())
+        .collect();
+    assert_eq!(sent, vec![0, 1, 2, 10, 20]);
+}
+
+#[test]
+fn handles_and_their_futures_are_send_and_sync() {
+    fn send_sync<X: Send + Sync>() {}
+    send_sync::<Batch<u32, u32>>();
+    send_sync::<tower_spillway::batch::future::ResponseFuture<u32, u32, tower_spillway::AsError>>();
+}
