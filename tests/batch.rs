@@ -142,6 +142,11 @@ async fn under_load_batches_fill_to_max_items() {
         assert_eq!(a.unwrap(), 2 * i as u32);
     }
     assert_eq!(sizes(&log), vec![10, 10, 10, 10, 10, 10, 10, 10, 10, 5]);
+    let stats = batch.stats();
+    assert_eq!(
+        (stats.batches, stats.items, stats.failed_batches),
+        (10, 95, 0)
+    );
     // Never waited for max_wait: each batch left when the previous finished.
     assert!(start.elapsed() < Duration::from_millis(100));
 }
@@ -350,6 +355,7 @@ async fn inner_panics_answer_every_caller_and_the_worker_survives() {
             assert!(answer.unwrap_err().is::<Panicked>(), "{items:?}");
         }
     }
+    assert_eq!(batch.stats().failed_batches, 2);
     assert_still_serves(&batch).await;
 }
 
@@ -468,6 +474,46 @@ async fn a_full_queue_applies_backpressure_or_refuses() {
         h.await.unwrap().unwrap();
     }
     next.ready().await.unwrap();
+    // Every slot came back once: only `next`'s reservation is in use.
+    assert_eq!(batch.queued(), 1);
+    drop(next);
+    assert_eq!(batch.queued(), 0);
+    assert_eq!(refusing.queued(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handle_waiting_for_room_learns_that_the_worker_stopped() {
+    let stuck = service_fn(|_: Vec<u32>| {
+        std::future::pending::<Result<Vec<Result<u32, Infallible>>, Infallible>>()
+    });
+    let config = BatchConfig::builder()
+        .max_items(1)
+        .queue_capacity(1)
+        .build()
+        .unwrap();
+    let (batch, worker) = Batch::pair(stuck, config);
+    let worker = tokio::spawn(worker);
+    // Item 0 is in flight, item 1 fills the batch, item 2 the queue.
+    let calls: Vec<_> = (0..3)
+        .map(|i| tokio::spawn(batch.clone().oneshot(i)))
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    let waiting = tokio::spawn({
+        let mut next = batch.clone();
+        async move { next.ready().await.map(|_| ()) }
+    });
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert!(!waiting.is_finished(), "no room");
+
+    worker.abort();
+    let err = waiting.await.unwrap().unwrap_err();
+    assert!(err.is::<Closed>(), "{err}");
+    for call in calls {
+        assert!(call.await.unwrap().unwrap_err().is::<Closed>());
+    }
+    // A call without `poll_ready` is told the same.
+    let err = batch.clone().call(9).await.unwrap_err();
+    assert!(err.is::<Closed>(), "{err}");
 }
 
 /// A service whose `poll_ready` fails until `recovered` is set, as a pool
@@ -889,4 +935,44 @@ async fn callers_that_gave_up_before_their_batch_was_sent_are_left_out() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(sent.lock().unwrap().len(), 1, "no empty batch");
     assert_eq!(batch.clone().oneshot(4).await.unwrap(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_handle_calling_in_turn_gets_each_answer_once() {
+    let config = BatchConfig::builder()
+        .max_items(10)
+        .max_in_flight(2)
+        .build()
+        .unwrap();
+    let (mut batch, _start, log) = doubling(Duration::from_millis(5), config);
+
+    // Awaited one after the other: the handle reuses what carried the last
+    // answer, and each call still gets its own.
+    for i in 0..3 {
+        assert_eq!(batch.ready().await.unwrap().call(i).await.unwrap(), 2 * i);
+    }
+    // A call given up while its batch is in flight: its item is still
+    // written, and the next call on the handle does not see its answer.
+    batch.ready().await.unwrap();
+    let abandoned = batch.call(10);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    drop(abandoned);
+    batch.ready().await.unwrap();
+    let next = batch.call(20);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(next.await.unwrap(), 40);
+    let sent: Vec<u32> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|(_, b)| b.clone())
+        .collect();
+    assert_eq!(sent, vec![0, 1, 2, 10, 20]);
+}
+
+#[test]
+fn handles_and_their_futures_are_send_and_sync() {
+    fn send_sync<X: Send + Sync>() {}
+    send_sync::<Batch<u32, u32>>();
+    send_sync::<tower_spillway::batch::future::ResponseFuture<u32, u32, tower_spillway::AsError>>();
 }

@@ -5,7 +5,6 @@ use std::{
     mem,
     panic::AssertUnwindSafe,
     pin::Pin,
-    sync::{Arc, atomic::Ordering},
     task::{Context, Poll},
 };
 
@@ -13,14 +12,16 @@ use futures_util::future::CatchUnwind;
 use pin_project_lite::pin_project;
 
 use super::{
+    answer::Answer,
     error::{BatchFailed, LengthMismatch, Panicked},
-    worker::{Answer, BatchCounters, CallerSpan},
+    worker::CallerSpan,
 };
 use crate::BoxError;
 
-pub(super) fn answer_all<R>(answers: Vec<Answer<R>>, err: impl Fn() -> BoxError) {
-    for tx in answers {
-        let _ = tx.send(Err(err()));
+/// Fails every caller in `answers`, leaving it empty for the next batch.
+pub(super) fn answer_all<R>(answers: &mut Vec<Answer<R>>, err: impl Fn() -> BoxError) {
+    for tx in answers.drain(..) {
+        tx.send(Err(err()));
     }
 }
 
@@ -31,8 +32,15 @@ pin_project! {
         pub(super) fut: CatchUnwind<AssertUnwindSafe<F>>,
         pub(super) answers: Vec<Answer<R>>,
         pub(super) span: CallerSpan,
-        pub(super) shared: Arc<BatchCounters>,
     }
+}
+
+/// A batch that has been answered.
+pub(super) struct Finished<R> {
+    /// Its callers' (now empty) list, for a later batch.
+    pub(super) answers: Vec<Answer<R>>,
+    /// It failed as a whole: an inner error, a length mismatch or a panic.
+    pub(super) failed: bool,
 }
 
 impl<F, R, E, SE> Future for BatchCall<F, R>
@@ -41,9 +49,9 @@ where
     SE: Into<BoxError>,
     E: Into<BoxError>,
 {
-    type Output = ();
+    type Output = Finished<R>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         #[cfg(feature = "tracing")]
         let _entered = this.span.enter();
@@ -53,28 +61,26 @@ where
             Poll::Pending => return Poll::Pending,
             Poll::Ready(outcome) => outcome,
         };
-        let answers = mem::take(this.answers);
-        if !matches!(&outcome, Ok(Ok(results)) if results.len() == answers.len()) {
-            this.shared.failed_batches.fetch_add(1, Ordering::Relaxed);
-        }
+        let mut answers = mem::take(this.answers);
+        let failed = !matches!(&outcome, Ok(Ok(results)) if results.len() == answers.len());
         match outcome {
             Ok(Ok(results)) if results.len() == answers.len() => {
-                for (tx, result) in answers.into_iter().zip(results) {
-                    let _ = tx.send(result.map_err(Into::into));
+                for (tx, result) in answers.drain(..).zip(results) {
+                    tx.send(result.map_err(Into::into));
                 }
             }
             Ok(Ok(results)) => {
                 let mismatch = LengthMismatch::new(answers.len(), results.len());
                 #[cfg(feature = "tracing")]
                 tracing::warn!(%mismatch, "batch answered with the wrong number of results");
-                answer_all(answers, || Box::new(mismatch));
+                answer_all(&mut answers, || Box::new(mismatch));
             }
             Ok(Err(err)) => {
                 let failed = BatchFailed::new(err.into());
-                answer_all(answers, || Box::new(failed.clone()));
+                answer_all(&mut answers, || Box::new(failed.clone()));
             }
-            Err(_panic) => answer_all(answers, || Box::new(Panicked::new())),
+            Err(_panic) => answer_all(&mut answers, || Box::new(Panicked::new())),
         }
-        Poll::Ready(())
+        Poll::Ready(Finished { answers, failed })
     }
 }

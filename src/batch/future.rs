@@ -9,9 +9,8 @@ use std::{
 };
 
 use pin_project_lite::pin_project;
-use tokio::sync::oneshot;
 
-use super::error::Closed;
+use super::{answer::Receiver, error::Closed};
 use crate::{BoxError, Reject};
 
 pin_project! {
@@ -30,7 +29,7 @@ pin_project! {
 }
 
 enum State<R, Res, E> {
-    Waiting(oneshot::Receiver<Result<R, BoxError>>),
+    Waiting(Receiver<R>),
     Done(Option<Result<Res, E>>),
 }
 
@@ -38,7 +37,7 @@ impl<T, R, Rj> ResponseFuture<T, R, Rj>
 where
     Rj: Reject<T, R, BoxError>,
 {
-    pub(crate) fn waiting(rx: oneshot::Receiver<Result<R, BoxError>>) -> Self {
+    pub(super) fn waiting(rx: Receiver<R>) -> Self {
         Self {
             state: State::Waiting(rx),
             _req: PhantomData,
@@ -76,10 +75,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state {
-            State::Waiting(rx) => Poll::Ready(match ready!(Pin::new(rx).poll(cx)) {
+            State::Waiting(rx) => Poll::Ready(match ready!(rx.poll_recv(cx)) {
                 Ok(Ok(res)) => Ok(Rj::map_response(res)),
                 Ok(Err(err)) => Err(Rj::map_error(err)),
-                // The worker dropped this caller's sender without answering:
+                // The worker dropped this caller's answer without sending:
                 // it stopped, and its batches with it.
                 Err(_) => Err(Rj::map_error(Box::new(Closed::new()))),
             }),

@@ -48,7 +48,8 @@
 //! into a batch still filling) is skipped; after, the item is still written
 //! and its result discarded. If the worker stops (its runtime shuts down, or
 //! the [`Worker`] from [`Batch::pair`] is dropped), every pending caller gets
-//! [`Closed`](error::Closed): nobody waits forever.
+//! [`Closed`](error::Closed), and so does a handle waiting in `poll_ready`
+//! for room: nobody waits forever.
 //!
 //! With the `tracing` feature, each batch runs in a `batch` span that
 //! *follows from* the span of every caller whose item it carries.
@@ -89,13 +90,26 @@
 //! bounded by weight as well as by count, more than one batch can be in
 //! flight, and the queue can refuse with `Overloaded` instead of applying
 //! backpressure.
+//!
+//! `Buffer` allocates a oneshot channel per request. A `Batch` handle that
+//! awaits its calls one at a time reuses the one-shot channel its last
+//! result came through, the worker reuses the lanes its batches run in, and
+//! queue slots are given back once per pass over the queue, not per item: a
+//! request costs its share of the one `Vec` each batch hands to the inner
+//! service.
+//! Batches still form from whatever is queued when the worker runs; there is
+//! no path that skips the worker at idle, since with an inner call that
+//! finishes at once it would send every concurrent caller alone.
 
+mod answer;
 mod call;
 mod config;
 pub mod error;
+mod flight;
 pub mod future;
 mod layer;
 mod service;
+mod slots;
 mod worker;
 
 pub use config::{BatchConfig, BatchConfigBuilder, Flush};

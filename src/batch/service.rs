@@ -6,13 +6,15 @@ use std::{
     task::{Context, Poll},
 };
 
-use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc};
 use tower_service::Service;
 
 use super::{
     BatchConfig,
+    answer::Mailbox,
     error::Closed,
     future::ResponseFuture,
+    slots::Reservation,
     worker::{BatchCounters, Message, Worker},
 };
 use crate::{AsError, BoxError, Overloaded, Reason, Reject};
@@ -36,11 +38,13 @@ type Acquire = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, AcquireE
 /// response when the items are HTTP requests.
 pub struct Batch<T, R, Rj = AsError> {
     tx: mpsc::UnboundedSender<Message<T, R>>,
-    semaphore: Arc<Semaphore>,
-    permit: Option<OwnedSemaphorePermit>,
+    // The queue slot reserved by `poll_ready`, if any.
+    slot: Reservation,
     // Only touched through `&mut self` (`get_mut`, no locking); the mutex
     // makes the handle `Sync` without requiring the boxed future to be.
     acquire: Mutex<Option<Acquire>>,
+    // The mailbox of this handle's last call, reused by the next one.
+    mailbox: Option<Arc<Mailbox<R>>>,
     reject_when_full: bool,
     capacity: usize,
     shared: Arc<BatchCounters>,
@@ -105,12 +109,12 @@ where
         let semaphore = Arc::new(Semaphore::new(config.queue_capacity));
         let reject_when_full = config.reject_when_full;
         let capacity = config.queue_capacity;
-        let worker = Worker::new(inner, config, rx, shared.clone());
+        let worker = Worker::new(inner, config, rx, semaphore.clone(), shared.clone());
         let handle = Self {
             tx,
-            semaphore,
-            permit: None,
+            slot: Reservation::new(semaphore),
             acquire: Mutex::new(None),
+            mailbox: None,
             reject_when_full,
             capacity,
             shared,
@@ -125,9 +129,9 @@ impl<T, R, Rj> Batch<T, R, Rj> {
     pub fn with_reject<Rj2>(self, reject: Rj2) -> Batch<T, R, Rj2> {
         Batch {
             tx: self.tx,
-            semaphore: self.semaphore,
-            permit: self.permit,
+            slot: self.slot,
             acquire: self.acquire,
+            mailbox: self.mailbox,
             reject_when_full: self.reject_when_full,
             capacity: self.capacity,
             shared: self.shared,
@@ -162,7 +166,7 @@ impl<T, R, Rj> Batch<T, R, Rj> {
     /// reserved by handles that are ready but have not called yet.
     pub fn queued(&self) -> usize {
         self.capacity
-            .saturating_sub(self.semaphore.available_permits())
+            .saturating_sub(self.slot.semaphore().available_permits())
     }
 
     /// A snapshot of the batcher's counters, shared by every clone.
@@ -194,26 +198,29 @@ where
     }
 
     fn call(&mut self, item: T) -> Self::Future {
-        let permit = match self.permit.take() {
-            Some(permit) => permit,
-            None => match self.semaphore.clone().try_acquire_owned() {
-                Ok(permit) => permit,
-                // Reject mode decides here; in backpressure mode this is a
-                // call without a ready `poll_ready`, refused the same way.
-                Err(_) => {
-                    self.shared.rejected.fetch_add(1, Ordering::Relaxed);
-                    let info = self.reject.info(&item);
-                    self.reject.discard(item);
-                    let overloaded = Overloaded::new(Reason::QueueFull);
-                    return ResponseFuture::done(self.reject.reject(info, overloaded));
-                }
-            },
-        };
-        let (tx, rx) = oneshot::channel();
-        let message = Message::new(item, tx, permit);
-        match self.tx.send(message) {
+        match self.slot.take() {
+            Ok(()) => {}
+            // Reject mode decides here; in backpressure mode this is a call
+            // without a ready `poll_ready`, refused the same way.
+            Err(TryAcquireError::NoPermits) => {
+                self.shared.rejected.fetch_add(1, Ordering::Relaxed);
+                let info = self.reject.info(&item);
+                self.reject.discard(item);
+                let overloaded = Overloaded::new(Reason::QueueFull);
+                return ResponseFuture::done(self.reject.reject(info, overloaded));
+            }
+            // The worker closed the queue when it was dropped.
+            Err(TryAcquireError::Closed) => {
+                return ResponseFuture::done(Err(Rj::map_error(self.closed_error())));
+            }
+        }
+        let (tx, rx) = Mailbox::pair(&mut self.mailbox);
+        match self.tx.send(Message::new(item, tx)) {
             Ok(()) => ResponseFuture::waiting(rx),
-            Err(_) => ResponseFuture::done(Err(Rj::map_error(self.closed_error()))),
+            Err(_) => {
+                self.slot.give_back();
+                ResponseFuture::done(Err(Rj::map_error(self.closed_error())))
+            }
         }
     }
 }
@@ -223,7 +230,7 @@ impl<T, R, Rj> Batch<T, R, Rj> {
         if self.tx.is_closed() {
             return Poll::Ready(Err(self.closed_error()));
         }
-        if self.reject_when_full || self.permit.is_some() {
+        if self.reject_when_full || self.slot.is_held() {
             return Poll::Ready(Ok(()));
         }
         let acquire = self
@@ -231,16 +238,13 @@ impl<T, R, Rj> Batch<T, R, Rj> {
             .get_mut()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if acquire.is_none() {
-            match self.semaphore.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    self.permit = Some(permit);
-                    return Poll::Ready(Ok(()));
-                }
-                Err(tokio::sync::TryAcquireError::Closed) => {
+            match self.slot.try_reserve() {
+                Ok(()) => return Poll::Ready(Ok(())),
+                Err(TryAcquireError::Closed) => {
                     return Poll::Ready(Err(Box::new(Closed::new())));
                 }
-                Err(tokio::sync::TryAcquireError::NoPermits) => {
-                    *acquire = Some(Box::pin(self.semaphore.clone().acquire_owned()));
+                Err(TryAcquireError::NoPermits) => {
+                    *acquire = Some(Box::pin(self.slot.semaphore().clone().acquire_owned()));
                 }
             }
         }
@@ -251,7 +255,7 @@ impl<T, R, Rj> Batch<T, R, Rj> {
                 *acquire = None;
                 match result {
                     Ok(permit) => {
-                        self.permit = Some(permit);
+                        self.slot.hold(permit);
                         Poll::Ready(Ok(()))
                     }
                     Err(_) => Poll::Ready(Err(Box::new(Closed::new()))),
@@ -266,9 +270,9 @@ impl<T, R, Rj: Clone> Clone for Batch<T, R, Rj> {
     fn clone(&self) -> Self {
         Self {
             tx: self.tx.clone(),
-            semaphore: self.semaphore.clone(),
-            permit: None,
+            slot: self.slot.fresh(),
             acquire: Mutex::new(None),
+            mailbox: None,
             reject_when_full: self.reject_when_full,
             capacity: self.capacity,
             shared: self.shared.clone(),
@@ -280,8 +284,8 @@ impl<T, R, Rj: Clone> Clone for Batch<T, R, Rj> {
 impl<T, R, Rj> fmt::Debug for Batch<T, R, Rj> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Batch")
-            .field("reserved", &self.permit.is_some())
-            .field("available", &self.semaphore.available_permits())
+            .field("reserved", &self.slot.is_held())
+            .field("available", &self.slot.semaphore().available_permits())
             .field("reject_when_full", &self.reject_when_full)
             .finish()
     }

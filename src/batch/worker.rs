@@ -28,18 +28,21 @@ use std::{
     time::Duration,
 };
 
-use futures_util::{FutureExt, StreamExt, stream::FuturesUnordered};
+use futures_util::FutureExt;
 use tokio::{
-    sync::{OwnedSemaphorePermit, mpsc, oneshot},
+    sync::{Semaphore, mpsc},
     time::{Instant, Sleep},
 };
 use tower_service::Service;
 
 use super::{
     BatchConfig, Flush,
-    call::{BatchCall, answer_all},
+    answer::Answer,
+    call::{BatchCall, Finished, answer_all},
     config::Weigher,
     error::{BatchFailed, Panicked},
+    flight::InFlight,
+    slots::Release,
 };
 use crate::BoxError;
 
@@ -55,15 +58,24 @@ fn current_span() -> CallerSpan {
 #[cfg(not(feature = "tracing"))]
 fn current_span() -> CallerSpan {}
 
-pub(super) type Answer<R> = oneshot::Sender<Result<R, BoxError>>;
-
 /// State shared by the handles and the worker.
 #[derive(Debug, Default)]
 pub(crate) struct BatchCounters {
+    // Written by the worker alone (see `bump`).
     pub(crate) batches: AtomicU64,
     pub(crate) items: AtomicU64,
     pub(crate) failed_batches: AtomicU64,
+    // Written by the handles.
     pub(crate) rejected: AtomicU64,
+}
+
+/// Adds `n` to a counter only the worker writes: a load and a store, not a
+/// read-modify-write, since no other writer can interleave.
+fn bump(counter: &AtomicU64, n: u64) {
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(n),
+        Ordering::Relaxed,
+    );
 }
 
 /// One queued item and the way back to its caller.
@@ -71,17 +83,16 @@ pub(crate) struct Message<T, R> {
     item: T,
     tx: Answer<R>,
     span: CallerSpan,
-    // Released when the item leaves the queue for a batch.
-    _permit: OwnedSemaphorePermit,
 }
 
 impl<T, R> Message<T, R> {
-    pub(crate) fn new(item: T, tx: Answer<R>, permit: OwnedSemaphorePermit) -> Self {
+    /// A message holds a queue slot, given back by the worker when the item
+    /// leaves the queue for a batch (see `slots`).
+    pub(super) fn new(item: T, tx: Answer<R>) -> Self {
         Self {
             item,
             tx,
             span: current_span(),
-            _permit: permit,
         }
     }
 }
@@ -99,6 +110,8 @@ where
     inner: Option<S>,
     rx: mpsc::UnboundedReceiver<Message<T, R>>,
     rx_done: bool,
+    // The queue slots of items taken out of `rx`, given back after each pass.
+    release: Release,
     max_items: usize,
     max_wait: Duration,
     flush: Flush,
@@ -114,7 +127,9 @@ where
     sleep: Pin<Box<Sleep>>,
     armed: bool,
     expired: bool,
-    in_flight: FuturesUnordered<BatchCall<S::Future, R>>,
+    in_flight: InFlight<BatchCall<S::Future, R>>,
+    // Emptied answer lists of finished batches, for the next batches.
+    spare_answers: Vec<Vec<Answer<R>>>,
     shared: Arc<BatchCounters>,
 }
 
@@ -141,6 +156,7 @@ where
         inner: S,
         config: BatchConfig<T>,
         rx: mpsc::UnboundedReceiver<Message<T, R>>,
+        semaphore: Arc<Semaphore>,
         shared: Arc<BatchCounters>,
     ) -> Self {
         let reserve = config.max_items.min(1024);
@@ -148,6 +164,7 @@ where
             inner: Some(inner),
             rx,
             rx_done: false,
+            release: Release::new(semaphore),
             max_items: config.max_items,
             max_wait: config.max_wait,
             flush: config.flush,
@@ -161,7 +178,8 @@ where
             sleep: Box::pin(tokio::time::sleep_until(Instant::now())),
             armed: false,
             expired: false,
-            in_flight: FuturesUnordered::new(),
+            in_flight: InFlight::new(),
+            spare_answers: Vec::new(),
             shared,
         }
     }
@@ -182,16 +200,19 @@ where
     fn accept(&mut self, msg: Message<T, R>) {
         // A caller that gave up before its item was sent is skipped.
         if msg.tx.is_closed() {
+            self.release.one();
             return;
         }
         let mut w = 0;
         if let Some((max, weigh)) = &self.weight {
             w = weigh(&msg.item);
             if !self.items.is_empty() && self.weight_sum.saturating_add(w) > *max {
+                // Keeps its queue slot until it opens the next batch.
                 self.carry = Some(msg);
                 return;
             }
         }
+        self.release.one();
         if self.items.is_empty() {
             self.armed = false;
             self.expired = false;
@@ -217,7 +238,11 @@ where
     fn dispatch(&mut self) {
         let reserve = self.max_items.min(1024);
         let mut items = mem::replace(&mut self.items, Vec::with_capacity(reserve));
-        let mut answers = mem::replace(&mut self.answers, Vec::with_capacity(reserve));
+        let next = self
+            .spare_answers
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(reserve));
+        let mut answers = mem::replace(&mut self.answers, next);
         // A caller that gave up while its item waited for the batch to fill
         // (or for room in flight) is skipped too, as at the gate.
         if answers.iter().any(Answer::is_closed) {
@@ -239,9 +264,12 @@ where
         let span = ();
         if items.is_empty() {
             // Every caller of this batch gave up: no call at all.
+            self.spare_answers.push(answers);
             self.reset_batch();
             return;
         }
+        bump(&self.shared.batches, 1);
+        bump(&self.shared.items, items.len() as u64);
         let inner = self
             .inner
             .as_mut()
@@ -256,11 +284,11 @@ where
                 fut: AssertUnwindSafe(fut).catch_unwind(),
                 answers,
                 span,
-                shared: self.shared.clone(),
             }),
             Err(_) => {
-                self.shared.failed_batches.fetch_add(1, Ordering::Relaxed);
-                answer_all(answers, || Box::new(Panicked::new()))
+                bump(&self.shared.failed_batches, 1);
+                answer_all(&mut answers, || Box::new(Panicked::new()));
+                self.spare_answers.push(answers);
             }
         }
         self.reset_batch();
@@ -289,27 +317,38 @@ where
     {
         #[cfg(feature = "tracing")]
         tracing::warn!(error = %err, items = self.items.len(), "batch inner service not ready; batch failed");
-        self.shared.failed_batches.fetch_add(1, Ordering::Relaxed);
+        bump(&self.shared.failed_batches, 1);
         self.items.clear();
         self.spans.clear();
-        let answers = mem::take(&mut self.answers);
-        answer_all(answers, || Box::new(err.clone()));
+        answer_all(&mut self.answers, || Box::new(err.clone()));
         self.reset_batch();
     }
 
     fn run(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // The queue answered `Pending` in this run, so it holds this task's
+        // waker and will wake it for the next item: asking again before
+        // returning would only register the waker again.
+        let mut rx_idle = false;
         loop {
             // 1. Finished batches.
-            while let Poll::Ready(Some(())) = self.in_flight.poll_next_unpin(cx) {}
+            let (spare, shared) = (&mut self.spare_answers, &self.shared);
+            self.in_flight
+                .poll_done(cx, |Finished { answers, failed }| {
+                    if failed {
+                        bump(&shared.failed_batches, 1);
+                    }
+                    spare.push(answers);
+                });
 
             // 2. Gather.
-            while !self.rx_done && !self.is_full() {
+            while !self.rx_done && !rx_idle && !self.is_full() {
                 match self.rx.poll_recv(cx) {
                     Poll::Ready(Some(msg)) => self.accept(msg),
                     Poll::Ready(None) => self.rx_done = true,
-                    Poll::Pending => break,
+                    Poll::Pending => rx_idle = true,
                 }
             }
+            self.release.flush();
 
             if self.items.is_empty() {
                 if self.rx_done && self.in_flight.is_empty() {
@@ -374,5 +413,5 @@ where
 }
 
 // No field is structurally pinned: the inner service is only used through
-// `&mut`, its futures live in (`Unpin`) `FuturesUnordered`, the timer is boxed.
+// `&mut`, its futures live in boxed lanes (`InFlight`), the timer is boxed.
 impl<S, T, R> Unpin for Worker<S, T, R> where S: Service<Vec<T>> {}
