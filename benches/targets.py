@@ -3,7 +3,7 @@
 median of the three runs for each case, each ratio against its peer from the
 same runs, and whether the target is met: the table in BENCHMARKS.md.
 
-    python3 benches/targets.py [--runs 3] [--measurement-time 3]
+    python3 benches/targets.py [--runs 3] [--measurement-time 3] [--only shed limit ...]
 
 Run it on an otherwise idle machine (the two-thread cases need both cores).
 """
@@ -27,10 +27,12 @@ UNITS = {"ps": 1e-3, "ns": 1.0, "µs": 1e3, "us": 1e3, "ms": 1e6, "s": 1e9}
 TIME = re.compile(r"time:\s+\[\S+ \S+ (\S+) (\S+) \S+ \S+\]")
 
 
-def run_once(measurement_time):
-    """One round of every bench: {case: ns}."""
+def run_once(measurement_time, only):
+    """One round of every bench (or of those named in `only`): {case: ns}."""
     times = {}
     for bench, pattern in BENCHES:
+        if only and bench not in only:
+            continue
         out = subprocess.run(
             ["cargo", "bench", "-q", "-p", "tower-spillway-benches", "--bench", bench, "--",
              pattern, "--warm-up-time", "1", "--measurement-time", str(measurement_time)],
@@ -53,11 +55,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--measurement-time", type=float, default=3)
+    ap.add_argument("--only", nargs="*", default=[], help="bench binaries to run (default: all)")
     args = ap.parse_args()
     rounds = []
     for i in range(args.runs):
         print(f"round {i + 1} of {args.runs}", file=sys.stderr)
-        rounds.append(run_once(args.measurement_time))
+        rounds.append(run_once(args.measurement_time, args.only))
     cases = sorted(set().union(*rounds))
     med = {c: statistics.median(r[c] for r in rounds if c in r) for c in cases}
 
