@@ -44,12 +44,15 @@ impl<T> std::ops::Deref for Padded<T> {
 /// A counter many threads add to, split over cache lines: each thread adds
 /// to its own stripe, so counting is not a line every check bounces between
 /// cores. Reading sums the stripes (a figure for snapshots, not a decision).
+// Used by the rate limiter, which needs the `http` feature.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 #[derive(Debug, Default)]
 pub(crate) struct StripedCounter([Padded<AtomicU64>; STRIPES]);
 
 /// Stripes of a [`StripedCounter`]: threads beyond this many share.
 const STRIPES: usize = 8;
 
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 impl StripedCounter {
     #[inline]
     pub(crate) fn add(&self, n: u64) {
@@ -64,6 +67,7 @@ impl StripedCounter {
 }
 
 /// This thread's stripe, handed out in turn as threads first count.
+#[cfg_attr(not(feature = "http"), allow(dead_code))]
 #[inline]
 fn stripe() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
