@@ -91,6 +91,8 @@
 
 mod error;
 mod hint;
+#[cfg(all(test, feature = "tracing"))]
+mod log_recorder;
 mod overloaded;
 mod signal;
 mod sync;
