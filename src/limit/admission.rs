@@ -190,16 +190,10 @@ impl Limiter {
     }
 
     /// Admits a request of priority `p` now, queues it, or refuses it. A
-    /// `deadline` (the caller's) shortens how long it may wait.
-    #[cfg(test)]
-    pub(crate) fn acquire(self: &Arc<Self>, p: Priority, deadline: Option<Instant>) -> Admission {
-        self.acquire_with(p, || deadline)
-    }
-
-    /// [`acquire`](Self::acquire), asking for the caller's deadline only if
-    /// the request cannot be admitted at once (looking it up is a probe of
-    /// the request's extensions that most requests do not need).
-    pub(crate) fn acquire_with(
+    /// `deadline` (the caller's) shortens how long it may wait; it is asked
+    /// for only if the request cannot be admitted at once (looking it up is a
+    /// probe of the request's extensions that most requests do not need).
+    pub(crate) fn acquire(
         self: &Arc<Self>,
         p: Priority,
         deadline: impl FnOnce() -> Option<Instant>,

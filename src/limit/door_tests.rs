@@ -51,7 +51,7 @@ async fn limiter(slots: usize, rtt: Duration, config: QueueConfig) -> (Arc<Limit
 }
 
 fn admit(shared: &Arc<Limiter>, p: Priority) -> Permit {
-    match shared.acquire(p, None) {
+    match shared.acquire(p, || None) {
         Admission::Admitted(permit) => permit,
         _ => panic!("not admitted"),
     }
@@ -74,17 +74,17 @@ async fn a_request_that_would_wait_too_long_is_refused_at_once() {
     // 20/s: the waiters at positions 1..=10 wait at most 0.5 s, half the
     // 1 s queue timeout, and are queued ...
     let queued: Vec<Admission> = (0..10)
-        .map(|_| shared.acquire(Priority::High, None))
+        .map(|_| shared.acquire(Priority::High, || None))
         .collect();
     assert!(queued.iter().all(|a| matches!(a, Admission::Queued(_))));
     // ... the 11th would wait 0.55 s: refused at the door, not after a wait.
     let at = Instant::now();
-    let eleventh = shared.acquire(Priority::High, None);
+    let eleventh = shared.acquire(Priority::High, || None);
     assert_eq!(refused(&eleventh), Some(Reason::ExpectedWait));
     assert_eq!(Instant::now(), at);
     // A Critical goes ahead of every High: it is still let in.
     assert!(matches!(
-        shared.acquire(Priority::Critical, None),
+        shared.acquire(Priority::Critical, || None),
         Admission::Queued(_)
     ));
 }
@@ -94,19 +94,18 @@ async fn a_deadline_shorter_than_the_wait_is_refused_at_once() {
     let (shared, handle) = two_slots(100 * MS).await;
     let _running = [admit(&shared, Priority::Low), admit(&shared, Priority::Low)];
     let _ahead: Vec<Admission> = (0..3)
-        .map(|_| shared.acquire(Priority::High, None))
+        .map(|_| shared.acquire(Priority::High, || None))
         .collect();
     // Fourth in line: 200 ms. A caller that waits 100 ms is refused now ...
-    let hurried = shared.acquire(Priority::High, Some(Instant::now() + 100 * MS));
+    let hurried = shared.acquire(Priority::High, || Some(Instant::now() + 100 * MS));
     assert_eq!(refused(&hurried), Some(Reason::Deadline));
     // ... one that waits a second is queued ...
-    let patient = shared.acquire(
-        Priority::High,
-        Some(Instant::now() + Duration::from_secs(1)),
-    );
+    let patient = shared.acquire(Priority::High, || {
+        Some(Instant::now() + Duration::from_secs(1))
+    });
     assert!(matches!(patient, Admission::Queued(_)));
     // ... and one whose deadline has passed is refused whatever the queue.
-    let late = shared.acquire(Priority::Critical, Some(Instant::now()));
+    let late = shared.acquire(Priority::Critical, || Some(Instant::now()));
     assert_eq!(refused(&late), Some(Reason::Deadline));
     assert_eq!(handle.snapshot().rejected_deadline, 2);
 }
@@ -120,7 +119,7 @@ async fn higher_priorities_that_take_every_slot_refuse_the_lower_ones_and_recove
     // 100 ms.
     let mut tickets = Vec::new();
     for _ in 0..50 {
-        tickets.push(shared.acquire(Priority::Critical, None));
+        tickets.push(shared.acquire(Priority::Critical, || None));
         advance(2 * MS).await;
     }
     assert!(handle.forecasts_refusals());
@@ -129,7 +128,7 @@ async fn higher_priorities_that_take_every_slot_refuse_the_lower_ones_and_recove
     assert_eq!(handle.refusing(), Some(Priority::High));
     for p in [Priority::High, Priority::Default, Priority::Low] {
         assert_eq!(
-            refused(&shared.acquire(p, None)),
+            refused(&shared.acquire(p, || None)),
             Some(Reason::ExpectedWait),
             "{p}"
         );
@@ -149,7 +148,7 @@ async fn higher_priorities_that_take_every_slot_refuse_the_lower_ones_and_recove
     ];
     advance(60 * MS).await;
     assert!(matches!(
-        shared.acquire(Priority::Low, None),
+        shared.acquire(Priority::Low, || None),
         Admission::Queued(_)
     ));
     assert_eq!(handle.refusing(), None);
@@ -171,11 +170,11 @@ async fn without_a_forecast_the_queue_is_bounded_by_length_and_time_only() {
     let _running = admit(&shared, Priority::Default);
     // No rtt measured yet: no forecast, so three wait, whatever their wait.
     let queued: Vec<Admission> = (0..3)
-        .map(|_| shared.acquire(Priority::Low, None))
+        .map(|_| shared.acquire(Priority::Low, || None))
         .collect();
     assert!(queued.iter().all(|a| matches!(a, Admission::Queued(_))));
     assert!(matches!(
-        shared.acquire(Priority::Low, None),
+        shared.acquire(Priority::Low, || None),
         Admission::Rejected(Reason::QueueFull, _)
     ));
 }
@@ -187,18 +186,18 @@ async fn a_tier_at_the_margin_leaves_room_in_the_queue_for_the_tiers_above() {
     let _running = [admit(&shared, Priority::Low), admit(&shared, Priority::Low)];
     // Default may fill half of it: four wait ...
     let _defaults: Vec<Admission> = (0..4)
-        .map(|_| shared.acquire(Priority::Default, None))
+        .map(|_| shared.acquire(Priority::Default, || None))
         .collect();
     assert_eq!(handle.queued(), 4);
     // ... and the fifth, forecast to wait only 250 ms, is refused at once:
     // the rest is for the tiers above.
-    let fifth = shared.acquire(Priority::Default, None);
+    let fifth = shared.acquire(Priority::Default, || None);
     assert_eq!(refused(&fifth), Some(Reason::QueueFull));
     // High and Critical then join without throwing out a Default waiter
     // that has been waiting.
     let above: Vec<Admission> = [Priority::High, Priority::High, Priority::Critical]
         .into_iter()
-        .map(|p| shared.acquire(p, None))
+        .map(|p| shared.acquire(p, || None))
         .collect();
     assert!(above.iter().all(|a| matches!(a, Admission::Queued(_))));
     let snapshot = handle.snapshot();
@@ -220,7 +219,7 @@ async fn a_lull_in_the_arrivals_above_is_no_room_for_a_lower_tier() {
             continue;
         }
         let high = admit(&shared, Priority::High);
-        drop(shared.acquire(Priority::Low, None));
+        drop(shared.acquire(Priority::Low, || None));
         advance(5 * MS).await;
         high.finish(Outcome::Success);
     }
@@ -231,9 +230,9 @@ async fn a_lull_in_the_arrivals_above_is_no_room_for_a_lower_tier() {
     advance(30 * MS).await;
     let _critical = admit(&shared, Priority::Critical);
     let ahead: Vec<Admission> = (0..7)
-        .map(|_| shared.acquire(Priority::Critical, None))
+        .map(|_| shared.acquire(Priority::Critical, || None))
         .collect();
     assert!(ahead.iter().all(|a| matches!(a, Admission::Queued(_))));
-    let low = shared.acquire(Priority::Low, None);
+    let low = shared.acquire(Priority::Low, || None);
     assert_eq!(refused(&low), Some(Reason::ExpectedWait));
 }

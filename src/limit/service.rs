@@ -95,7 +95,7 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let priority = self.classify.classify(&req);
         let deadline = || self.classify.deadline(&req).map(|d| d.instant());
-        match self.shared.acquire_with(priority, deadline) {
+        match self.shared.acquire(priority, deadline) {
             Admission::Admitted(permit) => {
                 // Should the inner call panic, the permit is dropped while
                 // unwinding, which releases it.

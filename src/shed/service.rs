@@ -62,7 +62,7 @@ where
         let cohort = || shared.classify.cohort(&req);
         match shared
             .state
-            .admit_with(priority, cohort, shared.state.signal.get(), &shared.policy)
+            .admit(priority, cohort, shared.state.signal.get(), &shared.policy)
         {
             Ok(permit) => ResponseFuture::called(self.inner.call(req), permit),
             Err(overloaded) => {

@@ -108,23 +108,12 @@ impl State {
 
     /// Admits a request of `priority` or refuses it with an [`Overloaded`].
     /// The static decision is inlined where the request is; the adaptive
-    /// one, which may read the clock, is not.
-    #[cfg(test)]
-    pub(crate) fn admit(
-        self: &Arc<Self>,
-        priority: Priority,
-        cohort: Option<Cohort>,
-        signal: Option<&DynSignal>,
-        policy: &RetryAfterPolicy,
-    ) -> Result<ShedPermit, Overloaded> {
-        self.admit_with(priority, || cohort, signal, policy)
-    }
-
-    /// [`admit`](Self::admit), asking for the request's cohort only when
-    /// the decision needs one (an adaptive level that cuts through the
-    /// request's tier): looking it up is a probe of the request's extensions.
+    /// one, which may read the clock, is not. The request's `cohort` is
+    /// asked for only when the decision needs one (an adaptive level that
+    /// cuts through its tier): looking it up is a probe of the request's
+    /// extensions.
     #[inline]
-    pub(crate) fn admit_with(
+    pub(crate) fn admit(
         self: &Arc<Self>,
         priority: Priority,
         cohort: impl FnOnce() -> Option<Cohort>,

@@ -47,7 +47,7 @@ fn static_admission_is_atomic() {
                     let policy = layer.shared.policy.clone();
                     s.spawn(move || {
                         barrier.wait();
-                        state.admit(Priority::Low, None, None, &policy)
+                        state.admit(Priority::Low, || None, None, &policy)
                     })
                 })
                 .collect();
@@ -81,7 +81,7 @@ fn admission_on_an_external_signal_is_atomic() {
                     (Arc::clone(&state), Arc::clone(&barrier), policy.clone());
                 s.spawn(move || {
                     barrier.wait();
-                    state.admit(Priority::Low, None, state.signal.get(), &policy)
+                    state.admit(Priority::Low, || None, state.signal.get(), &policy)
                 })
             })
             .collect();
@@ -95,7 +95,7 @@ fn admission_on_an_external_signal_is_atomic() {
     permits[0].settle();
     assert!(
         state
-            .admit(Priority::Low, None, state.signal.get(), &policy)
+            .admit(Priority::Low, || None, state.signal.get(), &policy)
             .is_ok()
     );
 }
