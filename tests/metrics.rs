@@ -85,8 +85,10 @@ async fn metrics_serves_the_tables_names_with_the_stacks_figures() {
 
     // Calm first, so the limiter has samples; then 24 callers of Low and
     // 6 of Critical on a database of two slots, for a second.
-    for _ in 0..5 {
-        assert_eq!(post(&client, addr, "/payments").await, StatusCode::OK);
+    for path in ["/payments", "/analytics"] {
+        for _ in 0..3 {
+            assert_eq!(post(&client, addr, path).await, StatusCode::OK);
+        }
     }
     let stop = Arc::new(AtomicBool::new(false));
     let refused = Arc::new(AtomicU64::new(0));
@@ -157,7 +159,7 @@ async fn metrics_serves_the_tables_names_with_the_stacks_figures() {
         sample(text, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?}:\n{text}"))
     };
     assert!(value("spillway_limit_concurrency_limit", &db) >= 1.0);
-    assert!(value("spillway_limit_admitted_total", &critical) >= 5.0);
+    assert!(value("spillway_limit_admitted_total", &critical) >= 3.0);
     assert!(value("spillway_limit_admitted_total", &low) >= 1.0);
     assert!(value("spillway_limit_samples_total", &db) >= 5.0);
     assert!(value("spillway_limit_rtt_seconds_count", &db) >= 5.0);
