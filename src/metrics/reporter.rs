@@ -130,7 +130,12 @@ impl MetricsReporter {
     }
 
     /// Publishes every `period` (at least 1 ms) on a tokio task, until the
-    /// returned [`Publishing`] is dropped. Call it within a tokio runtime.
+    /// returned [`Publishing`] is dropped.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, as `tokio::spawn` does: call it at start-up,
+    /// within the runtime that serves the stack.
     #[must_use = "dropping the guard stops publishing"]
     pub fn spawn(&self, period: Duration) -> Publishing {
         Publishing::spawn(self.clone(), period)
