@@ -19,7 +19,9 @@
 //!
 //! `GET /healthz` and `GET /stats` (the layers' figures and the load level as
 //! JSON) sit outside the limiter and bypass the shedder: never refused, never
-//! queued.
+//! queued. `GET /metrics` serves the same figures, with the limiter's
+//! queue-wait and rtt histograms, in the Prometheus text format
+//! (`axum_stack/metrics.rs`), outside every layer.
 //!
 //! ```text
 //! cargo run --release --example axum_stack -- \
@@ -27,6 +29,7 @@
 //!
 //! curl -X POST localhost:3000/payments
 //! curl localhost:3000/stats
+//! curl localhost:3000/metrics
 //! curl -i localhost:3000/recommendations
 //! # under load, from any HTTP/1.1 or HTTP/2 client:
 //! oha -z 10s -c 400 -m POST http://127.0.0.1:3000/analytics
@@ -47,6 +50,8 @@ use std::net::SocketAddr;
 mod backend;
 #[path = "common/mod.rs"]
 mod common;
+#[path = "axum_stack/metrics.rs"]
+mod metrics;
 #[path = "axum_stack/stack.rs"]
 mod stack;
 
@@ -89,7 +94,10 @@ async fn main() -> std::io::Result<()> {
     common::init_tracing();
 
     let Args { addr, config } = args();
-    let (app, _handles) = stack::app(&config);
+    // The process's metrics recorder, before the layers register theirs.
+    let prometheus = metrics::install_prometheus().expect("no other recorder is installed");
+    let (app, handles) = stack::app(&config);
+    let app = app.merge(metrics::metrics_routes(&handles, prometheus));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     println!(
         "serving on http://{} (database: {} slots x {} ms = {:.0} writes/s; x-priority {})",
@@ -104,7 +112,7 @@ async fn main() -> std::io::Result<()> {
         },
     );
     println!(
-        "routes: POST /payments /orders /likes /analytics; GET /recommendations /healthz /stats"
+        "routes: POST /payments /orders /likes /analytics; GET /recommendations /healthz /stats /metrics"
     );
     // axum::serve speaks HTTP/1.1 and HTTP/2 (prior knowledge) on one port.
     axum::serve(listener, app).await

@@ -23,6 +23,7 @@
 //! | [`aggregate`] | merge commutative updates per key in memory and flush merged maps to the next tier |
 //! | [`degrade`] | a load level from the stack's own handles, stamped into requests and readable anywhere; per-route fallbacks while it is high |
 //! | [`http`], [`grpc`] | the refusal responses and body plumbing every HTTP face shares |
+//! | `metrics` | (feature `metrics`) every stateful layer's figures through the `metrics` facade; the names are in one table in its docs |
 //!
 //! # The overload contract
 //!
@@ -76,7 +77,11 @@
 //! - `http` (default): the HTTP faces, refusal responses, header parsers;
 //! - `tonic`: `From<Overloaded> for tonic::Status` (needs a newer compiler);
 //! - `serde`: `Serialize` for `Overloaded` and stats snapshots;
-//! - `tracing`: transition logs and periodic summaries.
+//! - `tracing`: transition logs and periodic summaries;
+//! - `metrics`: the layers' figures through the `metrics` facade
+//!   (`metrics::MetricsReporter`), and the
+//!   limiter's queue-wait and rtt histograms; every name, label and unit is
+//!   in the table of the `metrics` module's docs.
 //!
 //! [Tower]: https://docs.rs/tower
 
@@ -107,6 +112,9 @@ pub mod degrade;
 pub mod guard;
 pub mod key;
 pub mod limit;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub mod metrics;
 pub mod priority;
 pub mod reject;
 pub mod shed;

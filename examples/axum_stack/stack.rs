@@ -87,10 +87,10 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 const BODY_LIMIT: usize = 2 * 1024 * 1024;
 
 /// Requests no overload layer may refuse or delay: health checks (the
-/// load balancer must not think a busy instance is dead) and `/stats` (it is
-/// needed most when the service is busiest).
+/// load balancer must not think a busy instance is dead), `/stats` and
+/// `/metrics` (they are needed most when the service is busiest).
 pub fn operational(req: &Request<Body>) -> bool {
-    HealthChecks.bypass(req) || req.uri().path() == "/stats"
+    HealthChecks.bypass(req) || matches!(req.uri().path(), "/stats" | "/metrics")
 }
 
 /// The whole application: the protected routes and the operational ones.
@@ -102,6 +102,8 @@ pub fn app(config: &Config) -> (Router, Handles) {
     // what could not be served in time (or before the caller's deadline) is
     // refused at once.
     let limit = AdaptiveLimitLayer::builder(Gradient::default())
+        // The `layer` label of its metrics (`/metrics` in `metrics.rs`).
+        .name("db")
         .http()
         .build();
     let limit_handle = limit.handle();

@@ -25,6 +25,7 @@ use super::{
     Algorithm, Sample,
     counters::Counters,
     forecast::{Forecast, Rates},
+    histograms::Histograms,
     log::LimitLog,
     permit::{Outcome, Permit, Ticket},
     queue::{DOOR_MARGIN, QueueConfig, Waiter},
@@ -72,6 +73,10 @@ pub(crate) struct Limiter {
     pub(crate) counters: Counters,
     pub(crate) config: QueueConfig,
     pub(crate) base: Instant,
+    /// The `layer` label of the limiter's metrics.
+    pub(crate) name: Box<str>,
+    /// Queue waits and rtts, recorded with the `metrics` feature.
+    pub(super) histograms: Histograms,
 }
 
 impl fmt::Debug for Limiter {
@@ -79,6 +84,7 @@ impl fmt::Debug for Limiter {
         f.debug_struct("Limiter")
             .field("counters", &self.counters)
             .field("config", &self.config)
+            .field("name", &self.name)
             .finish_non_exhaustive()
     }
 }
@@ -92,7 +98,11 @@ pub(crate) enum Admission {
 }
 
 impl Limiter {
-    pub(crate) fn new(algorithm: Box<dyn Algorithm + Send>, config: QueueConfig) -> Self {
+    pub(crate) fn new(
+        algorithm: Box<dyn Algorithm + Send>,
+        config: QueueConfig,
+        name: Box<str>,
+    ) -> Self {
         let now = Instant::now();
         let limit = algorithm.limit().max(1);
         let sampling = algorithm.needs_samples();
@@ -115,6 +125,8 @@ impl Limiter {
             counters,
             config,
             base: now,
+            histograms: Histograms::new(&name),
+            name,
         }
     }
 
@@ -331,6 +343,9 @@ impl Limiter {
 
         // The one clock read of the release path, taken before the lock.
         let mut now = sample_start.map(|_| Instant::now());
+        if let (Some(start), Some(now)) = (sample_start, now) {
+            self.histograms.rtt(now.saturating_duration_since(start));
+        }
         let mut st = self.lock();
         self.unadmit(&mut st, p);
         if let (Some(start), Some(now)) = (sample_start, now) {

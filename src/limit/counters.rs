@@ -28,8 +28,8 @@ pub(crate) struct Counters {
     pub(crate) deadline: AtomicU64,
     /// Requests queued, by priority.
     pub(crate) enqueued: [AtomicU64; 4],
-    /// Requests granted a permit out of the queue.
-    pub(crate) granted: AtomicU64,
+    /// Requests granted a permit out of the queue, by priority.
+    pub(crate) granted: [AtomicU64; 4],
     /// The highest priority refused whatever the queue holds (index + 1;
     /// zero: none): a shedder in front refuses it without the lock.
     pub(crate) refusing: AtomicUsize,
@@ -68,8 +68,14 @@ impl Counters {
 
     /// Requests admitted so far, at once or out of the queue.
     pub(crate) fn admitted(&self) -> u64 {
-        let at_once: u64 = self.hot.at_once.iter().map(|c| c.load(Relaxed)).sum();
-        at_once.wrapping_add(self.granted.load(Relaxed))
+        (0..4).fold(0u64, |sum, i| sum.wrapping_add(self.admitted_by(i)))
+    }
+
+    /// Requests of priority `i` admitted so far, at once or out of the queue.
+    pub(crate) fn admitted_by(&self, i: usize) -> u64 {
+        self.hot.at_once[i]
+            .load(Relaxed)
+            .wrapping_add(self.granted[i].load(Relaxed))
     }
 
     /// Requests that have released their permit so far: those admitted less

@@ -38,7 +38,7 @@ async fn limiter(slots: usize, rtt: Duration, config: QueueConfig) -> (Arc<Limit
         .max_limit(slots)
         .build()
         .unwrap();
-    let shared = Arc::new(Limiter::new(Box::new(gradient), config));
+    let shared = Arc::new(Limiter::new(Box::new(gradient), config, "limit".into()));
     let handle = LimitHandle::new(Arc::clone(&shared));
     let running: Vec<Permit> = (0..slots)
         .map(|_| admit(&shared, Priority::Default))
@@ -166,7 +166,7 @@ async fn without_a_forecast_the_queue_is_bounded_by_length_and_time_only() {
         auto_len: false,
         ..QueueConfig::default()
     };
-    let shared = Arc::new(Limiter::new(Box::new(gradient), config));
+    let shared = Arc::new(Limiter::new(Box::new(gradient), config, "limit".into()));
     let _running = admit(&shared, Priority::Default);
     // No rtt measured yet: no forecast, so three wait, whatever their wait.
     let queued: Vec<Admission> = (0..3)

@@ -43,6 +43,13 @@ impl LimitHandle {
         Self { shared }
     }
 
+    /// The limiter's name, set by
+    /// [`AdaptiveLimitBuilder::name`](super::AdaptiveLimitBuilder::name)
+    /// (default `"limit"`): the `layer` label of its metrics.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
     /// The current concurrency limit.
     pub fn limit(&self) -> usize {
         self.shared.counters.steady.limit.load(Relaxed)
@@ -120,6 +127,8 @@ impl LimitHandle {
             queued_by_priority: PerPriority::from_fn(|p| q(p) as u64),
             oldest_wait: self.oldest_wait(),
             admitted: c.admitted(),
+            admitted_by_priority: PerPriority::from_fn(|p| c.admitted_by(p.index())),
+            enqueued_by_priority: PerPriority::from_fn(|p| c.enqueued[p.index()].load(Relaxed)),
             released: c.released(),
             samples: c.samples.load(Relaxed),
             drops: c.drops.load(Relaxed),
@@ -189,6 +198,11 @@ pub struct LimitSnapshot {
     pub oldest_wait: Option<Duration>,
     /// Requests admitted (at once or from the queue).
     pub admitted: u64,
+    /// Requests admitted (at once or from the queue), by priority.
+    pub admitted_by_priority: PerPriority,
+    /// Requests that joined the queue, by priority (whatever became of
+    /// them: granted a permit, refused, or gone).
+    pub enqueued_by_priority: PerPriority,
     /// Permits released; equal to `admitted` once every admitted request
     /// has ended.
     pub released: u64,

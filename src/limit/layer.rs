@@ -12,6 +12,9 @@ use super::{
 use crate::http::{AsResponse, ProblemDetails};
 use crate::{AsError, priority::FromExtensions};
 
+/// The name of a limiter whose builder did not set one.
+const DEFAULT_NAME: &str = "limit";
+
 /// Applies an adaptive concurrency limit, with a bounded, priority-ordered
 /// wait queue, to the services it wraps.
 ///
@@ -72,6 +75,7 @@ impl AdaptiveLimitLayer {
         AdaptiveLimitBuilder {
             algorithm: Box::new(algorithm),
             config: QueueConfig::default(),
+            name: DEFAULT_NAME.into(),
             reject: AsError,
             outcomes: FaceOutcomes,
             classify: FromExtensions,
@@ -97,6 +101,7 @@ impl<R, C, K> AdaptiveLimitLayer<R, C, K> {
 pub struct AdaptiveLimitBuilder<R = AsError, O = FaceOutcomes, K = FromExtensions> {
     algorithm: Box<dyn Algorithm + Send>,
     config: QueueConfig,
+    name: Box<str>,
     reject: R,
     outcomes: O,
     classify: K,
@@ -150,6 +155,18 @@ impl<R, C> OutcomesFor<R> for Chosen<C> {
 }
 
 impl<R, O, K> AdaptiveLimitBuilder<R, O, K> {
+    /// Names the limiter (default `"limit"`): the `layer` label of its
+    /// metrics (feature `metrics`), which a
+    /// `MetricsReporter` (feature `metrics`) reads from its
+    /// [`LimitHandle::name`], so the histograms the limiter records and the
+    /// figures the reporter publishes carry the same label. Give each
+    /// limiter of a process its own name.
+    #[must_use]
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into().into_boxed_str();
+        self
+    }
+
     /// How many requests may wait for a permit. Zero refuses at once at the
     /// limit. When the queue is full, a request refuses the newest waiter of
     /// the lowest priority below its own, or is refused.
@@ -207,6 +224,7 @@ impl<R, O, K> AdaptiveLimitBuilder<R, O, K> {
         AdaptiveLimitBuilder {
             algorithm: self.algorithm,
             config: self.config,
+            name: self.name,
             reject: self.reject,
             outcomes: Chosen(outcomes),
             classify: self.classify,
@@ -220,6 +238,7 @@ impl<R, O, K> AdaptiveLimitBuilder<R, O, K> {
         AdaptiveLimitBuilder {
             algorithm: self.algorithm,
             config: self.config,
+            name: self.name,
             reject: self.reject,
             outcomes: self.outcomes,
             classify,
@@ -232,7 +251,7 @@ impl<R, O, K> AdaptiveLimitBuilder<R, O, K> {
         O: OutcomesFor<R>,
     {
         AdaptiveLimitLayer {
-            shared: Arc::new(Limiter::new(self.algorithm, self.config)),
+            shared: Arc::new(Limiter::new(self.algorithm, self.config, self.name)),
             reject: self.reject,
             outcomes: self.outcomes.resolve(),
             classify: self.classify,
@@ -258,6 +277,7 @@ impl<R, O, K> AdaptiveLimitBuilder<R, O, K> {
         AdaptiveLimitBuilder {
             algorithm: self.algorithm,
             config: self.config,
+            name: self.name,
             reject: AsResponse::new(make),
             outcomes: self.outcomes,
             classify: self.classify,

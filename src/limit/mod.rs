@@ -149,6 +149,7 @@ mod counters;
 mod forecast;
 mod gradient;
 mod handle;
+mod histograms;
 mod layer;
 mod log;
 mod outcome;

@@ -240,7 +240,8 @@ impl Limiter {
                 break;
             };
             self.counters.steady.queued.fetch_sub(1, SeqCst);
-            self.counters.granted.fetch_add(1, Relaxed);
+            self.counters.granted[i].fetch_add(1, Relaxed);
+            let waited = now.saturating_duration_since(waiter.enqueued);
             let grant = Grant {
                 start: self.sampling.then_some(now),
                 in_flight,
@@ -249,6 +250,8 @@ impl Limiter {
                 // The waiter is gone (it removes itself under this lock, so
                 // this does not happen; stay correct if it does).
                 self.unadmit(st, p);
+            } else {
+                self.histograms.queue_wait(p, waited);
             }
         }
         if self.queued() == 0 {
