@@ -67,7 +67,11 @@ fn args() -> Args {
         service: std::time::Duration::from_millis(20),
     };
     common::parse_flags(usage, |flag, value| match flag {
-        "--addr" => args.addr = value().parse().unwrap_or_else(|_| usage("--addr HOST:PORT")),
+        "--addr" => {
+            args.addr = value()
+                .parse()
+                .unwrap_or_else(|_| usage("--addr HOST:PORT"))
+        }
         "--spill-db" => args.spill_db = PathBuf::from(value()),
         "--ledger" => args.ledger = PathBuf::from(value()),
         "--capacity" => args.capacity = common::capacity(value(), usage),
@@ -120,7 +124,10 @@ impl Ledger {
 
     fn counts(&self) -> (i64, i64, i64) {
         let conn = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let one = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap_or(-1);
+        let one = |sql: &str| {
+            conn.query_row(sql, [], |r| r.get::<_, i64>(0))
+                .unwrap_or(-1)
+        };
         (
             one("SELECT COUNT(*) FROM likes"),
             one("SELECT COUNT(*) FROM likes WHERE replayed = 1"),
@@ -138,7 +145,9 @@ struct Shop {
 }
 
 fn app(db: Arc<Database>, ledger: Ledger, store: SqliteStore) -> (Router, SpillHandle) {
-    let limit = AdaptiveLimitLayer::builder(Gradient::default()).http().build();
+    let limit = AdaptiveLimitLayer::builder(Gradient::default())
+        .http()
+        .build();
     let shed = PriorityShedLayer::builder(Adaptive::default())
         .signal(limit.handle())
         .bypass(|req: &axum::http::Request<axum::body::Body>| {

@@ -89,7 +89,13 @@ struct App {
 const OPEN: usize = 0;
 const SHUT: usize = 1_000_000;
 
-fn app(store: SqliteStore, mode: Mode, configure: impl FnOnce(tower_spillway::spill::SpillLayerBuilder<DeferrableRoutes>) -> tower_spillway::spill::SpillLayerBuilder<DeferrableRoutes>) -> (Router, SpillHandle, Arc<Seen>, Arc<AtomicUsize>) {
+fn app(
+    store: SqliteStore,
+    mode: Mode,
+    configure: impl FnOnce(
+        tower_spillway::spill::SpillLayerBuilder<DeferrableRoutes>,
+    ) -> tower_spillway::spill::SpillLayerBuilder<DeferrableRoutes>,
+) -> (Router, SpillHandle, Arc<Seen>, Arc<AtomicUsize>) {
     let seen = Arc::new(Seen::default());
     let gate = Arc::new(AtomicUsize::new(SHUT));
     let handler = {
@@ -102,16 +108,24 @@ fn app(store: SqliteStore, mode: Mode, configure: impl FnOnce(tower_spillway::sp
                     .headers()
                     .get("idempotency-key")
                     .map(|v| v.to_str().unwrap().to_owned());
-                let body = axum::body::to_bytes(req.into_body(), 1 << 20).await.unwrap();
+                let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
                 let fail = path == "/likes" && seen.fail_likes.load(Ordering::Relaxed);
-                seen.calls
-                    .lock()
-                    .unwrap()
-                    .push((path.clone(), body.clone(), key, replay.is_some()));
+                seen.calls.lock().unwrap().push((
+                    path.clone(),
+                    body.clone(),
+                    key,
+                    replay.is_some(),
+                ));
                 if fail {
                     return (StatusCode::INTERNAL_SERVER_ERROR, "broken").into_response();
                 }
-                (StatusCode::CREATED, format!("stored {} bytes at {path}", body.len())).into_response()
+                (
+                    StatusCode::CREATED,
+                    format!("stored {} bytes at {path}", body.len()),
+                )
+                    .into_response()
             }
         }
     };
@@ -145,7 +159,13 @@ fn app(store: SqliteStore, mode: Mode, configure: impl FnOnce(tower_spillway::sp
     (router, handle, seen, gate)
 }
 
-async fn start(dir: &TempDir, mode: Mode, configure: impl FnOnce(tower_spillway::spill::SpillLayerBuilder<DeferrableRoutes>) -> tower_spillway::spill::SpillLayerBuilder<DeferrableRoutes>) -> App {
+async fn start(
+    dir: &TempDir,
+    mode: Mode,
+    configure: impl FnOnce(
+        tower_spillway::spill::SpillLayerBuilder<DeferrableRoutes>,
+    ) -> tower_spillway::spill::SpillLayerBuilder<DeferrableRoutes>,
+) -> App {
     let store = SqliteStore::open(dir.db()).unwrap();
     let (router, spill, seen, gate) = app(store, mode, configure);
     let addr = serve_axum(router.clone()).await;
@@ -174,7 +194,11 @@ fn get_req(addr: SocketAddr, path: &str) -> Request<Full<Bytes>> {
         .unwrap()
 }
 
-async fn json(client: &HttpClient<Full<Bytes>>, addr: SocketAddr, path: &str) -> (StatusCode, Value) {
+async fn json(
+    client: &HttpClient<Full<Bytes>>,
+    addr: SocketAddr,
+    path: &str,
+) -> (StatusCode, Value) {
     let (status, _, body) = send(client, get_req(addr, path)).await;
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
@@ -194,9 +218,22 @@ async fn refused_deferrable_writes_are_accepted_stored_and_replayed_once_the_sta
     let mut locations = Vec::new();
     for i in 0..20 {
         let path = if i % 2 == 0 { "/likes" } else { "/analytics" };
-        let (status, headers, body) = send(&client, post_req(app.addr, path, &format!("like {i}"), None)).await;
-        assert_eq!(status, StatusCode::ACCEPTED, "{}", String::from_utf8_lossy(&body));
-        let retry: u64 = headers[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+        let (status, headers, body) = send(
+            &client,
+            post_req(app.addr, path, &format!("like {i}"), None),
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::ACCEPTED,
+            "{}",
+            String::from_utf8_lossy(&body)
+        );
+        let retry: u64 = headers[header::RETRY_AFTER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!((1..=60).contains(&retry), "Retry-After {retry}");
         let answer: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(answer["status"], "queued");
@@ -220,11 +257,17 @@ async fn refused_deferrable_writes_are_accepted_stored_and_replayed_once_the_sta
     let drain = app.spill.drain(app.router.clone()).spawn();
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(app.seen.count("/likes") + app.seen.count("/analytics"), 0);
-    assert!(app.spill.snapshot().deferred > 0, "{:?}", app.spill.snapshot());
+    assert!(
+        app.spill.snapshot().deferred > 0,
+        "{:?}",
+        app.spill.snapshot()
+    );
     app.gate.store(OPEN, Ordering::Relaxed);
-    wait_until_within(Duration::from_secs(20), "every spilled write is replayed", || {
-        app.seen.count("/likes") + app.seen.count("/analytics") == 20
-    })
+    wait_until_within(
+        Duration::from_secs(20),
+        "every spilled write is replayed",
+        || app.seen.count("/likes") + app.seen.count("/analytics") == 20,
+    )
     .await;
 
     // Each body reached its handler exactly once, as a replay, without the
@@ -244,21 +287,32 @@ async fn refused_deferrable_writes_are_accepted_stored_and_replayed_once_the_sta
     assert_eq!(bodies, expected);
 
     // Likes (Default) were replayed before analytics (Low).
-    let order: Vec<_> = calls.iter().filter(|c| c.0 != "/payments").map(|c| c.0.as_str()).collect();
+    let order: Vec<_> = calls
+        .iter()
+        .filter(|c| c.0 != "/payments")
+        .map(|c| c.0.as_str())
+        .collect();
     let last_like = order.iter().rposition(|p| *p == "/likes").unwrap();
     let first_analytics = order.iter().position(|p| *p == "/analytics").unwrap();
     assert!(last_like < first_analytics, "{order:?}");
 
-    wait_until_within(Duration::from_secs(10), "every job is recorded done", || {
-        app.spill.snapshot().replayed == 20
-    })
+    wait_until_within(
+        Duration::from_secs(10),
+        "every job is recorded done",
+        || app.spill.snapshot().replayed == 20,
+    )
     .await;
     for location in &locations {
         let (status, job) = json(&client, app.addr, location).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(job["status"], "done", "{job}");
         assert_eq!(job["result"]["status"], 201);
-        assert!(job["result"]["body"].as_str().unwrap().starts_with("stored "));
+        assert!(
+            job["result"]["body"]
+                .as_str()
+                .unwrap()
+                .starts_with("stored ")
+        );
     }
     drain.abort();
 }
@@ -287,7 +341,11 @@ async fn in_always_mode_every_deferrable_write_is_stored_and_only_its_replay_is_
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(app.seen.count("/likes"), 0);
     let (status, _, _) = send(&client, post_req(app.addr, "/orders", "now", None)).await;
-    assert_eq!(status, StatusCode::CREATED, "non-deferrable routes are served");
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "non-deferrable routes are served"
+    );
     let drain = app.spill.drain(app.router.clone()).spawn();
     wait_until("the write is replayed", || app.seen.count("/likes") == 1).await;
     wait_until("the job is recorded", || app.spill.snapshot().replayed == 1).await;
@@ -302,24 +360,56 @@ async fn a_repeated_idempotency_key_returns_the_first_job_and_is_replayed_once()
     let dir = TempDir::new("idempotency");
     let app = start(&dir, Mode::Overflow, |b| b).await;
     let client = h1_client();
-    let (s1, h1, _) = send(&client, post_req(app.addr, "/likes", "once", Some("like-7"))).await;
-    let (s2, h2, b2) = send(&client, post_req(app.addr, "/likes", "once", Some("like-7"))).await;
+    let (s1, h1, _) = send(
+        &client,
+        post_req(app.addr, "/likes", "once", Some("like-7")),
+    )
+    .await;
+    let (s2, h2, b2) = send(
+        &client,
+        post_req(app.addr, "/likes", "once", Some("like-7")),
+    )
+    .await;
     assert_eq!((s1, s2), (StatusCode::ACCEPTED, StatusCode::ACCEPTED));
     assert_eq!(location(&h1), location(&h2));
-    assert_eq!(serde_json::from_slice::<Value>(&b2).unwrap()["repeat"], true);
-    let (s3, h3, _) = send(&client, post_req(app.addr, "/likes", "other", Some("like-8"))).await;
+    assert_eq!(
+        serde_json::from_slice::<Value>(&b2).unwrap()["repeat"],
+        true
+    );
+    let (s3, h3, _) = send(
+        &client,
+        post_req(app.addr, "/likes", "other", Some("like-8")),
+    )
+    .await;
     assert_eq!(s3, StatusCode::ACCEPTED);
     assert_ne!(location(&h1), location(&h3));
-    let (bad, _, _) = send(&client, post_req(app.addr, "/likes", "x", Some("has space"))).await;
+    let (bad, _, _) = send(
+        &client,
+        post_req(app.addr, "/likes", "x", Some("has space")),
+    )
+    .await;
     assert_eq!(bad, StatusCode::BAD_REQUEST);
 
     app.gate.store(OPEN, Ordering::Relaxed);
     let drain = app.spill.drain(app.router.clone()).spawn();
-    wait_until("both jobs are replayed", || app.spill.snapshot().replayed == 2).await;
+    wait_until("both jobs are replayed", || {
+        app.spill.snapshot().replayed == 2
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let keys: Vec<_> = app.seen.calls.lock().unwrap().iter().map(|c| c.2.clone()).collect();
+    let keys: Vec<_> = app
+        .seen
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|c| c.2.clone())
+        .collect();
     assert_eq!(keys.len(), 2, "{keys:?}");
-    assert!(keys.contains(&Some("like-7".to_owned())), "the key is kept for the handler: {keys:?}");
+    assert!(
+        keys.contains(&Some("like-7".to_owned())),
+        "the key is kept for the handler: {keys:?}"
+    );
     let snap = app.spill.snapshot();
     assert_eq!((snap.spilled, snap.repeated), (2, 1));
     drain.abort();
@@ -341,7 +431,11 @@ async fn oversized_and_invalid_requests_are_refused_before_anything_is_stored() 
     })
     .await;
     let client = h1_client();
-    let (status, _, _) = send(&client, post_req(app.addr, "/likes", "{\"a\":\"0123456789\"}", None)).await;
+    let (status, _, _) = send(
+        &client,
+        post_req(app.addr, "/likes", "{\"a\":\"0123456789\"}", None),
+    )
+    .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     let (status, _, body) = send(&client, post_req(app.addr, "/likes", "garbage", None)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
@@ -365,7 +459,8 @@ async fn a_full_store_leaves_the_stacks_own_503() {
     let client = h1_client();
     let mut statuses = Vec::new();
     for i in 0..5 {
-        let (status, headers, _) = send(&client, post_req(app.addr, "/likes", &format!("{i}"), None)).await;
+        let (status, headers, _) =
+            send(&client, post_req(app.addr, "/likes", &format!("{i}"), None)).await;
         if status == StatusCode::SERVICE_UNAVAILABLE {
             assert!(headers.contains_key(header::RETRY_AFTER));
         }
@@ -404,8 +499,17 @@ async fn unknown_and_malformed_job_ids_are_404() {
     let client = h1_client();
     let (_, headers, _) = send(&client, post_req(app.addr, "/likes", "x", None)).await;
     let real = location(&headers);
-    let forged = format!("{}{}", &real[..real.len() - 1], if real.ends_with('0') { '1' } else { '0' });
-    for path in ["/jobs/1-0000000000000000", "/jobs/nope", "/jobs/", forged.as_str()] {
+    let forged = format!(
+        "{}{}",
+        &real[..real.len() - 1],
+        if real.ends_with('0') { '1' } else { '0' }
+    );
+    for path in [
+        "/jobs/1-0000000000000000",
+        "/jobs/nope",
+        "/jobs/",
+        forged.as_str(),
+    ] {
         let (status, _) = json(&client, app.addr, path).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
     }
@@ -418,7 +522,10 @@ fn bad_settings_are_refused_at_build() {
     let dir = TempDir::new("config");
     let store = || SqliteStore::open(dir.db()).unwrap();
     for prefix in ["", "/", "jobs", "/jobs/"] {
-        assert!(SpillLayer::builder(store()).prefix(prefix).build().is_err(), "{prefix:?}");
+        assert!(
+            SpillLayer::builder(store()).prefix(prefix).build().is_err(),
+            "{prefix:?}"
+        );
     }
     assert!(SpillLayer::builder(store()).max_body(0).build().is_err());
     let zero = Bounds {

@@ -37,7 +37,14 @@ struct Server {
 impl Server {
     fn start(dir: &Path) -> Self {
         let mut child = Command::new(binary())
-            .args(["--addr", "127.0.0.1:0", "--capacity", "4", "--service-ms", "20"])
+            .args([
+                "--addr",
+                "127.0.0.1:0",
+                "--capacity",
+                "4",
+                "--service-ms",
+                "20",
+            ])
             .arg("--spill-db")
             .arg(dir.join("spill.db"))
             .arg("--ledger")
@@ -125,7 +132,11 @@ async fn every_like_answered_before_a_sigkill_is_applied_once_after_the_restart(
         .map(|(key, _)| key)
         .collect();
     let accepted = answered.iter().filter(|(_, s)| *s == 202).count();
-    assert!(accepted > 50, "the spike spilled: {accepted} of {} answered 202", answered.len());
+    assert!(
+        accepted > 50,
+        "the spike spilled: {accepted} of {} answered 202",
+        answered.len()
+    );
 
     // Started again on the same files, the drain replays what was stored.
     let server = Server::start(&dir);
@@ -133,12 +144,20 @@ async fn every_like_answered_before_a_sigkill_is_applied_once_after_the_restart(
     loop {
         let s = stats(server.addr).await;
         let store = &s["store"];
-        let waiting: u64 = store["queued"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum::<u64>()
+        let waiting: u64 = store["queued"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .sum::<u64>()
             + store["running"].as_u64().unwrap();
         if waiting == 0 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the backlog did not drain: {s}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the backlog did not drain: {s}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     drop(server);
@@ -149,7 +168,10 @@ async fn every_like_answered_before_a_sigkill_is_applied_once_after_the_restart(
     for key in rows.query_map([], |r| r.get::<_, String>(0)).unwrap() {
         applied.insert(key.unwrap());
     }
-    let lost: Vec<_> = promised.iter().filter(|k| !applied.contains(k.as_str())).collect();
+    let lost: Vec<_> = promised
+        .iter()
+        .filter(|k| !applied.contains(k.as_str()))
+        .collect();
     println!(
         "answered {}, promised {} ({accepted} for later), applied {}, lost {}",
         answered.len(),
@@ -157,6 +179,11 @@ async fn every_like_answered_before_a_sigkill_is_applied_once_after_the_restart(
         applied.len(),
         lost.len()
     );
-    assert!(lost.is_empty(), "{} promised likes were lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    assert!(
+        lost.is_empty(),
+        "{} promised likes were lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

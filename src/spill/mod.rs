@@ -56,6 +56,8 @@
 //! SQLite in WAL mode with full durability.
 
 mod answer;
+#[cfg(feature = "spill-sqlite")]
+mod codec;
 mod config;
 mod deferrable;
 mod drain;
@@ -64,6 +66,8 @@ mod handle;
 mod job;
 mod layer;
 mod service;
+#[cfg(feature = "spill-sqlite")]
+mod sqlite;
 mod store;
 
 pub use config::Mode;
@@ -73,6 +77,9 @@ pub use handle::{SpillHandle, SpillSnapshot};
 pub use job::{Enqueued, Finish, Job, JobId, JobStatus, NewJob, ParseJobIdError};
 pub use layer::{SpillLayer, SpillLayerBuilder};
 pub use service::{Spill, SpillFuture};
+#[cfg(feature = "spill-sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "spill-sqlite")))]
+pub use sqlite::SqliteStore;
 pub use store::{Bounds, SpillStore, StoreError, StoreFuture, StoreStats};
 
 /// Marks a request as a replay of a stored job: the [`SpillLayer`] lets it
