@@ -97,11 +97,11 @@ async fn every_like_answered_before_a_sigkill_is_applied_once_after_the_restart(
     let mut server = Server::start(&dir);
     let addr = server.addr;
 
-    // A spike far over the database's 200 writes/s: 64 callers, each
+    // A spike far over the database's 800 writes/s: 256 callers, each
     // sending likes back to back, each with its own key.
     let answered: Arc<Mutex<Vec<(String, u16)>>> = Arc::default();
     let mut callers = Vec::new();
-    for caller in 0..64 {
+    for caller in 0..256 {
         let answered = Arc::clone(&answered);
         callers.push(tokio::spawn(async move {
             let client = h1_client::<Full<Bytes>>();
@@ -120,7 +120,7 @@ async fn every_like_answered_before_a_sigkill_is_applied_once_after_the_restart(
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     server.kill();
     for caller in callers {
         let _ = tokio::time::timeout(Duration::from_secs(10), caller).await;

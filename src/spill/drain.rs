@@ -137,7 +137,7 @@ where
         const IDLE_POLL: Duration = Duration::from_millis(250);
         const STATS_EVERY: Duration = Duration::from_millis(200);
         const PRUNE_EVERY: Duration = Duration::from_secs(60);
-        let mut window = 4.0_f64;
+        let mut window = 4.0_f64.min(self.max_window as f64);
         let mut running = JoinSet::new();
         let (mut stats_at, mut prune_at) = (Instant::now(), Instant::now() + PRUNE_EVERY);
         loop {

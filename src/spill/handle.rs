@@ -3,7 +3,7 @@
 
 use std::{
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicU64, Ordering::Relaxed},
     },
     time::Duration,
@@ -13,7 +13,7 @@ use tokio::{sync::Notify, time::Instant};
 
 use super::{
     config::Config,
-    enqueue::{EnqueueBatch, EnqueueWorker},
+    enqueue::EnqueueBatch,
     store::{SpillStore, StoreStats},
 };
 
@@ -36,10 +36,9 @@ impl std::fmt::Debug for SpillHandle {
 pub(crate) struct Shared {
     pub(crate) store: Arc<dyn SpillStore>,
     pub(crate) config: Config,
-    pub(crate) enqueue: EnqueueBatch,
-    /// The batcher's worker, spawned on the first spill (a layer may be
-    /// built outside a runtime).
-    pub(crate) worker: Mutex<Option<EnqueueWorker>>,
+    /// The group-commit batcher, made on the first spill: a layer may be
+    /// built outside a runtime, and the batcher's worker needs one.
+    enqueue: OnceLock<EnqueueBatch>,
     /// Wakes an idle drain when a job is stored.
     pub(crate) stored: Notify,
     pub(crate) counters: Counters,
@@ -117,17 +116,28 @@ impl std::fmt::Debug for Shared {
 
 impl Shared {
     pub(crate) fn new(store: Arc<dyn SpillStore>, config: Config) -> Self {
-        let (enqueue, worker) = super::enqueue::pair(Arc::clone(&store), config.bounds);
         Self {
             store,
             config,
-            enqueue,
-            worker: Mutex::new(Some(worker)),
+            enqueue: OnceLock::new(),
             stored: Notify::new(),
             counters: Counters::default(),
             pace: Mutex::new(Pace::new()),
             last_stats: Mutex::new(StoreStats::default()),
         }
+    }
+
+    /// A handle on the group-commit batcher, whose worker is spawned on the
+    /// current runtime the first time.
+    pub(crate) fn enqueue(&self) -> EnqueueBatch {
+        self.enqueue
+            .get_or_init(|| {
+                let (batch, worker) =
+                    super::enqueue::pair(Arc::clone(&self.store), self.config.bounds);
+                tokio::spawn(worker);
+                batch
+            })
+            .clone()
     }
 
     /// The drain's rate now, if it has one.

@@ -263,11 +263,8 @@ where
 
 /// Stores `job` and builds its `202`; `None` when it could not be stored.
 async fn store(shared: &Shared, job: NewJob) -> Option<Response<crate::http::RejectBody>> {
-    if let Some(worker) = crate::sync::lock(&shared.worker).take() {
-        tokio::spawn(worker);
-    }
     let priority = job.priority;
-    let mut batch = shared.enqueue.clone();
+    let mut batch = shared.enqueue();
     let stored: Result<Enqueued, BoxError> = async {
         poll_fn(|cx| batch.poll_ready(cx)).await?;
         batch.call(job).await
