@@ -41,7 +41,7 @@ impl Server {
                 "--addr",
                 "127.0.0.1:0",
                 "--capacity",
-                "4",
+                "16",
                 "--service-ms",
                 "20",
             ])
