@@ -19,6 +19,7 @@ use crate::{BoxError, Overloaded};
 
 use super::{
     Replay,
+    group_commit::{self, FinishBatch},
     handle::{Shared, SpillHandle},
     job::{Finish, Job},
 };
@@ -139,6 +140,7 @@ where
         const PRUNE_EVERY: Duration = Duration::from_secs(60);
         let mut window = 4.0_f64.min(self.max_window as f64);
         let mut running = JoinSet::new();
+        let finishing = group_commit::finishing(Arc::clone(&self.shared.store));
         let (mut stats_at, mut prune_at) = (Instant::now(), Instant::now() + PRUNE_EVERY);
         loop {
             let now = Instant::now();
@@ -167,6 +169,7 @@ where
                 running.spawn(replay(
                     Arc::clone(&self.shared),
                     self.app.clone(),
+                    finishing.clone(),
                     job,
                     self.max_attempts,
                     self.lease,
@@ -196,6 +199,7 @@ where
 async fn replay<S, B, RB>(
     shared: Arc<Shared>,
     mut app: S,
+    mut finishing: FinishBatch,
     job: Job,
     max_attempts: u32,
     lease: Duration,
@@ -264,7 +268,9 @@ where
     };
     // A store that fails here leaves the job running until its lease
     // ends; then it is replayed again (at least once, never lost).
-    let _ = shared.store.finish(id, attempt, finish).await;
+    if poll_fn(|cx| finishing.poll_ready(cx)).await.is_ok() {
+        let _ = finishing.call((id, attempt, finish)).await;
+    }
     ended
 }
 

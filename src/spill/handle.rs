@@ -13,7 +13,7 @@ use tokio::{sync::Notify, time::Instant};
 
 use super::{
     config::Config,
-    enqueue::EnqueueBatch,
+    group_commit::EnqueueBatch,
     store::{SpillStore, StoreStats},
 };
 
@@ -133,7 +133,7 @@ impl Shared {
         self.enqueue
             .get_or_init(|| {
                 let (batch, worker) =
-                    super::enqueue::pair(Arc::clone(&self.store), self.config.bounds);
+                    super::group_commit::pair(Arc::clone(&self.store), self.config.bounds);
                 tokio::spawn(worker);
                 batch
             })

@@ -61,7 +61,7 @@ mod codec;
 mod config;
 mod deferrable;
 mod drain;
-mod enqueue;
+mod group_commit;
 mod handle;
 mod job;
 mod layer;

@@ -319,10 +319,31 @@ fn lease(state: &mut State, max: usize, lease: Duration) -> Result<Vec<Job>, Sto
     Ok(jobs)
 }
 
-fn finish(state: &mut State, id: JobId, attempt: u32, how: Finish) -> Result<bool, StoreError> {
+fn finish_many(
+    state: &mut State,
+    endings: Vec<(JobId, u32, Finish)>,
+) -> Result<Vec<bool>, StoreError> {
     let now = codec::wall_ms();
     let mut tally = state.tally;
     let tx = state.conn.transaction().map_err(db)?;
+    let mut answers = Vec::with_capacity(endings.len());
+    for (id, attempt, how) in endings {
+        answers.push(finish(&tx, &mut tally, now, id, attempt, how)?);
+    }
+    tx.commit().map_err(db)?;
+    state.tally = tally;
+    Ok(answers)
+}
+
+/// Ends one attempt inside `tx`.
+fn finish(
+    tx: &Transaction<'_>,
+    tally: &mut Tally,
+    now: i64,
+    id: JobId,
+    attempt: u32,
+    how: Finish,
+) -> Result<bool, StoreError> {
     let held = tx
         .query_row(
             "SELECT priority, bytes FROM spill_jobs WHERE seq = ?1 AND tag = ?2 AND state = ?3 AND attempts = ?4",
@@ -366,8 +387,6 @@ fn finish(state: &mut State, id: JobId, attempt: u32, how: Finish) -> Result<boo
             tally.queued[priority.index()] += 1;
         }
     }
-    tx.commit().map_err(db)?;
-    state.tally = tally;
     Ok(true)
 }
 
@@ -467,7 +486,11 @@ impl SpillStore for SqliteStore {
     }
 
     fn finish(&self, id: JobId, attempt: u32, how: Finish) -> StoreFuture<'_, bool> {
-        self.run(move |s| finish(s, id, attempt, how))
+        self.run(move |s| Ok(finish_many(s, vec![(id, attempt, how)])?[0]))
+    }
+
+    fn finish_many(&self, endings: Vec<(JobId, u32, Finish)>) -> StoreFuture<'_, Vec<bool>> {
+        self.run(move |s| finish_many(s, endings))
     }
 
     fn status(&self, id: JobId) -> StoreFuture<'_, Option<JobStatus>> {

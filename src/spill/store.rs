@@ -90,6 +90,20 @@ pub trait SpillStore: Send + Sync + 'static {
     /// took it).
     fn finish(&self, id: JobId, attempt: u32, how: Finish) -> StoreFuture<'_, bool>;
 
+    /// Ends many attempts at once, as [`finish`](SpillStore::finish) does
+    /// each, answering in order. The drain groups the ends of concurrent
+    /// replays into one call; a store that can should write them in one
+    /// transaction. The default finishes them one by one.
+    fn finish_many(&self, endings: Vec<(JobId, u32, Finish)>) -> StoreFuture<'_, Vec<bool>> {
+        Box::pin(async move {
+            let mut answers = Vec::with_capacity(endings.len());
+            for (id, attempt, how) in endings {
+                answers.push(self.finish(id, attempt, how).await?);
+            }
+            Ok(answers)
+        })
+    }
+
     /// Where job `id` is; `None` for an unknown id (or one whose tag does
     /// not match, or that was pruned).
     fn status(&self, id: JobId) -> StoreFuture<'_, Option<JobStatus>>;
