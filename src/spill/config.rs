@@ -23,10 +23,10 @@ pub enum Mode {
     Always,
 }
 
-/// A check run on a deferrable request before it is stored: `Err` is the
+/// A check run on a deferrable request before it is stored: `Some` is the
 /// answer the caller gets instead, and nothing is stored.
 pub(crate) type Validate =
-    Arc<dyn Fn(&Parts, &Bytes) -> Result<(), Response<RejectBody>> + Send + Sync>;
+    Arc<dyn Fn(&Parts, &Bytes) -> Option<Response<RejectBody>> + Send + Sync>;
 
 /// The settings of a [`SpillLayer`](super::SpillLayer).
 #[derive(Clone)]

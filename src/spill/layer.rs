@@ -140,12 +140,13 @@ impl<D> SpillLayerBuilder<D> {
     }
 
     /// Checks a deferrable request (its head and whole body) before it is
-    /// stored; an `Err` is sent to the caller instead and nothing is stored.
+    /// served or stored; a `Some(response)` is sent to the caller instead
+    /// and nothing is stored.
     /// Garbage refused here never reaches the queue.
     #[must_use]
     pub fn validate<F>(mut self, check: F) -> Self
     where
-        F: Fn(&Parts, &Bytes) -> Result<(), Response<RejectBody>> + Send + Sync + 'static,
+        F: Fn(&Parts, &Bytes) -> Option<Response<RejectBody>> + Send + Sync + 'static,
     {
         self.config.validate = Some(Arc::new(check));
         self

@@ -215,7 +215,7 @@ where
         );
     };
     if let Some(validate) = &config.validate {
-        if let Err(res) = validate(&parts, &body) {
+        if let Some(res) = validate(&parts, &body) {
             counters.invalid.fetch_add(1, Relaxed);
             return Ok(res.map(ResponseBody::rejected));
         }
