@@ -118,6 +118,9 @@ pub mod metrics;
 pub mod priority;
 pub mod reject;
 pub mod shed;
+#[cfg(feature = "spill")]
+#[cfg_attr(docsrs, doc(cfg(feature = "spill")))]
+pub mod spill;
 
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]

@@ -55,7 +55,7 @@ mod header;
 mod layer;
 mod per_priority;
 #[cfg(feature = "http")]
-mod route;
+pub(crate) mod route;
 
 pub use classify::{Classify, FromExtensions};
 pub use cohort::{Cohort, Cohorts};

@@ -82,7 +82,7 @@ impl RouteTable {
 }
 
 /// `true` when `prefix` (without a trailing slash) covers `path` on a segment boundary.
-fn segment_prefix(path: &str, prefix: &str) -> bool {
+pub(crate) fn segment_prefix(path: &str, prefix: &str) -> bool {
     match path.strip_prefix(prefix) {
         Some(rest) => rest.is_empty() || rest.starts_with('/') || prefix.is_empty(),
         None => false,
