@@ -24,6 +24,7 @@
 //! | [`degrade`] | a load level from the stack's own handles, stamped into requests and readable anywhere; per-route fallbacks while it is high |
 //! | [`http`], [`grpc`] | the refusal responses and body plumbing every HTTP face shares |
 //! | `metrics` | (feature `metrics`) every stateful layer's figures through the `metrics` facade; the names are in one table in its docs |
+//! | `spill` | (feature `spill`) deferrable requests the stack refuses are stored and answered `202 Accepted`, then replayed through the same stack at the pace it admits |
 //!
 //! # The overload contract
 //!
@@ -81,7 +82,10 @@
 //! - `metrics`: the layers' figures through the `metrics` facade
 //!   (`metrics::MetricsReporter`), and the
 //!   limiter's queue-wait and rtt histograms; every name, label and unit is
-//!   in the table of the `metrics` module's docs.
+//!   in the table of the `metrics` module's docs;
+//! - `spill`: `SpillLayer` and its drain over any `SpillStore`;
+//!   `spill-sqlite` adds the embedded SQLite store (bundled, WAL, full
+//!   durability).
 //!
 //! [Tower]: https://docs.rs/tower
 
