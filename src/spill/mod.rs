@@ -52,11 +52,14 @@
 //!
 //! # Stores
 //!
-//! [`SpillStore`] is the trait; the embedded store (`spill-sqlite`) is
-//! SQLite in WAL mode with full durability.
+//! [`SpillStore`] is the trait. The embedded store (`spill-sqlite`,
+//! `SqliteStore`) is SQLite in WAL mode with full durability, for one
+//! process; the fleet store (`spill-postgres`, `PostgresStore`) is one
+//! PostgreSQL table that many instances share as one queue, leasing with
+//! `FOR UPDATE SKIP LOCKED`.
 
 mod answer;
-#[cfg(feature = "spill-sqlite")]
+#[cfg(any(feature = "spill-sqlite", feature = "spill-postgres"))]
 mod codec;
 mod config;
 mod deferrable;
@@ -65,6 +68,8 @@ mod group_commit;
 mod handle;
 mod job;
 mod layer;
+#[cfg(feature = "spill-postgres")]
+mod postgres;
 mod service;
 #[cfg(feature = "spill-sqlite")]
 mod sqlite;
@@ -76,6 +81,9 @@ pub use drain::Drain;
 pub use handle::{SpillHandle, SpillSnapshot};
 pub use job::{Enqueued, Finish, Job, JobId, JobStatus, NewJob, ParseJobIdError};
 pub use layer::{SpillLayer, SpillLayerBuilder};
+#[cfg(feature = "spill-postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "spill-postgres")))]
+pub use postgres::PostgresStore;
 pub use service::{Spill, SpillFuture};
 #[cfg(feature = "spill-sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "spill-sqlite")))]
