@@ -358,7 +358,7 @@ impl Browser {
             profile,
         };
 
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok((200, status)) = webdriver(browser.webdriver, "GET", "/status", None) {
                 if status["value"]["ready"] == true {
@@ -366,7 +366,7 @@ impl Browser {
                 }
             }
             assert!(
-                std::time::Instant::now() < deadline,
+                tokio::time::Instant::now() < deadline,
                 "chromedriver did not get ready: {}",
                 browser.log()
             );
@@ -428,14 +428,14 @@ impl Browser {
 
     /// Polls `window.dashboard` until `cond` holds; its last value.
     fn wait_for(&self, what: &str, within: Duration, cond: impl Fn(&Value) -> bool) -> Value {
-        let deadline = std::time::Instant::now() + within;
+        let deadline = tokio::time::Instant::now() + within;
         loop {
             let d = self.dashboard();
             if !d.is_null() && cond(&d) {
                 return d;
             }
             assert!(
-                std::time::Instant::now() < deadline,
+                tokio::time::Instant::now() < deadline,
                 "timed out waiting for {what}: {d}"
             );
             std::thread::sleep(Duration::from_millis(200));
