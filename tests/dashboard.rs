@@ -93,8 +93,8 @@ fn external_references(page: &str) -> Vec<String> {
 }
 
 /// Under a spike far over the database's capacity, the page in headless
-/// Chromium draws Low (and Default) being shed while Critical is admitted
-/// and never shed, and its rates add up to the shedder's own counters.
+/// Chromium draws Low being shed while Critical is admitted and never shed,
+/// and its rates add up to the shedder's own counters.
 #[test]
 #[ignore = "needs chromium and chromedriver; .ci/run installs them and runs it"]
 fn dashboard_in_chromium_draws_the_shedding_of_a_spike() {
