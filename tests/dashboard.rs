@@ -232,7 +232,33 @@ fn dashboard_in_chromium_draws_the_shedding_of_a_spike() {
         max_where(&shed_low, &during),
         shed.shed
     );
+
+    // A poll that fails is shown, and the page keeps polling: with every
+    // fetch failing for a while, then answered again.
+    browser.execute(
+        "window.realFetch = window.fetch; \
+         window.fetch = () => Promise.reject(new TypeError('Failed to fetch')); \
+         return null;",
+    );
+    let failing = browser.wait_for("failed polls", Duration::from_secs(30), |d| {
+        d["failing"].as_u64() >= Some(3)
+    });
+    assert_eq!(status(&browser)["class"], "err", "{failing}");
+    browser.execute("window.fetch = window.realFetch; return null;");
+    let polls = failing["polls"].as_u64().unwrap();
+    browser.wait_for("polls again", Duration::from_secs(30), |d| {
+        d["polls"].as_u64() >= Some(polls + 2) && d["failing"] == 0
+    });
+    assert_eq!(status(&browser)["class"], "ok");
     drop(browser);
+}
+
+/// The page's poll indicator: its class (`ok`, `err`) and text.
+fn status(browser: &Browser) -> Value {
+    browser.execute(
+        "const el = document.getElementById('status'); \
+         return { class: el.className, text: el.textContent };",
+    )
 }
 
 /// Milliseconds since the epoch, as the page's `Date.now()` reads them.
@@ -415,14 +441,16 @@ impl Browser {
         self.call("POST", &path, Some(&json!({ "url": url })));
     }
 
+    /// Runs `script` in the page; what it returns.
+    fn execute(&self, script: &str) -> Value {
+        let path = format!("/session/{}/execute/sync", self.session);
+        let body = json!({ "script": script, "args": [] });
+        self.call("POST", &path, Some(&body))
+    }
+
     /// `window.dashboard`, as JSON.
     fn dashboard(&self) -> Value {
-        let path = format!("/session/{}/execute/sync", self.session);
-        let script = json!({
-            "script": "return JSON.stringify(window.dashboard || null);",
-            "args": [],
-        });
-        let text = self.call("POST", &path, Some(&script));
+        let text = self.execute("return JSON.stringify(window.dashboard || null);");
         serde_json::from_str(text.as_str().expect("a string")).expect("JSON")
     }
 
