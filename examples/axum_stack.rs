@@ -17,11 +17,13 @@
 //!    request; while it is elevated or worse, `GET /recommendations` (a
 //!    database call when normal) answers `[]` with `x-degraded`.
 //!
-//! `GET /healthz` and `GET /stats` (the layers' figures and the load level as
-//! JSON) sit outside the limiter and bypass the shedder: never refused, never
-//! queued. `GET /metrics` serves the same figures, with the limiter's
-//! queue-wait and rtt histograms, in the Prometheus text format
-//! (`axum_stack/metrics.rs`), outside every layer.
+//! `GET /healthz`, `GET /stats` (the layers' figures and the load level as
+//! JSON) and `GET /dashboard` (a page that polls `/stats` and draws the
+//! limit, in flight, queueing delay, load level, and admitted and shed per
+//! priority over the last five minutes) sit outside the limiter and bypass
+//! the shedder: never refused, never queued. `GET /metrics` serves the same
+//! figures, with the limiter's queue-wait and rtt histograms, in the
+//! Prometheus text format (`axum_stack/metrics.rs`), outside every layer.
 //!
 //! ```text
 //! cargo run --release --example axum_stack -- \
@@ -30,6 +32,7 @@
 //! curl -X POST localhost:3000/payments
 //! curl localhost:3000/stats
 //! curl localhost:3000/metrics
+//! # and open http://localhost:3000/dashboard in a browser
 //! curl -i localhost:3000/recommendations
 //! # under load, from any HTTP/1.1 or HTTP/2 client:
 //! oha -z 10s -c 400 -m POST http://127.0.0.1:3000/analytics
@@ -112,7 +115,7 @@ async fn main() -> std::io::Result<()> {
         },
     );
     println!(
-        "routes: POST /payments /orders /likes /analytics; GET /recommendations /healthz /stats /metrics"
+        "routes: POST /payments /orders /likes /analytics; GET /recommendations /healthz /stats /dashboard /metrics"
     );
     // axum::serve speaks HTTP/1.1 and HTTP/2 (prior knowledge) on one port.
     axum::serve(listener, app).await

@@ -12,7 +12,7 @@ use axum::{
     extract::State,
     http::{Method, Request, StatusCode},
     middleware::{self, Next},
-    response::{IntoResponse, Response},
+    response::{Html, IntoResponse, Response},
     routing::{get, post},
 };
 use serde_json::{Value, json};
@@ -87,10 +87,11 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 const BODY_LIMIT: usize = 2 * 1024 * 1024;
 
 /// Requests no overload layer may refuse or delay: health checks (the
-/// load balancer must not think a busy instance is dead), `/stats` and
-/// `/metrics` (they are needed most when the service is busiest).
+/// load balancer must not think a busy instance is dead), `/stats`, the
+/// `/dashboard` that draws it and `/metrics` (they are needed most when the
+/// service is busiest).
 pub fn operational(req: &Request<Body>) -> bool {
-    HealthChecks.bypass(req) || matches!(req.uri().path(), "/stats" | "/metrics")
+    HealthChecks.bypass(req) || matches!(req.uri().path(), "/stats" | "/dashboard" | "/metrics")
 }
 
 /// The whole application: the protected routes and the operational ones.
@@ -162,6 +163,7 @@ pub fn app(config: &Config) -> (Router, Handles) {
     let app = Router::new()
         .route("/healthz", get(healthz))
         .route("/stats", get(stats))
+        .route("/dashboard", get(dashboard))
         .with_state(handles.clone())
         .merge(protected)
         // The last layer is the outermost: classify first, then stamp the
@@ -229,4 +231,13 @@ async fn healthz() -> Json<Value> {
 
 async fn stats(State(handles): State<Handles>) -> Json<Value> {
     Json(handles.stats())
+}
+
+/// The live page: one HTML file with its CSS and script inline, no external
+/// assets, built into the binary. It polls `/stats` and draws the last five
+/// minutes.
+pub const DASHBOARD: &str = include_str!("dashboard.html");
+
+async fn dashboard() -> Html<&'static str> {
+    Html(DASHBOARD)
 }
