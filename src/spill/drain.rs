@@ -2,6 +2,7 @@
 //! stack below admits them and no faster.
 
 use std::{
+    collections::VecDeque,
     future::poll_fn,
     marker::PhantomData,
     sync::{Arc, atomic::Ordering::Relaxed},
@@ -140,6 +141,8 @@ where
         const PRUNE_EVERY: Duration = Duration::from_secs(60);
         let mut window = 4.0_f64.min(self.max_window as f64);
         let mut running = JoinSet::new();
+        // Jobs leased and not yet started, with when they were leased.
+        let mut ready: VecDeque<(Instant, Job)> = VecDeque::new();
         let finishing = group_commit::finishing(Arc::clone(&self.shared.store));
         let (mut stats_at, mut prune_at) = (Instant::now(), Instant::now() + PRUNE_EVERY);
         loop {
@@ -155,27 +158,36 @@ where
                 prune_at = now + PRUNE_EVERY;
             }
             let room = (window as usize).saturating_sub(running.len());
-            let leased = if room > 0 {
-                self.shared
+            if room > 0 && ready.is_empty() {
+                // One lease, one transaction, for a whole window of jobs:
+                // leasing one per free slot would cost an fsync per job.
+                let leased = self
+                    .shared
                     .store
-                    .lease(room, self.lease)
+                    .lease(window as usize, self.lease)
                     .await
-                    .unwrap_or_default()
-            } else {
-                Vec::new()
-            };
-            let got_any = !leased.is_empty();
-            for job in leased {
+                    .unwrap_or_default();
+                let at = Instant::now();
+                ready.extend(leased.into_iter().map(|job| (at, job)));
+            }
+            let mut started = false;
+            while running.len() < window as usize {
+                let Some((leased_at, job)) = ready.pop_front() else {
+                    break;
+                };
+                // The replay must end within what is left of its lease.
+                let left = self.lease.saturating_sub(leased_at.elapsed());
                 running.spawn(replay(
                     Arc::clone(&self.shared),
                     self.app.clone(),
                     finishing.clone(),
                     job,
                     self.max_attempts,
-                    self.lease,
+                    left,
                 ));
+                started = true;
             }
-            if got_any && running.len() < window as usize {
+            if started && ready.is_empty() && running.len() < window as usize {
                 continue;
             }
             // Wait for a replay to end, a new job, or the next look at the
@@ -188,7 +200,7 @@ where
                         Ok(Ended::Failed) | Err(_) => window,
                     };
                 }
-                () = self.shared.stored.notified(), if running.len() < window as usize => {}
+                () = self.shared.stored.notified(), if ready.is_empty() && running.len() < window as usize => {}
                 () = tokio::time::sleep(IDLE_POLL) => {}
             }
         }
