@@ -158,13 +158,29 @@ impl Tally {
     }
 }
 
-fn oldest_queued_ms(tx: &Connection) -> Result<Option<i64>, StoreError> {
-    tx.query_row(
-        "SELECT MIN(enqueued_ms) FROM spill_jobs WHERE state = ?1",
-        [QUEUED],
-        |r| r.get::<_, Option<i64>>(0),
-    )
-    .map_err(db)
+/// When the oldest queued job was stored. Within a priority the queue's
+/// head (its least `seq`) is its oldest job, so four index seeks find it;
+/// `MIN(enqueued_ms)` over every queued row would scan the whole backlog.
+fn oldest_queued_ms(conn: &Connection) -> Result<Option<i64>, StoreError> {
+    let mut head = conn
+        .prepare_cached(
+            "SELECT enqueued_ms FROM spill_jobs WHERE state = ?1 AND priority = ?2 ORDER BY seq LIMIT 1",
+        )
+        .map_err(db)?;
+    let mut oldest: Option<i64> = None;
+    for priority in crate::Priority::ALL {
+        let at = head
+            .query_row(params![QUEUED, codec::priority_index(priority)], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()
+            .map_err(db)?;
+        oldest = match (oldest, at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    Ok(oldest)
 }
 
 fn enqueue(
