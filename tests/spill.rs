@@ -6,7 +6,6 @@ mod support;
 
 use std::{
     net::SocketAddr,
-    path::PathBuf,
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
@@ -23,38 +22,13 @@ use axum::{
 };
 use http_body_util::Full;
 use serde_json::Value;
-use support::{HttpClient, h1_client, send, serve_axum, wait_until, wait_until_within};
+use support::{HttpClient, TempDir, h1_client, send, serve_axum, wait_until, wait_until_within};
 use tower_spillway::{
     http::RejectBody,
     priority::{Priority, PriorityLayer, RouteTable},
     shed::{PriorityShedLayer, Thresholds},
     spill::{Bounds, DeferrableRoutes, Mode, Replay, SpillHandle, SpillLayer, SqliteStore},
 };
-
-/// A fresh directory for one test's database, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "spillway-{name}-{}-{}",
-            std::process::id(),
-            fastrand::u64(..)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        Self(dir)
-    }
-
-    fn db(&self) -> PathBuf {
-        self.0.join("spill.db")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// What the handlers saw: each call's path, body, idempotency key, and
 /// whether it was a replay.
@@ -169,7 +143,7 @@ async fn start(
         tower_spillway::spill::SpillLayerBuilder<DeferrableRoutes>,
     ) -> tower_spillway::spill::SpillLayerBuilder<DeferrableRoutes>,
 ) -> App {
-    let store = SqliteStore::open(dir.db()).unwrap();
+    let store = SqliteStore::open(dir.path().join("spill.db")).unwrap();
     let (router, spill, seen, gate) = app(store, mode, configure);
     let addr = serve_axum(router.clone()).await;
     App {
@@ -545,7 +519,7 @@ async fn unknown_and_malformed_job_ids_are_404() {
 #[test]
 fn bad_settings_are_refused_at_build() {
     let dir = TempDir::new("config");
-    let store = || SqliteStore::open(dir.db()).unwrap();
+    let store = || SqliteStore::open(dir.path().join("spill.db")).unwrap();
     for prefix in ["", "/", "jobs", "/jobs/"] {
         assert!(
             SpillLayer::builder(store()).prefix(prefix).build().is_err(),

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use serde_json::Value;
-use support::{h1_client, send};
+use support::{TempDir, h1_client, send};
 
 /// The example's binary, which `cargo test` builds beside the tests.
 fn binary() -> PathBuf {
@@ -91,10 +91,9 @@ async fn stats(addr: SocketAddr) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_like_answered_before_a_sigkill_is_applied_once_after_the_restart() {
-    let dir = std::env::temp_dir().join(format!("spillway-crash-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut server = Server::start(&dir);
+    let dir = TempDir::new("crash");
+    let dir = dir.path();
+    let mut server = Server::start(dir);
     let addr = server.addr;
 
     // A spike far over the database's 800 writes/s: 256 callers, each
@@ -139,7 +138,7 @@ async fn every_like_answered_before_a_sigkill_is_applied_once_after_the_restart(
     );
 
     // Started again on the same files, the drain replays what was stored.
-    let server = Server::start(&dir);
+    let server = Server::start(dir);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
         let s = stats(server.addr).await;
@@ -185,5 +184,4 @@ async fn every_like_answered_before_a_sigkill_is_applied_once_after_the_restart(
         lost.len(),
         &lost[..lost.len().min(5)]
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

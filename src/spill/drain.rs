@@ -237,17 +237,7 @@ where
     let counters = &shared.counters;
     let (finish, ended) = match outcome {
         Ok(Ok(res)) => match res.extensions().get::<Overloaded>() {
-            Some(refusal) => {
-                counters.deferred.fetch_add(1, Relaxed);
-                let after = refusal.retry_after().unwrap_or(Duration::from_secs(1));
-                (
-                    Finish::Retry {
-                        after,
-                        counted: false,
-                    },
-                    Ended::Refused,
-                )
-            }
+            Some(refusal) => refused(&shared, refusal),
             None if res.status().is_server_error() => failed(
                 &shared,
                 attempt,
@@ -263,17 +253,7 @@ where
             }
         },
         Ok(Err(err)) => match crate::find_overloaded(&*err) {
-            Some(refusal) => {
-                counters.deferred.fetch_add(1, Relaxed);
-                let after = refusal.retry_after().unwrap_or(Duration::from_secs(1));
-                (
-                    Finish::Retry {
-                        after,
-                        counted: false,
-                    },
-                    Ended::Refused,
-                )
-            }
+            Some(refusal) => refused(&shared, refusal),
             None => failed(&shared, attempt, max_attempts, format!("failed: {err}")),
         },
         Err(_) => failed(&shared, attempt, max_attempts, "timed out".to_owned()),
@@ -284,6 +264,20 @@ where
         let _ = finishing.call((id, attempt, finish)).await;
     }
     ended
+}
+
+/// A replay the stack refused for overload: back to the store after the
+/// refusal's hint, the attempt not counted.
+fn refused(shared: &Shared, refusal: &Overloaded) -> (Finish, Ended) {
+    shared.counters.deferred.fetch_add(1, Relaxed);
+    let after = refusal.retry_after().unwrap_or(Duration::from_secs(1));
+    (
+        Finish::Retry {
+            after,
+            counted: false,
+        },
+        Ended::Refused,
+    )
 }
 
 /// A failed attempt: back off and retry, or dead-letter after the last.

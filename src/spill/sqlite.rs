@@ -280,7 +280,7 @@ fn lease(state: &mut State, max: usize, lease: Duration) -> Result<Vec<Job>, Sto
                 "UPDATE spill_jobs SET state = ?1, attempts = attempts + 1, lease_until_ms = ?2
                  WHERE seq IN (SELECT seq FROM spill_jobs WHERE state = ?3 AND not_before_ms <= ?4
                                ORDER BY priority DESC, seq LIMIT ?5)
-                 RETURNING seq, tag, priority, method, uri, headers, body, enqueued_ms, attempts",
+                 RETURNING seq, tag, priority, method, uri, headers, body, enqueued_ms, attempts, idempotency_key",
             )
             .map_err(db)?;
         let rows = stmt
@@ -303,12 +303,13 @@ fn lease(state: &mut State, max: usize, lease: Duration) -> Result<Vec<Job>, Sto
                         r.get::<_, Vec<u8>>(6)?,
                         r.get::<_, i64>(7)?,
                         r.get::<_, i64>(8)?,
+                        r.get::<_, Option<String>>(9)?,
                     ))
                 },
             )
             .map_err(db)?;
         for row in rows {
-            let (seq, tag, priority, method, uri, headers, body, enqueued_ms, attempts) =
+            let (seq, tag, priority, method, uri, headers, body, enqueued_ms, attempts, key) =
                 row.map_err(db)?;
             let priority = codec::priority(priority)?;
             tally.queued[priority.index()] = tally.queued[priority.index()].saturating_sub(1);
@@ -321,7 +322,7 @@ fn lease(state: &mut State, max: usize, lease: Duration) -> Result<Vec<Job>, Sto
                     uri: codec::uri(uri)?,
                     headers: codec::decode_headers(&headers)?,
                     body: body.into(),
-                    idempotency_key: None,
+                    idempotency_key: key,
                 },
                 attempt: codec::attempts(attempts),
                 waited: codec::elapsed(enqueued_ms, now),

@@ -109,6 +109,33 @@ where
     (addr, handles)
 }
 
+// ---- files -----------------------------------------------------------------
+
+/// A fresh directory under the system's temporary one, removed when dropped.
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "spillway-{name}-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 // ---- clients ---------------------------------------------------------------
 
 /// hyper's pooled client, sending bodies of type `B`.

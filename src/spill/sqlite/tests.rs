@@ -119,6 +119,13 @@ async fn an_idempotency_key_answers_the_first_job_also_after_a_reopen() {
         .unwrap();
     let first = new_id(answers[0]);
     assert_eq!(answers[1], Enqueued::Existing(first));
+    let leased = store.lease(1, LEASE).await.unwrap();
+    assert_eq!(leased[0].request.idempotency_key.as_deref(), Some("k"));
+    let refused = Finish::Retry {
+        after: Duration::ZERO,
+        counted: false,
+    };
+    assert!(store.finish(first, 1, refused).await.unwrap());
     drop(store);
     let store = SqliteStore::open(dir.db()).unwrap();
     let again = store
