@@ -47,13 +47,19 @@ fn flash_sale_quick_run_keeps_its_promises() {
 
     // The crate's stack: every tier of the JSON is there, and all of the
     // figures are consistent.
-    for scenario in ["unprotected", "tower", "spillway"] {
+    for scenario in ["unprotected", "tower", "spillway", "spillway+spill"] {
         for p in ["critical", "high", "default", "low"] {
             let s = &figures["scenarios"][scenario][p];
-            for field in ["offered", "ok", "shed", "timeout", "p50_ms", "p99_ms"] {
+            for field in [
+                "offered", "ok", "accepted", "shed", "timeout", "p50_ms", "p99_ms",
+            ] {
                 assert!(s[field].is_number(), "{scenario}.{p}.{field} missing");
             }
-            assert!(f(&s["ok"]) + f(&s["shed"]) + f(&s["timeout"]) <= f(&s["offered"]));
+            let answered = f(&s["ok"]) + f(&s["accepted"]) + f(&s["shed"]) + f(&s["timeout"]);
+            assert!(answered <= f(&s["offered"]));
+            if scenario != "spillway+spill" {
+                assert_eq!(f(&s["accepted"]), 0.0, "{scenario} has no spill layer");
+            }
         }
     }
 
@@ -76,10 +82,52 @@ fn flash_sale_quick_run_keeps_its_promises() {
     assert!(high > default, "high {high}, default {default}");
     assert!(default + 0.01 >= low, "default {default}, low {low}");
     // Every refusal told the client when to come back.
-    for p in ["critical", "high", "default", "low"] {
-        let s = &figures["scenarios"]["spillway"][p];
-        assert_eq!(f(&s["shed_without_retry_after"]), 0.0, "{p}");
+    for scenario in ["spillway", "spillway+spill"] {
+        for p in ["critical", "high", "default", "low"] {
+            let s = &figures["scenarios"][scenario][p];
+            assert_eq!(f(&s["shed_without_retry_after"]), 0.0, "{scenario} {p}");
+        }
     }
+
+    // Spillway + spill: the same stack, and the deferrable tiers the spike
+    // would have refused are accepted for later instead, then drained with
+    // nothing lost. Critical and High fare as they do without the spill.
+    let critical = spike_ok(&figures, "spillway+spill", "critical");
+    assert!(critical >= 0.99, "spillway+spill critical {critical}");
+    let goodput = spike("spillway+spill", "goodput_of_capacity");
+    assert!(goodput >= 0.90, "spillway+spill goodput {goodput}");
+    for p in ["default", "low"] {
+        let s = &figures["scenarios"]["spillway+spill"]["spike"][p];
+        let answered = (f(&s["ok"]) + f(&s["accepted"])) / f(&s["offered"]).max(1.0);
+        assert!(
+            answered >= 0.99,
+            "spillway+spill {p}: {answered} served or accepted"
+        );
+        assert!(
+            f(&s["accepted"]) > 0.0,
+            "spillway+spill {p}: nothing spilled"
+        );
+    }
+    for p in ["critical", "high"] {
+        let s = &figures["scenarios"]["spillway+spill"][p];
+        assert_eq!(f(&s["accepted"]), 0.0, "{p} is not deferrable");
+    }
+    let spill = &figures["scenarios"]["spillway+spill"]["spill"];
+    let accepted: f64 = ["default", "low"]
+        .iter()
+        .map(|p| f(&figures["scenarios"]["spillway+spill"][p]["accepted"]))
+        .sum();
+    assert!(f(&spill["stored"]) >= accepted, "{spill}");
+    assert_eq!(f(&spill["lost"]), 0.0, "{spill}");
+    assert_eq!(f(&spill["drained"]), f(&spill["stored"]), "{spill}");
+    assert!(
+        f(&spill["replayed_writes"]) >= f(&spill["drained"]),
+        "{spill}"
+    );
+    assert!(spill["time_to_drain_s"].is_number(), "{spill}");
+    // With the traffic gone, the drain keeps the database busy.
+    let drain = f(&spill["drain_of_capacity"]);
+    assert!(drain >= 0.80, "drain at {drain} of capacity");
 
     // Unprotected: collapse. Most spike requests time out and goodput falls
     // far below capacity.

@@ -17,13 +17,14 @@
 use std::{
     sync::{
         Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
-use axum::{Router, extract::State, http::StatusCode, routing::post};
+use axum::{Extension, Router, extract::State, http::StatusCode, routing::post};
 use tokio::time::Instant;
+use tower_spillway::spill::Replay;
 
 #[derive(Debug)]
 pub struct Database {
@@ -33,6 +34,8 @@ pub struct Database {
     service: Duration,
     /// Requests holding or waiting for a slot.
     active: AtomicUsize,
+    /// Writes done for replayed (spilled) requests.
+    replayed: AtomicU64,
 }
 
 impl Database {
@@ -42,6 +45,7 @@ impl Database {
             slot_count: slots,
             service,
             active: AtomicUsize::new(0),
+            replayed: AtomicU64::new(0),
         })
     }
 
@@ -57,6 +61,11 @@ impl Database {
     /// Requests holding or waiting for a slot.
     pub fn busy(&self) -> usize {
         self.active.load(Ordering::Relaxed)
+    }
+
+    /// Writes done for replayed requests: what a spill drain delivered.
+    pub fn replayed(&self) -> u64 {
+        self.replayed.load(Ordering::Relaxed)
     }
 
     /// One write. It runs on its own task, so a caller that goes away does not
@@ -87,8 +96,14 @@ impl Database {
     }
 }
 
-async fn write(State(db): State<Arc<Database>>) -> (StatusCode, &'static str) {
+async fn write(
+    State(db): State<Arc<Database>>,
+    replay: Option<Extension<Replay>>,
+) -> (StatusCode, &'static str) {
     db.write().await;
+    if replay.is_some() {
+        db.replayed.fetch_add(1, Ordering::Relaxed);
+    }
     (StatusCode::OK, "{\"ok\":true}")
 }
 

@@ -62,6 +62,8 @@ pub struct Phase {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Ok,
+    /// `202 Accepted`: stored, to be done later.
+    Accepted,
     /// Refused with 503/429 and a valid `Retry-After`.
     Shed,
     /// Refused without a usable `Retry-After`.
@@ -90,6 +92,7 @@ impl Sample {
 pub struct Live {
     pub sent: AtomicU64,
     pub ok: AtomicU64,
+    pub accepted: AtomicU64,
     pub shed: AtomicU64,
     pub timeout: AtomicU64,
     pub error: AtomicU64,
@@ -176,6 +179,7 @@ where
                 let done = start.elapsed();
                 match outcome {
                     Outcome::Ok => &live.ok,
+                    Outcome::Accepted => &live.accepted,
                     Outcome::Shed | Outcome::ShedNoHint => &live.shed,
                     Outcome::Timeout => &live.timeout,
                     Outcome::Error => &live.error,
@@ -249,6 +253,7 @@ async fn send(
         return (Outcome::Error, None);
     }
     let outcome = match (status, hint) {
+        (StatusCode::ACCEPTED, _) => Outcome::Accepted,
         (status, _) if status.is_success() => Outcome::Ok,
         (StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS, hint) => match hint {
             Some(d) if d >= Duration::from_secs(1) => Outcome::Shed,

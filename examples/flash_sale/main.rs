@@ -1,12 +1,17 @@
-//! The flash sale: one service, three ways, one spike.
+//! The flash sale: one service, four ways, one spike.
 //!
 //! In one process, on loopback, the same axum shop (four routes over a
-//! simulated database, see `backend.rs`) is served three ways:
+//! simulated database, see `backend.rs`) is served four ways:
 //!
 //! - `unprotected`: the app as it is;
 //! - `tower`: tower's built-ins, `LoadShed` over `ConcurrencyLimit` sized to
 //!   the database, with axum's usual `HandleErrorLayer` answering 503;
-//! - `spillway`: this crate's stack with its defaults, see `stacks.rs`.
+//! - `spillway`: this crate's stack with its defaults, see `stacks.rs`;
+//! - `spillway+spill`: the same with `SpillLayer` over it, on a SQLite file:
+//!   the deferrable tiers (`/likes`, `/analytics`) the stack would refuse are
+//!   answered `202 Accepted` and replayed through the stack once it has room.
+//!   The run goes on after the traffic until the backlog is empty (at most
+//!   [`MAX_DRAIN_WAIT`]), and reports what was accepted, drained and lost.
 //!
 //! Each gets the same open-loop traffic: a calm phase at half the database's
 //! capacity, a spike (ten times it by default), and recovery at half again.
@@ -16,7 +21,7 @@
 //! ```text
 //! cargo run --release --example flash_sale -- [--quick] [--json PATH] [--svg PATH]
 //!     [--mix C,H,D,L] [--spike X] [--slots N] [--write-ms M] [--hold SECONDS] [--h1]
-//!     [--only unprotected|tower|spillway]
+//!     [--only unprotected|tower|spillway|spillway+spill]
 //! cargo run --release --example flash_sale -- --sweep [--quick] [--hold SECONDS] [--json PATH]
 //! ```
 //!
@@ -45,6 +50,10 @@ use targets::Shape;
 
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a spilling stack's run waits, after the traffic, for the drain
+/// to empty the backlog; what is still waiting then counts as lost.
+const MAX_DRAIN_WAIT: Duration = Duration::from_secs(120);
+
 struct Args {
     quick: bool,
     sweep: bool,
@@ -53,7 +62,7 @@ struct Args {
     shape: Shape,
     /// How long the spike lasts; by default 8 s (3 s with `--quick`).
     hold: Option<f64>,
-    /// Only this scenario (`unprotected`, `tower`, `spillway`).
+    /// Only this scenario (`unprotected`, `tower`, `spillway`, `spillway+spill`).
     only: Option<String>,
 }
 
@@ -216,22 +225,30 @@ async fn run(
     let live = Arc::new(Live::default());
     let start = tokio::time::Instant::now();
     let limits = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let backlog = Arc::new(std::sync::Mutex::new(Vec::new()));
     let progress = {
         let live = Arc::clone(&live);
         let db = Arc::clone(&db);
         let limits = Arc::clone(&limits);
+        let backlog = Arc::clone(&backlog);
         let limit_of = served.limit.clone();
+        let spill = served.spill.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(100));
-            let mut last = [0u64; 5];
+            let mut last = [0u64; 6];
             for n in 1u64.. {
                 tick.tick().await;
+                let t = start.elapsed().as_secs_f64();
                 let limit = limit_of.as_ref().map(|f| f());
                 if let Some(l) = limit {
-                    limits
-                        .lock()
-                        .unwrap()
-                        .push((start.elapsed().as_secs_f64(), l as f64));
+                    limits.lock().unwrap().push((t, l as f64));
+                }
+                let waiting = match &spill {
+                    Some(spill) => spill.store_stats().await.ok().map(|s| waiting(&s)),
+                    None => None,
+                };
+                if let Some(w) = waiting {
+                    backlog.lock().unwrap().push((t, w as f64));
                 }
                 if n % 10 != 0 {
                     continue;
@@ -239,6 +256,7 @@ async fn run(
                 let now = [
                     live.sent.load(Ordering::Relaxed),
                     live.ok.load(Ordering::Relaxed),
+                    live.accepted.load(Ordering::Relaxed),
                     live.shed.load(Ordering::Relaxed),
                     live.timeout.load(Ordering::Relaxed),
                     live.error.load(Ordering::Relaxed),
@@ -246,14 +264,18 @@ async fn run(
                 let d: Vec<u64> = now.iter().zip(last).map(|(n, l)| n - l).collect();
                 last = now;
                 let limit = limit.map(|l| format!("  limit {l}")).unwrap_or_default();
+                let spilled = match (&spill, waiting) {
+                    (Some(_), Some(w)) => format!("  202 {:>5}/s  backlog {w:>6}", d[2]),
+                    _ => String::new(),
+                };
                 println!(
-                    "  t={:>2}s  sent {:>5}/s  ok {:>5}/s  shed {:>5}/s  timed out {:>5}/s  failed {:>4}/s  db busy {:>5}{limit}",
+                    "  t={:>2}s  sent {:>5}/s  ok {:>5}/s  shed {:>5}/s  timed out {:>5}/s  failed {:>4}/s  db busy {:>5}{limit}{spilled}",
                     n / 10,
                     d[0],
                     d[1],
-                    d[2],
                     d[3],
                     d[4],
+                    d[5],
                     db.busy()
                 );
             }
@@ -268,6 +290,12 @@ async fn run(
         timeout: CLIENT_TIMEOUT,
     };
     let samples = load::drive(traffic, Arc::clone(&live)).await;
+    let spike_end = (phases[0].duration + phases[1].duration).as_secs_f64();
+    let traffic_end = phases.iter().map(|p| p.duration.as_secs_f64()).sum();
+    let spill = match &served.spill {
+        Some(spill) => Some(wait_for_drain(spill, &db, spike_end, traffic_end, &backlog).await),
+        None => None,
+    };
     let duration = start.elapsed();
     progress.abort();
     if let Some(stats) = &served.stats {
@@ -288,5 +316,58 @@ async fn run(
         capacity_rps: db.capacity_rps(),
         limit,
         duration,
+        spill,
     })
+}
+
+/// Jobs a spill store holds that are not done yet.
+fn waiting(stats: &tower_spillway::spill::StoreStats) -> u64 {
+    stats.queued_total() + stats.running
+}
+
+/// Waits until the spill store holds nothing to do (at most
+/// [`MAX_DRAIN_WAIT`]) and reads what became of the jobs. `spike_end` and
+/// `traffic_end` are in seconds from the start of the run, as the backlog's
+/// samples are.
+async fn wait_for_drain(
+    spill: &tower_spillway::spill::SpillHandle,
+    db: &backend::Database,
+    spike_end: f64,
+    traffic_end: f64,
+    backlog: &std::sync::Mutex<Vec<(f64, f64)>>,
+) -> report::SpillFigures {
+    let deadline = tokio::time::Instant::now() + MAX_DRAIN_WAIT;
+    let mut stats = spill.store_stats().await.ok();
+    while stats.is_none_or(|s| waiting(&s) > 0) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stats = spill.store_stats().await.ok();
+    }
+    let emptied = stats.is_some_and(|s| waiting(&s) == 0);
+    let stats = stats.unwrap_or_default();
+    let backlog = backlog.lock().unwrap().clone();
+    // The drain ended with the last sample that still saw a job waiting
+    // (samples are 100 ms apart).
+    let last_busy = backlog
+        .iter()
+        .rev()
+        .find(|(_, w)| *w > 0.0)
+        .map_or(spike_end, |(t, _)| t + 0.1);
+    let time_to_drain = emptied.then(|| Duration::from_secs_f64((last_busy - spike_end).max(0.0)));
+    // With no traffic left, the drain has the database to itself: how fast
+    // it empties the backlog then is how much of the capacity it uses.
+    let at_traffic_end = backlog.iter().find(|(t, _)| *t >= traffic_end);
+    let drain_rps = match at_traffic_end {
+        Some((t, jobs)) if emptied && last_busy - t >= 1.0 => Some(jobs / (last_busy - t)),
+        _ => None,
+    };
+    report::SpillFigures {
+        backlog,
+        stored: spill.snapshot().spilled,
+        drained: stats.done,
+        replayed_writes: db.replayed(),
+        dead_lettered: stats.failed,
+        left: waiting(&stats),
+        time_to_drain,
+        drain_rps,
+    }
 }

@@ -19,12 +19,47 @@ pub struct Run {
     /// The adaptive limit sampled over time (seconds, limit), if the stack has one.
     pub limit: Vec<(f64, f64)>,
     pub duration: Duration,
+    /// What the spill layer stored and drained, if the stack spills.
+    pub spill: Option<SpillFigures>,
+}
+
+/// A spilling stack's figures: the backlog over time and what became of it.
+#[derive(Debug, Default)]
+pub struct SpillFigures {
+    /// Jobs waiting or running over time (seconds, jobs).
+    pub backlog: Vec<(f64, f64)>,
+    /// Requests the layer stored and answered `202` (its own count; a client
+    /// that gave up before its `202` arrived is in here, not in `accepted`).
+    pub stored: u64,
+    /// Stored jobs replayed to an answer.
+    pub drained: u64,
+    /// Writes the database did for replays (at-least-once: a replay whose
+    /// lease ran out is done again).
+    pub replayed_writes: u64,
+    /// Stored jobs neither done nor waiting any longer: given up on.
+    pub dead_lettered: u64,
+    /// Jobs still waiting when the run stopped waiting for the drain.
+    pub left: u64,
+    /// From the end of the spike until the backlog was empty, if it emptied.
+    pub time_to_drain: Option<Duration>,
+    /// Jobs drained per second once the traffic had stopped (the drain alone
+    /// on the database), if the backlog outlived the traffic by a second.
+    pub drain_rps: Option<f64>,
+}
+
+impl SpillFigures {
+    /// Jobs answered `202` and never done: dead-lettered or still waiting.
+    pub fn lost(&self) -> u64 {
+        self.dead_lettered + self.left
+    }
 }
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Stats {
     pub offered: u64,
     pub ok: u64,
+    /// Answered `202 Accepted`: stored, done later.
+    pub accepted: u64,
     pub shed: u64,
     pub shed_no_hint: u64,
     pub timeout: u64,
@@ -44,6 +79,7 @@ impl Stats {
                     s.ok += 1;
                     latencies.push(sample.latency().as_secs_f64() * 1e3);
                 }
+                Outcome::Accepted => s.accepted += 1,
                 Outcome::Shed => s.shed += 1,
                 Outcome::ShedNoHint => s.shed_no_hint += 1,
                 Outcome::Timeout => s.timeout += 1,
@@ -61,6 +97,15 @@ impl Stats {
             1.0
         } else {
             self.ok as f64 / self.offered as f64
+        }
+    }
+
+    /// The share answered `202`: stored to be done later.
+    pub fn accepted_frac(&self) -> f64 {
+        if self.offered == 0 {
+            0.0
+        } else {
+            self.accepted as f64 / self.offered as f64
         }
     }
 }
@@ -113,11 +158,12 @@ impl Run {
 pub fn print_table(runs: &[Run]) {
     println!();
     println!(
-        "{:<12} {:<9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7}",
+        "{:<15} {:<9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7} {:>7}",
         "scenario",
         "priority",
         "offered",
         "ok",
+        "202",
         "shed+RA",
         "shed",
         "timeout",
@@ -129,11 +175,12 @@ pub fn print_table(runs: &[Run]) {
         for (priority, _, _) in ROUTES {
             let s = run.stats(priority);
             println!(
-                "{:<12} {:<9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7.0} {:>7.0}",
+                "{:<15} {:<9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7.0} {:>7.0}",
                 run.name,
                 priority.as_str(),
                 s.offered,
                 s.ok,
+                s.accepted,
                 s.shed,
                 s.shed_no_hint,
                 s.timeout,
@@ -144,18 +191,28 @@ pub fn print_table(runs: &[Run]) {
         }
     }
     println!(
-        "(shed+RA: refused with a valid Retry-After; shed: refused without one; failed: connection errors)"
+        "(202: accepted for later; shed+RA: refused with a valid Retry-After; shed: refused without one;\n failed: connection errors; p50/p99 of the requests served at once)"
     );
     println!();
     println!("during the spike:");
     println!(
-        "{:<12} {:>10} {:>10} {:>10} {:>10} {:>10} {:>14}",
+        "{:<15} {:>12} {:>12} {:>12} {:>12} {:>10} {:>14}",
         "scenario", "critical", "high", "default", "low", "goodput", "high of best"
     );
     for run in runs {
-        let pct = |p| format!("{:.1}%", 100.0 * run.spike_stats(Some(p)).ok_frac());
+        let pct = |p| {
+            let s = run.spike_stats(Some(p));
+            match s.accepted {
+                0 => format!("{:.1}%", 100.0 * s.ok_frac()),
+                _ => format!(
+                    "{:.1}%+{:.1}%",
+                    100.0 * s.ok_frac(),
+                    100.0 * s.accepted_frac()
+                ),
+            }
+        };
         println!(
-            "{:<12} {:>10} {:>10} {:>10} {:>10} {:>9.0}% {:>13.0}%",
+            "{:<15} {:>12} {:>12} {:>12} {:>12} {:>9.0}% {:>13.0}%",
             run.name,
             pct(Priority::Critical),
             pct(Priority::High),
@@ -165,13 +222,53 @@ pub fn print_table(runs: &[Run]) {
             100.0 * run.spike_high_frac_of_best(),
         );
     }
-    println!("(share of each tier's requests that succeeded; goodput as a share of capacity)");
+    println!(
+        "(share of each tier's requests that succeeded, +share accepted for later; goodput as a share of capacity)"
+    );
+    let spilled: Vec<_> = runs
+        .iter()
+        .filter_map(|r| r.spill.as_ref().map(|s| (r, s)))
+        .collect();
+    if spilled.is_empty() {
+        return;
+    }
+    println!();
+    println!("accepted for later:");
+    println!(
+        "{:<15} {:>10} {:>10} {:>10} {:>10} {:>15} {:>18}",
+        "scenario", "accepted", "stored", "drained", "lost", "time to drain", "drain rate"
+    );
+    for (run, spill) in spilled {
+        let accepted: u64 = ROUTES.iter().map(|r| run.stats(r.0).accepted).sum();
+        let time = spill.time_to_drain.map_or_else(
+            || format!("> {:.0} s", run.duration.as_secs_f64()),
+            |t| format!("{:.1} s", t.as_secs_f64()),
+        );
+        let rate = spill.drain_rps.map_or_else(
+            || "-".to_owned(),
+            |r| format!("{r:.0}/s ({:.1}%)", 100.0 * r / run.capacity_rps),
+        );
+        println!(
+            "{:<15} {:>10} {:>10} {:>10} {:>10} {:>15} {:>18}",
+            run.name,
+            accepted,
+            spill.stored,
+            spill.drained,
+            spill.lost(),
+            time,
+            rate
+        );
+    }
+    println!(
+        "(accepted: 202s the clients received; stored: jobs the layer committed; drained: jobs replayed to\n an answer; lost: stored and never done; time to drain: from the end of the spike to an empty backlog;\n drain rate: jobs done per second once the traffic had stopped, and as a share of capacity)"
+    );
 }
 
 fn stats_json(s: &Stats) -> Value {
     json!({
         "offered": s.offered,
         "ok": s.ok,
+        "accepted": s.accepted,
         "shed": s.shed + s.shed_no_hint,
         "shed_without_retry_after": s.shed_no_hint,
         "timeout": s.timeout,
@@ -199,6 +296,22 @@ pub fn to_json(runs: &[Run]) -> Value {
         );
         spike.insert("high_of_best".into(), json!(run.spike_high_frac_of_best()));
         per.insert("spike".into(), Value::Object(spike));
+        if let Some(spill) = &run.spill {
+            per.insert(
+                "spill".into(),
+                json!({
+                    "stored": spill.stored,
+                    "drained": spill.drained,
+                    "replayed_writes": spill.replayed_writes,
+                    "dead_lettered": spill.dead_lettered,
+                    "left": spill.left,
+                    "lost": spill.lost(),
+                    "time_to_drain_s": spill.time_to_drain.map(|t| t.as_secs_f64()),
+                    "drain_rps": spill.drain_rps,
+                    "drain_of_capacity": spill.drain_rps.map(|r| r / run.capacity_rps),
+                }),
+            );
+        }
         scenarios.insert(run.name.into(), Value::Object(per));
     }
     json!({
@@ -212,7 +325,8 @@ pub fn to_json(runs: &[Run]) -> Value {
 pub fn write_svg(runs: &[Run], path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     use plotters::prelude::*;
 
-    let panels = runs.len() + 1;
+    let backlog_run = runs.iter().find(|r| r.spill.is_some());
+    let panels = runs.len() + 1 + usize::from(backlog_run.is_some());
     let root = SVGBackend::new(path, (900, 260 * panels as u32)).into_drawing_area();
     root.fill(&WHITE)?;
     let areas = root.split_evenly((panels, 1));
@@ -268,7 +382,7 @@ pub fn write_svg(runs: &[Run], path: &Path) -> Result<(), Box<dyn std::error::Er
     }
 
     let limit_run = runs.iter().find(|r| !r.limit.is_empty());
-    if let (Some(run), Some(area)) = (limit_run, areas.last()) {
+    if let (Some(run), Some(area)) = (limit_run, areas.get(runs.len())) {
         let max = run.limit.iter().map(|p| p.1).fold(1.0, f64::max);
         let caption = format!("{}: adaptive concurrency limit", run.name);
         let mut chart = panel(area, caption, secs, max * 1.2)?;
@@ -276,6 +390,17 @@ pub fn write_svg(runs: &[Run], path: &Path) -> Result<(), Box<dyn std::error::Er
         chart.draw_series(LineSeries::new(
             run.limit.iter().copied(),
             MAGENTA.stroke_width(2),
+        ))?;
+    }
+    let backlog = backlog_run.and_then(|r| Some((r, r.spill.as_ref()?)));
+    if let (Some((run, spill)), Some(area)) = (backlog, areas.get(runs.len() + 1)) {
+        let max = spill.backlog.iter().map(|p| p.1).fold(1.0, f64::max);
+        let caption = format!("{}: jobs accepted for later and not yet done", run.name);
+        let mut chart = panel(area, caption, secs, max * 1.2)?;
+        chart.configure_mesh().x_desc("seconds").draw()?;
+        chart.draw_series(LineSeries::new(
+            spill.backlog.iter().copied(),
+            CYAN.stroke_width(2),
         ))?;
     }
     root.present()?;

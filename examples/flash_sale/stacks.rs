@@ -1,4 +1,4 @@
-//! The three ways of serving the shop.
+//! The four ways of serving the shop.
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -14,6 +14,7 @@ use tower_spillway::{
     limit::{AdaptiveLimitLayer, Gradient},
     priority::{PriorityLayer, RouteTable},
     shed::{Adaptive, PriorityShedLayer},
+    spill::{DeferrableRoutes, SpillHandle, SpillLayer, SqliteStore},
 };
 
 use crate::backend::{Database, app};
@@ -23,16 +24,26 @@ pub enum Scenario {
     Unprotected,
     Tower,
     Spillway,
+    /// The crate's stack with `SpillLayer` over it: the deferrable tiers
+    /// (`/likes`, `/analytics`) the stack would refuse are stored and
+    /// answered `202`, then replayed through the same stack.
+    SpillwaySpill,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 3] = [Scenario::Unprotected, Scenario::Tower, Scenario::Spillway];
+    pub const ALL: [Scenario; 4] = [
+        Scenario::Unprotected,
+        Scenario::Tower,
+        Scenario::Spillway,
+        Scenario::SpillwaySpill,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Unprotected => "unprotected",
             Scenario::Tower => "tower",
             Scenario::Spillway => "spillway",
+            Scenario::SpillwaySpill => "spillway+spill",
         }
     }
 
@@ -42,6 +53,9 @@ impl Scenario {
             Scenario::Tower => "LoadShed over ConcurrencyLimit(slots), HandleErrorLayer -> 503",
             Scenario::Spillway => {
                 "PriorityLayer(routes) -> PriorityShed(adaptive) -> AdaptiveLimit(AIMD, priority queue)"
+            }
+            Scenario::SpillwaySpill => {
+                "PriorityLayer(routes) -> SpillLayer(/likes, /analytics; SQLite) -> the spillway stack, and its drain"
             }
         }
     }
@@ -54,12 +68,20 @@ pub struct Served {
     pub limit: Option<Arc<dyn Fn() -> usize + Send + Sync>>,
     /// The stack's own figures, if it has any.
     pub stats: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    /// The spill layer's handle, if the stack spills.
+    pub spill: Option<SpillHandle>,
     accept: tokio::task::JoinHandle<()>,
+    /// The drain and the store's directory, if the stack spills.
+    drain: Option<(tokio::task::JoinHandle<()>, StoreDir)>,
 }
 
 impl Served {
     pub fn shutdown(self) {
         self.accept.abort();
+        if let Some((drain, _dir)) = self.drain {
+            // The directory goes with `_dir`, after the drain has stopped.
+            drain.abort();
+        }
     }
 }
 
@@ -81,9 +103,31 @@ pub async fn serve(scenario: Scenario, db: Arc<Database>) -> std::io::Result<Ser
             spawn(svc, None).await
         }
         Scenario::Spillway => {
-            let (app, limit, stats) = spillway(app(db));
+            let (app, limit, stats) = spillway(app(db), None);
             let mut served = spawn(app, Some(limit)).await?;
             served.stats = Some(stats);
+            Ok(served)
+        }
+        Scenario::SpillwaySpill => {
+            let dir = StoreDir::new()?;
+            let store = SqliteStore::open(dir.0.join("spill.db")).map_err(std::io::Error::other)?;
+            let spill = SpillLayer::builder(store)
+                .deferrable(
+                    DeferrableRoutes::new()
+                        .route(None, "/likes")
+                        .route(None, "/analytics"),
+                )
+                .build()
+                .map_err(std::io::Error::other)?;
+            let handle = spill.handle();
+            let (app, limit, stats) = spillway(app(db), Some(spill));
+            // The drain replays into the whole app, the spill layer included,
+            // so replays queue behind live traffic in the same limiter.
+            let drain = handle.drain(app.clone()).spawn();
+            let mut served = spawn(app, Some(limit)).await?;
+            served.stats = Some(stats);
+            served.spill = Some(handle);
+            served.drain = Some((drain, dir));
             Ok(served)
         }
     }
@@ -92,8 +136,11 @@ pub async fn serve(scenario: Scenario, db: Arc<Database>) -> std::io::Result<Ser
 /// This crate's stack, as the README shows it: the route table, and every
 /// other number a default.
 #[allow(clippy::type_complexity)]
+/// With `spill`, the spill layer sits between the route table and the
+/// shedder, so it sees each request's priority and every refusal below.
 fn spillway(
     app: axum::Router,
+    spill: Option<SpillLayer>,
 ) -> (
     axum::Router,
     Arc<dyn Fn() -> usize + Send + Sync>,
@@ -118,10 +165,12 @@ fn spillway(
         .http()
         .build();
     let shed_handle = shed.handle();
-    let app = app
-        .layer(limit)
-        .layer(shed)
-        .layer(PriorityLayer::new(routes));
+    let app = app.layer(limit).layer(shed);
+    let app = match spill {
+        Some(spill) => app.layer(spill),
+        None => app,
+    };
+    let app = app.layer(PriorityLayer::new(routes));
     let stats = {
         let handle = handle.clone();
         Arc::new(move || format!("{:?}\n{:?}", handle.snapshot(), shed_handle.snapshot()))
@@ -161,6 +210,29 @@ where
         addr,
         limit,
         stats: None,
+        spill: None,
         accept,
+        drain: None,
     })
+}
+
+/// The spill store's directory, removed when the run ends.
+struct StoreDir(std::path::PathBuf);
+
+impl StoreDir {
+    fn new() -> std::io::Result<Self> {
+        let dir = std::env::temp_dir().join(format!(
+            "flash-sale-spill-{}-{}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for StoreDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

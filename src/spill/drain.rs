@@ -23,15 +23,17 @@ use super::{
     group_commit::{self, FinishBatch},
     handle::{Shared, SpillHandle},
     job::{Finish, Job},
+    window::Window,
 };
 
 /// How a [`SpillHandle::drain`] replays: built by it, started by
 /// [`spawn`](Self::spawn).
 ///
 /// The drain keeps a window of replays in flight, like a TCP sender: it
-/// starts at 4, grows by one with each replay the application answered, and
-/// halves when the stack refuses one for overload (the refused job goes
-/// back to the store, its attempt not counted). So the application's own
+/// starts at 4, doubles each round trip until the stack first refuses a
+/// replay for overload, then grows by one per round and halves on a
+/// refusal (the refused job goes back to the store, its attempt not
+/// counted). So the application's own
 /// limiter sets the pace, and live traffic, which the limiter ranks by
 /// priority as usual, keeps its share.
 ///
@@ -139,7 +141,7 @@ where
         const IDLE_POLL: Duration = Duration::from_millis(250);
         const STATS_EVERY: Duration = Duration::from_millis(200);
         const PRUNE_EVERY: Duration = Duration::from_secs(60);
-        let mut window = 4.0_f64.min(self.max_window as f64);
+        let mut window = Window::new(self.max_window);
         let mut running = JoinSet::new();
         // Jobs leased and not yet started, with when they were leased.
         let mut ready: VecDeque<(Instant, Job)> = VecDeque::new();
@@ -157,50 +159,52 @@ where
                 let _ = self.shared.store.prune(self.keep_results).await;
                 prune_at = now + PRUNE_EVERY;
             }
-            let room = (window as usize).saturating_sub(running.len());
+            let room = window.size().saturating_sub(running.len());
             if room > 0 && ready.is_empty() {
                 // One lease, one transaction, for a whole window of jobs:
                 // leasing one per free slot would cost an fsync per job.
                 let leased = self
                     .shared
                     .store
-                    .lease(window as usize, self.lease)
+                    .lease(window.size(), self.lease)
                     .await
                     .unwrap_or_default();
                 let at = Instant::now();
                 ready.extend(leased.into_iter().map(|job| (at, job)));
             }
             let mut started = false;
-            while running.len() < window as usize {
+            while running.len() < window.size() {
                 let Some((leased_at, job)) = ready.pop_front() else {
                     break;
                 };
                 // The replay must end within what is left of its lease.
                 let left = self.lease.saturating_sub(leased_at.elapsed());
-                running.spawn(replay(
+                let replay = replay(
                     Arc::clone(&self.shared),
                     self.app.clone(),
                     finishing.clone(),
                     job,
                     self.max_attempts,
                     left,
-                ));
+                );
+                let sent = Instant::now();
+                running.spawn(async move { (replay.await, sent) });
                 started = true;
             }
-            if started && ready.is_empty() && running.len() < window as usize {
+            if started && ready.is_empty() && running.len() < window.size() {
                 continue;
             }
             // Wait for a replay to end, a new job, or the next look at the
             // store (for backoffs that ran out and leases that expired).
             tokio::select! {
                 Some(ended) = running.join_next(), if !running.is_empty() => {
-                    window = match ended {
-                        Ok(Ended::Answered) => (window + 1.0).min(self.max_window as f64),
-                        Ok(Ended::Refused) => (window / 2.0).max(1.0),
-                        Ok(Ended::Failed) | Err(_) => window,
-                    };
+                    match ended {
+                        Ok((Ended::Answered, _)) => window.answered(),
+                        Ok((Ended::Refused, sent)) => window.refused(sent, Instant::now()),
+                        Ok((Ended::Failed, _)) | Err(_) => {}
+                    }
                 }
-                () = self.shared.stored.notified(), if ready.is_empty() && running.len() < window as usize => {}
+                () = self.shared.stored.notified(), if ready.is_empty() && running.len() < window.size() => {}
                 () = tokio::time::sleep(IDLE_POLL) => {}
             }
         }

@@ -74,6 +74,7 @@ mod service;
 #[cfg(feature = "spill-sqlite")]
 mod sqlite;
 mod store;
+mod window;
 
 pub use config::Mode;
 pub use deferrable::{Deferrable, DeferrableRoutes};
