@@ -61,7 +61,7 @@ impl SpillHandle {
             app,
             max_attempts: 5,
             lease: Duration::from_secs(30),
-            max_window: 64,
+            max_window: 256,
             keep_results: Duration::from_secs(3600),
             body: PhantomData,
         }
@@ -99,7 +99,10 @@ impl<S, B> Drain<S, B> {
         self
     }
 
-    /// The most replays in flight at once (default 64, at least 1).
+    /// The most replays in flight at once (default 256, at least 1). The
+    /// window stays below it by itself, at what the stack admits; the bound
+    /// is on memory: each replay in flight, and each of the up to one and a
+    /// half windows of jobs leased and waiting to start, holds its body.
     #[must_use]
     pub fn max_in_flight(mut self, max: usize) -> Self {
         self.max_window = max.max(1);
@@ -145,6 +148,12 @@ where
         let mut running = JoinSet::new();
         // Jobs leased and not yet started, with when they were leased.
         let mut ready: VecDeque<(Instant, Job)> = VecDeque::new();
+        // The next lease, taken while the replays of the last one run, so
+        // a free slot never waits for the store.
+        let mut leasing: Option<LeaseFuture> = None;
+        // The last lease found fewer jobs than it asked for: lease again on
+        // news of a spill, a replay's end or the idle poll, not at once.
+        let mut store_dry = false;
         let finishing = group_commit::finishing(Arc::clone(&self.shared.store));
         let (mut stats_at, mut prune_at) = (Instant::now(), Instant::now() + PRUNE_EVERY);
         loop {
@@ -159,20 +168,17 @@ where
                 let _ = self.shared.store.prune(self.keep_results).await;
                 prune_at = now + PRUNE_EVERY;
             }
-            let room = window.size().saturating_sub(running.len());
-            if room > 0 && ready.is_empty() {
-                // One lease, one transaction, for a whole window of jobs:
-                // leasing one per free slot would cost an fsync per job.
-                let leased = self
-                    .shared
-                    .store
-                    .lease(window.size(), self.lease)
-                    .await
-                    .unwrap_or_default();
-                let at = Instant::now();
-                ready.extend(leased.into_iter().map(|job| (at, job)));
+            // One lease, one transaction, for a whole window of jobs
+            // (leasing one per free slot would cost an fsync per job),
+            // asked for while half a window is still ready to start.
+            if leasing.is_none() && !store_dry && ready.len() <= window.size() / 2 {
+                let store = Arc::clone(&self.shared.store);
+                let (max, lease) = (window.size(), self.lease);
+                leasing = Some(Box::pin(async move {
+                    let jobs = store.lease(max, lease).await.unwrap_or_default();
+                    (max, Instant::now(), jobs)
+                }));
             }
-            let mut started = false;
             while running.len() < window.size() {
                 let Some((leased_at, job)) = ready.pop_front() else {
                     break;
@@ -189,27 +195,35 @@ where
                 );
                 let sent = Instant::now();
                 running.spawn(async move { (replay.await, sent) });
-                started = true;
             }
-            if started && ready.is_empty() && running.len() < window.size() {
-                continue;
-            }
-            // Wait for a replay to end, a new job, or the next look at the
-            // store (for backoffs that ran out and leases that expired).
+            // Wait for a replay to end, a lease to come back, a new job, or
+            // the next look at the store (for backoffs that ran out and
+            // leases that expired).
             tokio::select! {
                 Some(ended) = running.join_next(), if !running.is_empty() => {
+                    store_dry = false;
                     match ended {
                         Ok((Ended::Answered, _)) => window.answered(),
                         Ok((Ended::Refused, sent)) => window.refused(sent, Instant::now()),
                         Ok((Ended::Failed, _)) | Err(_) => {}
                     }
                 }
-                () = self.shared.stored.notified(), if ready.is_empty() && running.len() < window.size() => {}
-                () = tokio::time::sleep(IDLE_POLL) => {}
+                (asked, at, jobs) = async { leasing.as_mut().expect("guarded").await }, if leasing.is_some() => {
+                    leasing = None;
+                    store_dry = jobs.len() < asked;
+                    ready.extend(jobs.into_iter().map(|job| (at, job)));
+                }
+                () = self.shared.stored.notified(), if store_dry => store_dry = false,
+                () = tokio::time::sleep(IDLE_POLL) => store_dry = false,
             }
         }
     }
 }
+
+/// A lease in progress: how many jobs it asked for, when it came back, and
+/// the jobs.
+type LeaseFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = (usize, Instant, Vec<Job>)> + Send>>;
 
 /// One attempt at one job.
 async fn replay<S, B, RB>(
@@ -262,11 +276,15 @@ where
         },
         Err(_) => failed(&shared, attempt, max_attempts, "timed out".to_owned()),
     };
-    // A store that fails here leaves the job running until its lease
-    // ends; then it is replayed again (at least once, never lost).
-    if poll_fn(|cx| finishing.poll_ready(cx)).await.is_ok() {
-        let _ = finishing.call((id, attempt, finish)).await;
-    }
+    // The app has answered: the slot in the window is free now, and the
+    // end is written with the others that ended meanwhile. A store that
+    // fails here leaves the job running until its lease ends; then it is
+    // replayed again (at least once, never lost).
+    tokio::spawn(async move {
+        if poll_fn(|cx| finishing.poll_ready(cx)).await.is_ok() {
+            let _ = finishing.call((id, attempt, finish)).await;
+        }
+    });
     ended
 }
 
