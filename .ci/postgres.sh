@@ -11,6 +11,8 @@ set -euo pipefail
 
 PG_DIR="${SPILLWAY_PG_DIR:-${TMPDIR:-/tmp}/spillway-postgres}"
 PG_PORT="${SPILLWAY_PG_PORT:-55432}"
+# Tests need no durability; the spill benches' figures do (SPILLWAY_PG_FSYNC=on).
+PG_FSYNC="${SPILLWAY_PG_FSYNC:-off}"
 PG_USER=spillway
 PG_DB=spillway
 
@@ -61,7 +63,7 @@ fi
 
 if ! as_owner "$BINDIR/pg_ctl" -D "$PG_DIR/data" status >/dev/null 2>&1; then
     as_owner "$BINDIR/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w \
-        -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DIR -c fsync=off" start >&2
+        -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DIR -c fsync=$PG_FSYNC" start >&2
 fi
 
 psql_admin() {

@@ -94,7 +94,7 @@ impl Backend {
 }
 
 /// The README's stack over `backend`, spilling every `POST /likes`.
-fn app(backend: Arc<Backend>, store: spill_store::Store) -> (Router, SpillHandle) {
+fn app(backend: Arc<Backend>, store: &mut spill_store::Store) -> (Router, SpillHandle) {
     let limit = AdaptiveLimitLayer::builder(Gradient::default())
         .http()
         .build();
@@ -167,9 +167,9 @@ struct Drained {
     held: f64,
 }
 
-async fn drain_rate(backend: Arc<Backend>, store: spill_store::Store) -> Drained {
+async fn drain_rate(backend: Arc<Backend>, mut store: spill_store::Store) -> Drained {
     let jobs = (backend.capacity() * 4.0) as u64;
-    let (app, handle) = app(Arc::clone(&backend), store);
+    let (app, handle) = app(Arc::clone(&backend), &mut store);
     fill(&app, jobs).await;
     let stats = handle.store_stats().await.expect("the store answers");
     assert_eq!(stats.queued_total(), jobs);
@@ -210,6 +210,8 @@ async fn drain_rate(backend: Arc<Backend>, store: spill_store::Store) -> Drained
 fn main() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
+        // PostgreSQL's connections.
+        .enable_io()
         .build()
         .expect("a runtime");
     let kind = spill_store::Kind::from_env();

@@ -5,10 +5,13 @@
 //!
 //! ```text
 //! cargo bench -p tower-spillway-benches --features spill --bench spill
+//! SPILL_STORE=postgres DATABASE_URL=postgres://... cargo bench -p tower-spillway-benches --features spill --bench spill
 //! ```
 //!
 //! The store is a SQLite file in the system's temporary directory (WAL,
-//! `synchronous = FULL`); the figures are the disk's as much as the code's.
+//! `synchronous = FULL`) or, with `SPILL_STORE=postgres`, the `spill_jobs`
+//! table of the database at `DATABASE_URL`; the figures are the disk's as
+//! much as the code's.
 
 use std::{
     convert::Infallible,
@@ -25,7 +28,10 @@ use http_body_util::Full;
 use tokio::time::Instant;
 use tower::{Service, ServiceExt, service_fn};
 use tower_layer::Layer;
-use tower_spillway::spill::{DeferrableRoutes, Mode, SpillLayer, SqliteStore};
+use tower_spillway::spill::{DeferrableRoutes, Mode};
+
+#[path = "spill_store.rs"]
+mod spill_store;
 
 const RUN: Duration = Duration::from_secs(3);
 
@@ -37,8 +43,8 @@ fn request(n: u64) -> Request<Full<Bytes>> {
         .expect("a valid request")
 }
 
-async fn service(
-    dir: &std::path::Path,
+fn service(
+    store: &mut spill_store::Store,
 ) -> impl Service<
     Request<Full<Bytes>>,
     Response = Response<tower_spillway::http::ResponseBody<Full<Bytes>>>,
@@ -47,8 +53,8 @@ async fn service(
 > + Clone
 + Send
 + 'static {
-    let store = SqliteStore::open(dir.join("spill.db")).expect("the store opens");
-    let layer = SpillLayer::builder(store)
+    let layer = store
+        .layer()
         .deferrable(DeferrableRoutes::new().route(Some(Method::POST), "/likes"))
         .mode(Mode::Always)
         .build()
@@ -59,8 +65,8 @@ async fn service(
 }
 
 /// As many callers as it takes to keep the store busy, for [`RUN`].
-async fn peak(dir: &std::path::Path, callers: u64) -> f64 {
-    let svc = service(dir).await;
+async fn peak(mut store: spill_store::Store, callers: u64) -> f64 {
+    let svc = service(&mut store);
     let accepted = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let tasks: Vec<_> = (0..callers)
@@ -86,8 +92,8 @@ async fn peak(dir: &std::path::Path, callers: u64) -> f64 {
 
 /// Open-loop arrivals at `rate` for [`RUN`]: the time each caller waited
 /// for its `202`, sorted.
-async fn steady(dir: &std::path::Path, rate: f64) -> Vec<Duration> {
-    let svc = service(dir).await;
+async fn steady(mut store: spill_store::Store, rate: f64) -> Vec<Duration> {
+    let svc = service(&mut store);
     let gap = Duration::from_secs_f64(1.0 / rate);
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -115,21 +121,20 @@ async fn steady(dir: &std::path::Path, rate: f64) -> Vec<Duration> {
 fn main() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
+        // PostgreSQL's connections.
+        .enable_io()
         .build()
         .expect("a runtime");
-    let dir = std::env::temp_dir().join(format!("spillway-bench-{}", std::process::id()));
-    let fresh = |name: &str| {
-        let d = dir.join(name);
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).expect("a temporary directory");
-        d
-    };
+    let kind = spill_store::Kind::from_env();
+    println!("store: {}", kind.describe());
     println!("| case | figure |\n|---|---:|");
     for callers in [64, 512] {
-        let rate = rt.block_on(peak(&fresh(&format!("peak-{callers}")), callers));
+        let store = rt.block_on(kind.fresh("peak"));
+        let rate = rt.block_on(peak(store, callers));
         println!("| peak, {callers} concurrent callers | {rate:.0} spilled requests/s |");
     }
-    let waits = rt.block_on(steady(&fresh("steady"), 5000.0));
+    let store = rt.block_on(kind.fresh("steady"));
+    let waits = rt.block_on(steady(store, 5000.0));
     let at = |q: f64| waits[((waits.len() as f64 * q) as usize).min(waits.len() - 1)];
     println!(
         "| 5,000 requests/s for {} s: time to the 202, p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |",
@@ -138,5 +143,4 @@ fn main() {
         at(0.99).as_secs_f64() * 1e3,
         waits[waits.len() - 1].as_secs_f64() * 1e3,
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -6,7 +6,11 @@
 //!
 //! ```text
 //! cargo bench -p tower-spillway-benches --features spill --bench spill_memory
+//! SPILL_STORE=postgres DATABASE_URL=postgres://... cargo bench -p tower-spillway-benches --features spill --bench spill_memory
 //! ```
+//!
+//! With `SPILL_STORE=postgres` the jobs go to the `spill_jobs` table of the
+//! database at `DATABASE_URL` instead.
 
 use std::{
     convert::Infallible,
@@ -21,7 +25,10 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use tower::{ServiceExt, service_fn};
 use tower_layer::Layer;
-use tower_spillway::spill::{DeferrableRoutes, Mode, SpillLayer, SqliteStore};
+use tower_spillway::spill::{DeferrableRoutes, Mode};
+
+#[path = "spill_store.rs"]
+mod spill_store;
 
 const JOBS: u64 = 1_000_000;
 const CALLERS: u64 = 512;
@@ -40,14 +47,16 @@ fn rss_mib() -> f64 {
 fn main() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
+        // PostgreSQL's connections.
+        .enable_io()
         .build()
         .expect("a runtime");
-    let dir = std::env::temp_dir().join(format!("spillway-memory-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let kind = spill_store::Kind::from_env();
+    println!("store: {}", kind.describe());
     rt.block_on(async {
-        let store = SqliteStore::open(dir.join("spill.db")).expect("the store opens");
-        let layer = SpillLayer::builder(store)
+        let mut store = kind.fresh("memory").await;
+        let layer = store
+            .layer()
             .deferrable(DeferrableRoutes::new().route(Some(Method::POST), "/likes"))
             .mode(Mode::Always)
             .bounds(tower_spillway::spill::Bounds {
@@ -93,11 +102,10 @@ fn main() {
         }
         let stats = handle.store_stats().await.expect("stats");
         println!(
-            "\n{} jobs queued in {:.1} s; the file: {:.0} MiB",
+            "\n{} jobs queued in {:.1} s; {:.0} MiB of them",
             stats.queued_total(),
             start.elapsed().as_secs_f64(),
-            std::fs::metadata(dir.join("spill.db")).map_or(0, |m| m.len()) as f64 / 1048576.0
+            stats.bytes as f64 / 1048576.0
         );
     });
-    let _ = std::fs::remove_dir_all(&dir);
 }

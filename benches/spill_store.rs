@@ -1,6 +1,7 @@
 //! Which spill store a bench runs on: SQLite (a file in the temporary
 //! directory, the default) or PostgreSQL (`SPILL_STORE=postgres` and
-//! `DATABASE_URL`; its `spill_jobs` table is emptied before each case).
+//! `DATABASE_URL`; its `spill_jobs` table and tally are emptied before each
+//! case).
 
 use tower_spillway::spill::{
     DeferrableRoutes, PostgresStore, SpillLayer, SpillLayerBuilder, SqliteStore,
@@ -11,7 +12,8 @@ pub enum Kind {
     Postgres(String),
 }
 
-/// A fresh, empty store; a SQLite store's directory goes with it.
+/// A fresh, empty store; a SQLite store's directory is removed when this is
+/// dropped, so it must outlive the layer.
 pub struct Store {
     builder: Option<SpillLayerBuilder<DeferrableRoutes>>,
     _dir: Option<TempDir>,
@@ -19,7 +21,7 @@ pub struct Store {
 
 impl Store {
     /// The layer's builder over this store (once).
-    pub fn layer(mut self) -> SpillLayerBuilder<DeferrableRoutes> {
+    pub fn layer(&mut self) -> SpillLayerBuilder<DeferrableRoutes> {
         self.builder.take().expect("one layer per store")
     }
 }
@@ -68,7 +70,9 @@ impl Kind {
                     .expect("PostgreSQL answers");
                 let connection = tokio::spawn(connection);
                 client
-                    .batch_execute("TRUNCATE spill_jobs")
+                    .batch_execute(
+                        "TRUNCATE spill_jobs; UPDATE spill_tally SET jobs = 0, bytes = 0",
+                    )
                     .await
                     .expect("the table empties");
                 drop(client);

@@ -28,7 +28,10 @@ async fn store() -> (PostgresStore, MutexGuard<'static, ()>) {
         .await
         .expect("connect to DATABASE_URL");
     tokio::spawn(connection);
-    client.execute("DELETE FROM spill_jobs", &[]).await.unwrap();
+    client
+        .batch_execute("DELETE FROM spill_jobs; UPDATE spill_tally SET jobs = 0, bytes = 0")
+        .await
+        .unwrap();
     (store, guard)
 }
 
@@ -366,4 +369,62 @@ async fn two_stores_leasing_at_once_never_get_the_same_job() {
         }
     }
     assert_eq!((total, seen.len()), (JOBS, JOBS));
+}
+
+#[tokio::test]
+#[ignore = "needs a PostgreSQL server: set DATABASE_URL (see .ci/postgres.sh)"]
+async fn finished_jobs_free_their_place_in_the_bounds_once() {
+    let (store, _table) = store().await;
+    let two = Bounds {
+        max_jobs: 2,
+        ..Bounds::default()
+    };
+    let answers = store
+        .enqueue((0..3).map(|_| job(Priority::Low, "/x")).collect(), two)
+        .await
+        .unwrap();
+    assert!(matches!(
+        answers[..],
+        [Enqueued::New(_), Enqueued::New(_), Enqueued::Full]
+    ));
+    let (a, b) = (new_id(answers[0]), new_id(answers[1]));
+    store.lease(2, HOUR).await.unwrap();
+    // One done, one back in the queue: one place is free.
+    let again = Finish::Retry {
+        after: Duration::ZERO,
+        counted: true,
+    };
+    assert_eq!(
+        store
+            .finish_many(vec![(a, 1, ok()), (b, 1, again)])
+            .await
+            .unwrap(),
+        [true, true]
+    );
+    let one = || store.enqueue(vec![job(Priority::Low, "/y")], two);
+    assert!(matches!(one().await.unwrap()[..], [Enqueued::New(_)]));
+    assert_eq!(one().await.unwrap(), [Enqueued::Full]);
+    // A late end of the same attempt changes nothing, the tally included.
+    assert!(!store.finish(a, 1, ok()).await.unwrap());
+    assert_eq!(one().await.unwrap(), [Enqueued::Full]);
+
+    // Rows removed by hand are counted right from the next connect.
+    let (client, connection) = tokio_postgres::connect(&url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .execute("DELETE FROM spill_jobs WHERE state = 0", &[])
+        .await
+        .unwrap();
+    assert_eq!(one().await.unwrap(), [Enqueued::Full], "the tally is stale");
+    let restarted = PostgresStore::connect(&url()).await.unwrap();
+    let answers = restarted
+        .enqueue(
+            vec![job(Priority::Low, "/z"), job(Priority::Low, "/z")],
+            two,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(answers[..], [Enqueued::New(_), Enqueued::New(_)]));
 }

@@ -1,6 +1,7 @@
 //! The fleet spill store: one PostgreSQL table that many instances share.
 
 use std::{
+    collections::HashMap,
     fmt,
     sync::{
         Arc,
@@ -51,6 +52,20 @@ CREATE TABLE IF NOT EXISTS spill_jobs (
 CREATE INDEX IF NOT EXISTS spill_jobs_ready ON spill_jobs (state, priority DESC, seq);
 CREATE INDEX IF NOT EXISTS spill_jobs_live ON spill_jobs (state, enqueued_ms)
     INCLUDE (bytes) WHERE state IN (0, 1);
+CREATE TABLE IF NOT EXISTS spill_tally (
+    id INT PRIMARY KEY CHECK (id = 1),
+    jobs BIGINT NOT NULL,
+    bytes BIGINT NOT NULL
+);
+INSERT INTO spill_tally VALUES (1, 0, 0) ON CONFLICT (id) DO NOTHING;
+";
+
+/// Counts the queued and running jobs again into the tally; run at connect,
+/// so rows changed by hand are counted right from the next start.
+const RECOUNT: &str = "
+UPDATE spill_tally SET (jobs, bytes) = (
+    SELECT COUNT(*), COALESCE(SUM(bytes), 0)::BIGINT FROM spill_jobs WHERE state IN (0, 1)
+) WHERE id = 1;
 ";
 
 /// The fleet [`SpillStore`]: one PostgreSQL table that many instances share
@@ -66,15 +81,18 @@ CREATE INDEX IF NOT EXISTS spill_jobs_live ON spill_jobs (state, enqueued_ms)
 ///   whose lease ended (its instance died) is queued again by the next lease
 ///   on any instance. Only the attempt holding the lease can
 ///   [`finish`](SpillStore::finish) it.
-/// - **Bounds are fleet-wide.** Each enqueue counts the queued and running
-///   jobs of every instance (an aggregate over a partial index) under an
-///   advisory lock, so two instances cannot both take the last place.
+/// - **Bounds are fleet-wide.** A one-row tally counts the queued and
+///   running jobs of every instance; each enqueue locks it, so two instances
+///   cannot both take the last place, and a finish lowers it in the same
+///   transaction that ends the job. It is counted again from the table at
+///   each [`connect`](Self::connect).
 ///
 /// # Differences from the SQLite store (`SqliteStore`)
 ///
 /// The SQLite store keeps its figures in memory and serves one process;
-/// this one keeps none, so every instance sees the others' jobs, at the cost
-/// of a query for the bounds and for [`stats`](SpillStore::stats). Its
+/// this one keeps them in the database, so every instance sees the others'
+/// jobs, at the cost of a locked row for the bounds and a query for
+/// [`stats`](SpillStore::stats). Its
 /// operations are async on the runtime (no blocking pool); it keeps a few
 /// connections and reconnects one that broke on its next use.
 ///
@@ -143,6 +161,7 @@ impl PostgresStore {
             .await
             .map_err(db)?;
         tx.batch_execute(SCHEMA).await.map_err(db)?;
+        tx.batch_execute(RECOUNT).await.map_err(db)?;
         tx.commit().await.map_err(db)?;
         let mut slots = vec![Mutex::new(Some(client))];
         slots.extend((1..POOL).map(|_| Mutex::new(None)));
@@ -164,94 +183,144 @@ impl PostgresStore {
         let mut slot = self.pool.client().await?;
         let client = conn(&mut slot)?;
         let tx = client.transaction().await.map_err(db)?;
-        // Bounds are the fleet's: enqueues from every instance take this lock
-        // in turn, so the counts below stay true until this commit. (A
-        // counter row updated here would serialise them the same way, and
-        // leases and finishes would have to update it too.) Leases and
-        // finishes do not take it: they only ever lower the counts.
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_KEY])
-            .await
-            .map_err(db)?;
-        let live = tx
-            .query_one(
-                "SELECT COUNT(*), COALESCE(SUM(bytes), 0)::BIGINT, \
-                 MIN(enqueued_ms) FILTER (WHERE state = 0) \
-                 FROM spill_jobs WHERE state IN (0, 1)",
+        // Bounds are the fleet's: enqueues from every instance lock the
+        // tally row in turn, so its counts stay true until this commit;
+        // finishes lower it under the same lock, and leases leave it be.
+        // The lock, the oldest queued job (from the index) and the keys
+        // already stored are sent together: the connection pipelines them,
+        // and the server runs them in order.
+        let keys: Vec<&str> = jobs
+            .iter()
+            .filter_map(|job| job.idempotency_key.as_deref())
+            .collect();
+        let (tally, oldest, known) = futures_util::future::try_join3(
+            tx.query_one(
+                "SELECT jobs, bytes FROM spill_tally WHERE id = 1 FOR UPDATE",
                 &[],
-            )
-            .await
-            .map_err(db)?;
-        let mut count = codec::count(live.try_get(0).map_err(db)?);
-        let mut bytes = codec::count(live.try_get(1).map_err(db)?);
-        let oldest: Option<i64> = live.try_get(2).map_err(db)?;
+            ),
+            tx.query_opt(
+                "SELECT enqueued_ms FROM spill_jobs WHERE state = 0 \
+                 ORDER BY enqueued_ms LIMIT 1",
+                &[],
+            ),
+            tx.query(
+                "SELECT seq, tag, idempotency_key FROM spill_jobs \
+                 WHERE idempotency_key = ANY($1)",
+                &[&keys],
+            ),
+        )
+        .await
+        .map_err(db)?;
+        let mut count = codec::count(tally.try_get(0).map_err(db)?);
+        let mut bytes = codec::count(tally.try_get(1).map_err(db)?);
+        let oldest: Option<i64> = oldest.map(|row| row.try_get(0)).transpose().map_err(db)?;
         let too_old = oldest.is_some_and(|at| codec::elapsed(at, now) > bounds.max_age);
-        let existing = tx
-            .prepare("SELECT seq, tag FROM spill_jobs WHERE idempotency_key = $1")
-            .await
-            .map_err(db)?;
-        let insert = tx
-            .prepare(
-                "INSERT INTO spill_jobs (tag, idempotency_key, priority, state, method, uri, \
-                 headers, body, bytes, enqueued_ms) VALUES ($1, $2, $3, 0, $4, $5, $6, $7, $8, $9) \
-                 ON CONFLICT (idempotency_key) DO NOTHING RETURNING seq",
-            )
-            .await
-            .map_err(db)?;
-        let mut answers = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            if let Some(key) = &job.idempotency_key {
-                if let Some(row) = tx.query_opt(&existing, &[key]).await.map_err(db)? {
-                    answers.push(Enqueued::Existing(id_of(&row)?));
-                    continue;
-                }
+        let mut stored: HashMap<String, JobId> = HashMap::with_capacity(known.len());
+        for row in known {
+            stored.insert(row.try_get(2).map_err(db)?, id_of(&row)?);
+        }
+        // What becomes of each job, decided in order so the bounds hold as
+        // they would one job at a time.
+        let mut plans = Vec::with_capacity(jobs.len());
+        let mut rows = NewRows::default();
+        let mut in_batch: HashMap<&str, usize> = HashMap::new();
+        for job in &jobs {
+            let key = job.idempotency_key.as_deref();
+            if let Some(id) = key.and_then(|k| stored.get(k)) {
+                plans.push(Plan::Answer(Enqueued::Existing(*id)));
+                continue;
+            }
+            if let Some(&row) = key.and_then(|k| in_batch.get(k)) {
+                plans.push(Plan::SameAs(row));
+                continue;
             }
             let weight = job.weight();
             if too_old
                 || count >= bounds.max_jobs
                 || bytes.saturating_add(weight) > bounds.max_bytes
             {
-                answers.push(Enqueued::Full);
+                plans.push(Plan::Answer(Enqueued::Full));
                 continue;
             }
-            let tag = fastrand::u64(..);
+            count += 1;
+            bytes += weight;
+            let row = rows.push(job, weight);
+            if let Some(k) = key {
+                in_batch.insert(k, row);
+            }
+            plans.push(Plan::Insert(row));
+        }
+        // Every new job, and the tally's rise by those that went in, in one
+        // statement: one round trip for the batch.
+        let mut seqs: HashMap<i64, i64> = HashMap::with_capacity(rows.tags.len());
+        if !rows.tags.is_empty() {
             let inserted = tx
-                .query_opt(
-                    &insert,
+                .query(
+                    "WITH new AS ( \
+                       INSERT INTO spill_jobs (tag, idempotency_key, priority, state, method, \
+                       uri, headers, body, bytes, enqueued_ms) \
+                       SELECT t.tag, t.key, t.priority, 0, t.method, t.uri, t.headers, t.body, \
+                       t.bytes, $9 \
+                       FROM UNNEST($1::BIGINT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], \
+                       $5::TEXT[], $6::BYTEA[], $7::BYTEA[], $8::BIGINT[]) \
+                       AS t(tag, key, priority, method, uri, headers, body, bytes) \
+                       ON CONFLICT (idempotency_key) DO NOTHING RETURNING seq, tag, bytes \
+                     ), counted AS ( \
+                       UPDATE spill_tally SET jobs = jobs + (SELECT COUNT(*) FROM new), \
+                       bytes = bytes + (SELECT COALESCE(SUM(bytes), 0) FROM new) WHERE id = 1 \
+                     ) \
+                     SELECT seq, tag FROM new",
                     &[
-                        &(tag as i64),
-                        &job.idempotency_key,
-                        &codec::priority_index(job.priority),
-                        &job.method.as_str(),
-                        &job.uri.to_string(),
-                        &codec::encode_headers(&job.headers),
-                        &&job.body[..],
-                        &codec::weight(weight),
+                        &rows.tags,
+                        &rows.keys,
+                        &rows.priorities,
+                        &rows.methods,
+                        &rows.uris,
+                        &rows.headers,
+                        &rows.bodies,
+                        &rows.weights,
                         &now,
                     ],
                 )
                 .await
                 .map_err(db)?;
-            match inserted {
-                Some(row) => {
-                    let seq: i64 = row.try_get(0).map_err(db)?;
-                    count += 1;
-                    bytes += weight;
-                    answers.push(Enqueued::New(JobId {
-                        seq: seq as u64,
-                        tag,
-                    }));
-                }
-                // The key arrived meanwhile (from a writer that does not take
-                // the lock): the job is that one.
-                None => {
-                    let row = tx
-                        .query_one(&existing, &[&job.idempotency_key])
-                        .await
-                        .map_err(db)?;
-                    answers.push(Enqueued::Existing(id_of(&row)?));
-                }
+            for row in inserted {
+                seqs.insert(row.try_get(1).map_err(db)?, row.try_get(0).map_err(db)?);
             }
         }
+        let mut new_ids = Vec::with_capacity(rows.tags.len());
+        for (i, tag) in rows.tags.iter().enumerate() {
+            let id = match seqs.get(tag) {
+                Some(seq) => Enqueued::New(JobId {
+                    seq: *seq as u64,
+                    tag: *tag as u64,
+                }),
+                // The key arrived meanwhile (from a writer that does not
+                // take the lock): the job is that one.
+                None => {
+                    let row = tx
+                        .query_one(
+                            "SELECT seq, tag FROM spill_jobs WHERE idempotency_key = $1",
+                            &[&rows.keys[i]],
+                        )
+                        .await
+                        .map_err(db)?;
+                    Enqueued::Existing(id_of(&row)?)
+                }
+            };
+            new_ids.push(id);
+        }
+        let answers = plans
+            .into_iter()
+            .map(|plan| match plan {
+                Plan::Answer(answer) => answer,
+                Plan::Insert(row) => new_ids[row],
+                Plan::SameAs(row) => match new_ids[row] {
+                    Enqueued::New(id) | Enqueued::Existing(id) => Enqueued::Existing(id),
+                    Enqueued::Full => Enqueued::Full,
+                },
+            })
+            .collect();
         tx.commit().await.map_err(db)?;
         Ok(answers)
     }
@@ -294,46 +363,38 @@ impl PostgresStore {
         Ok(jobs)
     }
 
-    async fn finish(&self, id: JobId, attempt: u32, how: Finish) -> Result<bool, StoreError> {
+    /// Ends every attempt in one transaction: the updates are sent
+    /// together (the connection pipelines them) and cost one commit.
+    async fn finish_many(
+        &self,
+        endings: Vec<(JobId, u32, Finish)>,
+    ) -> Result<Vec<bool>, StoreError> {
+        if endings.is_empty() {
+            return Ok(Vec::new());
+        }
         let now = codec::wall_ms();
-        let (seq, tag, attempt) = (id.seq as i64, id.tag as i64, i64::from(attempt));
-        let guard = "WHERE seq = $1 AND tag = $2 AND state = 1 AND attempts = $3";
         let mut slot = self.pool.client().await?;
         let client = conn(&mut slot)?;
-        let changed = match how {
-            Finish::Done { status, body } => {
-                let sql = format!(
-                    "UPDATE spill_jobs SET state = 2, result_status = $4, result_body = $5, \
-                     finished_ms = $6, body = '', lease_until_ms = NULL {guard}"
-                );
-                let status = i64::from(status.as_u16());
-                client
-                    .execute(&sql, &[&seq, &tag, &attempt, &status, &&body[..], &now])
-                    .await
-            }
-            Finish::Retry { after, counted } => {
-                let sql = format!(
-                    "UPDATE spill_jobs SET state = 0, not_before_ms = $4, \
-                     attempts = attempts - $5, lease_until_ms = NULL {guard}"
-                );
-                let not_before = now.saturating_add(codec::ms(after));
-                let back = i64::from(!counted);
-                client
-                    .execute(&sql, &[&seq, &tag, &attempt, &not_before, &back])
-                    .await
-            }
-            Finish::Failed { reason } => {
-                let sql = format!(
-                    "UPDATE spill_jobs SET state = 3, error = $4, finished_ms = $5, body = '', \
-                     lease_until_ms = NULL {guard}"
-                );
-                client
-                    .execute(&sql, &[&seq, &tag, &attempt, &reason, &now])
-                    .await
-            }
+        let tx = client.transaction().await.map_err(db)?;
+        let updates = endings
+            .iter()
+            .map(|(id, attempt, how)| finish_one(&tx, *id, *attempt, how, now));
+        let ended = futures_util::future::try_join_all(updates).await?;
+        // Jobs done or failed leave the bounds: the tally drops by them.
+        let (jobs, bytes) = ended
+            .iter()
+            .filter_map(|e| e.freed)
+            .fold((0i64, 0i64), |(n, b), w| (n + 1, b + w));
+        if jobs > 0 {
+            tx.execute(
+                "UPDATE spill_tally SET jobs = jobs - $1, bytes = bytes - $2 WHERE id = 1",
+                &[&jobs, &bytes],
+            )
+            .await
+            .map_err(db)?;
         }
-        .map_err(db)?;
-        Ok(changed > 0)
+        tx.commit().await.map_err(db)?;
+        Ok(ended.into_iter().map(|e| e.changed).collect())
     }
 
     async fn status(&self, id: JobId) -> Result<Option<JobStatus>, StoreError> {
@@ -444,6 +505,124 @@ impl PostgresStore {
     }
 }
 
+/// What ending one attempt did.
+struct Ended {
+    /// The attempt held the job, and the job moved.
+    changed: bool,
+    /// The job's weight, when it left the live jobs (done or failed).
+    freed: Option<i64>,
+}
+
+/// Ends attempt `attempt` of job `id` as `how` says, within `tx`.
+async fn finish_one(
+    tx: &tokio_postgres::Transaction<'_>,
+    id: JobId,
+    attempt: u32,
+    how: &Finish,
+    now: i64,
+) -> Result<Ended, StoreError> {
+    const GUARD: &str = "WHERE seq = $1 AND tag = $2 AND state = 1 AND attempts = $3";
+    let (seq, tag, attempt) = (id.seq as i64, id.tag as i64, i64::from(attempt));
+    let ended = match how {
+        Finish::Done { status, body } => {
+            let sql = format!(
+                "UPDATE spill_jobs SET state = 2, result_status = $4, result_body = $5, \
+                 finished_ms = $6, body = '', lease_until_ms = NULL {GUARD} RETURNING bytes"
+            );
+            let status = i64::from(status.as_u16());
+            let row = tx
+                .query_opt(&sql, &[&seq, &tag, &attempt, &status, &&body[..], &now])
+                .await
+                .map_err(db)?;
+            left_live(row)?
+        }
+        Finish::Retry { after, counted } => {
+            let sql = format!(
+                "UPDATE spill_jobs SET state = 0, not_before_ms = $4, \
+                 attempts = attempts - $5, lease_until_ms = NULL {GUARD}"
+            );
+            let not_before = now.saturating_add(codec::ms(*after));
+            let back = i64::from(!counted);
+            let changed = tx
+                .execute(&sql, &[&seq, &tag, &attempt, &not_before, &back])
+                .await
+                .map_err(db)?;
+            Ended {
+                changed: changed > 0,
+                freed: None,
+            }
+        }
+        Finish::Failed { reason } => {
+            let sql = format!(
+                "UPDATE spill_jobs SET state = 3, error = $4, finished_ms = $5, body = '', \
+                 lease_until_ms = NULL {GUARD} RETURNING bytes"
+            );
+            let row = tx
+                .query_opt(&sql, &[&seq, &tag, &attempt, reason, &now])
+                .await
+                .map_err(db)?;
+            left_live(row)?
+        }
+    };
+    Ok(ended)
+}
+
+/// A done or failed update's answer: the job's weight if it moved.
+fn left_live(row: Option<Row>) -> Result<Ended, StoreError> {
+    let freed = row
+        .map(|r| r.try_get::<_, i64>(0))
+        .transpose()
+        .map_err(db)?;
+    Ok(Ended {
+        changed: freed.is_some(),
+        freed,
+    })
+}
+
+/// What an enqueue does with one job of its batch.
+enum Plan {
+    /// Answered without a row: a stored key, or the store is full.
+    Answer(Enqueued),
+    /// Row `n` of the batch's insert.
+    Insert(usize),
+    /// The same key as row `n`, earlier in the batch: that job.
+    SameAs(usize),
+}
+
+/// The columns of a batch's new rows, as the arrays `UNNEST` takes.
+#[derive(Default)]
+struct NewRows {
+    tags: Vec<i64>,
+    keys: Vec<Option<String>>,
+    priorities: Vec<i64>,
+    methods: Vec<String>,
+    uris: Vec<String>,
+    headers: Vec<Vec<u8>>,
+    bodies: Vec<Vec<u8>>,
+    weights: Vec<i64>,
+}
+
+impl NewRows {
+    /// Adds `job`'s row and returns its index. Tags are random; one that
+    /// repeats within the batch is drawn again, so a returned row's tag
+    /// names one job.
+    fn push(&mut self, job: &NewJob, weight: u64) -> usize {
+        let mut tag = fastrand::i64(..);
+        while self.tags.contains(&tag) {
+            tag = fastrand::i64(..);
+        }
+        self.tags.push(tag);
+        self.keys.push(job.idempotency_key.clone());
+        self.priorities.push(codec::priority_index(job.priority));
+        self.methods.push(job.method.as_str().to_owned());
+        self.uris.push(job.uri.to_string());
+        self.headers.push(codec::encode_headers(&job.headers));
+        self.bodies.push(job.body.to_vec());
+        self.weights.push(codec::weight(weight));
+        self.tags.len() - 1
+    }
+}
+
 fn id_of(row: &Row) -> Result<JobId, StoreError> {
     let seq: i64 = row.try_get(0).map_err(db)?;
     let tag: i64 = row.try_get(1).map_err(db)?;
@@ -483,7 +662,14 @@ impl SpillStore for PostgresStore {
     }
 
     fn finish(&self, id: JobId, attempt: u32, how: Finish) -> StoreFuture<'_, bool> {
-        Box::pin(self.finish(id, attempt, how))
+        Box::pin(async move {
+            let changed = self.finish_many(vec![(id, attempt, how)]).await?;
+            Ok(changed.first().copied().unwrap_or(false))
+        })
+    }
+
+    fn finish_many(&self, endings: Vec<(JobId, u32, Finish)>) -> StoreFuture<'_, Vec<bool>> {
+        Box::pin(PostgresStore::finish_many(self, endings))
     }
 
     fn status(&self, id: JobId) -> StoreFuture<'_, Option<JobStatus>> {
