@@ -20,9 +20,11 @@ use crate::{BoxError, Overloaded};
 
 use super::{
     Replay,
+    drain_handle::{DrainHandle, DrainShared},
     group_commit::{self, FinishBatch},
-    handle::{Shared, SpillHandle},
+    handle::SpillHandle,
     job::{Finish, Job},
+    source::{Discarded, DrainSource, Ending},
 };
 
 /// How a [`SpillHandle::drain`] replays: built by it, started by
@@ -35,11 +37,18 @@ use super::{
 /// limiter sets the pace, and live traffic, which the limiter ranks by
 /// priority as usual, keeps its share.
 ///
+/// At the narrowest window, a refusal also stops the drain from leasing
+/// for the refusal's hint (at most 2 s): while the stack throttles,
+/// jobs stay on their source instead of being taken to be refused. A
+/// source that fails (a database or Redis down) is retried after a backoff
+/// that doubles up to 2 s; nothing panics, and the drain resumes
+/// when the source answers again.
+///
 /// Replayed requests have bodies of type `B`, [`Full<Bytes>`] unless
 /// [`with_body`](Self::with_body) says otherwise; an axum `Router` takes any.
 #[derive(Debug)]
 pub struct Drain<S, B = Full<Bytes>> {
-    shared: Arc<Shared>,
+    shared: Arc<DrainShared>,
     app: S,
     max_attempts: u32,
     lease: Duration,
@@ -54,8 +63,28 @@ impl SpillHandle {
     /// replays pass the same limiter and reach the same handlers as live
     /// requests.
     pub fn drain<S>(&self, app: S) -> Drain<S> {
+        Drain::with_shared(Arc::clone(&self.shared.drain), app)
+    }
+}
+
+/// The longest a drain stops leasing: after a refusal at its narrowest
+/// window, or between tries of a source that fails.
+const MAX_HOLD: Duration = Duration::from_secs(2);
+
+impl<S> Drain<S> {
+    /// A drain replaying the jobs of `source` into `app`, the whole
+    /// application, so that replays pass the same limiter as live requests.
+    /// [`handle`](Self::handle) reads its figures. (A `SpillLayer`'s drain
+    /// is made by [`SpillHandle::drain`] instead.)
+    pub fn new(source: impl DrainSource, app: S) -> Self {
+        // Only a `SpillLayer` serves job status, so only its drain keeps
+        // the first bytes of answers.
+        Self::with_shared(Arc::new(DrainShared::new(Arc::new(source), 0)), app)
+    }
+
+    fn with_shared(shared: Arc<DrainShared>, app: S) -> Self {
         Drain {
-            shared: Arc::clone(&self.shared),
+            shared,
             app,
             max_attempts: 5,
             lease: Duration::from_secs(30),
@@ -67,6 +96,13 @@ impl SpillHandle {
 }
 
 impl<S, B> Drain<S, B> {
+    /// The handle on this drain's figures and its source's.
+    pub fn handle(&self) -> DrainHandle {
+        DrainHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
     /// Replays with bodies of type `B2` (any type made from `Bytes`), for
     /// services that take one body type only.
     pub fn with_body<B2>(self) -> Drain<S, B2> {
@@ -116,7 +152,8 @@ impl<S, B> Drain<S, B> {
 /// How one replay ended, as the window sees it.
 enum Ended {
     Answered,
-    Refused,
+    /// Refused for overload, with the refusal's hint.
+    Refused(Duration),
     Failed,
 }
 
@@ -139,36 +176,53 @@ where
         const IDLE_POLL: Duration = Duration::from_millis(250);
         const STATS_EVERY: Duration = Duration::from_millis(200);
         const PRUNE_EVERY: Duration = Duration::from_secs(60);
+        let source = Arc::clone(&self.shared.source);
         let mut window = 4.0_f64.min(self.max_window as f64);
         let mut running = JoinSet::new();
         // Jobs leased and not yet started, with when they were leased.
         let mut ready: VecDeque<(Instant, Job)> = VecDeque::new();
-        let finishing = group_commit::finishing(Arc::clone(&self.shared.store));
+        let finishing = group_commit::finishing(Arc::clone(&source));
         let (mut stats_at, mut prune_at) = (Instant::now(), Instant::now() + PRUNE_EVERY);
+        // No lease before this: the stack refused at the narrowest window,
+        // or the source failed.
+        let mut hold_until: Option<Instant> = None;
+        let mut failing = SourceFailures::default();
         loop {
             let now = Instant::now();
             if now >= stats_at {
-                if let Ok(stats) = self.shared.store.stats().await {
-                    *crate::sync::lock(&self.shared.last_stats) = stats;
+                if let Ok(discarded) = source.discard().await {
+                    self.count_discarded(&discarded);
                 }
+                let _ = self.shared.read_stats().await;
                 stats_at = now + STATS_EVERY;
             }
             if now >= prune_at {
-                let _ = self.shared.store.prune(self.keep_results).await;
+                let _ = source.prune(self.keep_results).await;
                 prune_at = now + PRUNE_EVERY;
             }
             let room = (window as usize).saturating_sub(running.len());
-            if room > 0 && ready.is_empty() {
-                // One lease, one transaction, for a whole window of jobs:
-                // leasing one per free slot would cost an fsync per job.
-                let leased = self
-                    .shared
-                    .store
-                    .lease(window as usize, self.lease)
-                    .await
-                    .unwrap_or_default();
-                let at = Instant::now();
-                ready.extend(leased.into_iter().map(|job| (at, job)));
+            let held = hold_until.is_some_and(|until| now < until);
+            if room > 0 && ready.is_empty() && !held {
+                // A store takes a whole window in one lease (one
+                // transaction, not an fsync per job); a stream takes only
+                // what can start now, so its backlog stays on the source.
+                let want = source.lease_size(room, window as usize).max(1);
+                match source.lease(want, self.lease).await {
+                    Ok(leased) => {
+                        failing.recovered();
+                        hold_until = None;
+                        let at = Instant::now();
+                        ready.extend(leased.into_iter().map(|job| (at, job)));
+                    }
+                    Err(_err) => {
+                        let wait = failing.failed();
+                        #[cfg(feature = "tracing")]
+                        if failing.count == 1 {
+                            tracing::warn!(error = %_err, retry_ms = wait.as_millis() as u64, "drain source unavailable; backing off");
+                        }
+                        hold_until = Some(Instant::now() + wait);
+                    }
+                }
             }
             let mut started = false;
             while running.len() < window as usize {
@@ -190,26 +244,77 @@ where
             if started && ready.is_empty() && running.len() < window as usize {
                 continue;
             }
-            // Wait for a replay to end, a new job, or the next look at the
-            // store (for backoffs that ran out and leases that expired).
+            // Wait for a replay to end, a new job, the end of a hold, or the
+            // next look at the source (for backoffs that ran out and leases
+            // that expired).
+            let wake = match hold_until {
+                Some(until) if until > Instant::now() => until,
+                _ => Instant::now() + IDLE_POLL,
+            };
+            let may_lease = ready.is_empty() && running.len() < window as usize;
             tokio::select! {
                 Some(ended) = running.join_next(), if !running.is_empty() => {
                     window = match ended {
                         Ok(Ended::Answered) => (window + 1.0).min(self.max_window as f64),
-                        Ok(Ended::Refused) => (window / 2.0).max(1.0),
+                        Ok(Ended::Refused(after)) => {
+                            if window <= 1.0 {
+                                hold_until = Some(Instant::now() + after.min(MAX_HOLD));
+                            }
+                            (window / 2.0).max(1.0)
+                        }
                         Ok(Ended::Failed) | Err(_) => window,
                     };
                 }
-                () = self.shared.stored.notified(), if ready.is_empty() && running.len() < window as usize => {}
-                () = tokio::time::sleep(IDLE_POLL) => {}
+                () = self.shared.stored.notified(), if may_lease && hold_until.is_none() => {}
+                () = tokio::time::sleep_until(wake) => {}
             }
         }
+    }
+
+    /// Counts and logs what the source discarded: never silently.
+    fn count_discarded(&self, discarded: &[Discarded]) {
+        for d in discarded.iter().filter(|d| d.jobs > 0) {
+            self.shared.counters.discarded[d.priority.index()].fetch_add(d.jobs, Relaxed);
+            #[cfg(feature = "tracing")]
+            tracing::warn!(
+                priority = d.priority.as_str(),
+                discarded = d.jobs,
+                oldest_ms = d.oldest.as_millis() as u64,
+                reason = d.why.as_str(),
+                "drain source discarded jobs"
+            );
+        }
+    }
+}
+
+/// The source's failures in a row, and the backoff they earn.
+#[derive(Default)]
+struct SourceFailures {
+    count: u32,
+}
+
+impl SourceFailures {
+    /// One more failure: how long to wait before the next try (250 ms,
+    /// doubling, at most [`MAX_HOLD`]).
+    fn failed(&mut self) -> Duration {
+        self.count = self.count.saturating_add(1);
+        Duration::from_millis(250)
+            .saturating_mul(1 << self.count.saturating_sub(1).min(8))
+            .min(MAX_HOLD)
+    }
+
+    fn recovered(&mut self) {
+        #[cfg(feature = "tracing")]
+        if self.count > 0 {
+            tracing::info!(failures = self.count, "drain source answering again");
+        }
+        self.count = 0;
     }
 }
 
 /// One attempt at one job.
 async fn replay<S, B, RB>(
-    shared: Arc<Shared>,
+    shared: Arc<DrainShared>,
     mut app: S,
     mut finishing: FinishBatch,
     job: Job,
@@ -223,7 +328,7 @@ where
     RB: Body<Data = Bytes>,
     RB::Error: Into<BoxError>,
 {
-    let (id, attempt) = (job.id, job.attempt);
+    let (id, attempt, priority) = (job.id, job.attempt, job.request.priority);
     let request = rebuild::<B>(&job);
     // A replay must end within its lease (less a margin for the store's
     // own write): past it, another drain may already hold the job.
@@ -246,7 +351,7 @@ where
             ),
             None => {
                 let status = res.status();
-                let body = first_bytes(res.into_body(), shared.config.status_body).await;
+                let body = first_bytes(res.into_body(), shared.status_body).await;
                 counters.replayed.fetch_add(1, Relaxed);
                 crate::sync::lock(&shared.pace).record(Instant::now());
                 (Finish::Done { status, body }, Ended::Answered)
@@ -261,14 +366,20 @@ where
     // A store that fails here leaves the job running until its lease
     // ends; then it is replayed again (at least once, never lost).
     if poll_fn(|cx| finishing.poll_ready(cx)).await.is_ok() {
-        let _ = finishing.call((id, attempt, finish)).await;
+        let ending = Ending {
+            id,
+            priority,
+            attempt,
+            how: finish,
+        };
+        let _ = finishing.call(ending).await;
     }
     ended
 }
 
 /// A replay the stack refused for overload: back to the store after the
 /// refusal's hint, the attempt not counted.
-fn refused(shared: &Shared, refusal: &Overloaded) -> (Finish, Ended) {
+fn refused(shared: &DrainShared, refusal: &Overloaded) -> (Finish, Ended) {
     shared.counters.deferred.fetch_add(1, Relaxed);
     let after = refusal.retry_after().unwrap_or(Duration::from_secs(1));
     (
@@ -276,12 +387,17 @@ fn refused(shared: &Shared, refusal: &Overloaded) -> (Finish, Ended) {
             after,
             counted: false,
         },
-        Ended::Refused,
+        Ended::Refused(after),
     )
 }
 
 /// A failed attempt: back off and retry, or dead-letter after the last.
-fn failed(shared: &Shared, attempt: u32, max_attempts: u32, reason: String) -> (Finish, Ended) {
+fn failed(
+    shared: &DrainShared,
+    attempt: u32,
+    max_attempts: u32,
+    reason: String,
+) -> (Finish, Ended) {
     if attempt >= max_attempts {
         shared.counters.dead_lettered.fetch_add(1, Relaxed);
         return (Finish::Failed { reason }, Ended::Failed);

@@ -64,13 +64,17 @@ mod codec;
 mod config;
 mod deferrable;
 mod drain;
+mod drain_handle;
 mod group_commit;
 mod handle;
 mod job;
 mod layer;
 #[cfg(feature = "spill-postgres")]
 mod postgres;
+#[cfg(feature = "spill-redis")]
+mod redis_stream;
 mod service;
+mod source;
 #[cfg(feature = "spill-sqlite")]
 mod sqlite;
 mod store;
@@ -78,13 +82,18 @@ mod store;
 pub use config::Mode;
 pub use deferrable::{Deferrable, DeferrableRoutes};
 pub use drain::Drain;
+pub use drain_handle::{DrainHandle, DrainSnapshot};
 pub use handle::{SpillHandle, SpillSnapshot};
 pub use job::{Enqueued, Finish, Job, JobId, JobStatus, NewJob, ParseJobIdError};
 pub use layer::{SpillLayer, SpillLayerBuilder};
 #[cfg(feature = "spill-postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "spill-postgres")))]
 pub use postgres::PostgresStore;
+#[cfg(feature = "spill-redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "spill-redis")))]
+pub use redis_stream::{RedisStreamSource, RedisStreamSourceBuilder, StreamProducer};
 pub use service::{Spill, SpillFuture};
+pub use source::{DiscardReason, Discarded, DrainSource, Ending};
 #[cfg(feature = "spill-sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "spill-sqlite")))]
 pub use sqlite::SqliteStore;
