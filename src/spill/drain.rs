@@ -32,8 +32,8 @@ use super::{
 ///
 /// The drain keeps a window of replays in flight, like a TCP sender: it
 /// starts at 4, grows by one with each replay the application answered, and
-/// halves when the stack refuses one for overload (the refused job goes
-/// back to the store, its attempt not counted). So the application's own
+/// halves when the stack refuses one for overload, once per round trip (the
+/// refused job goes back to the store, its attempt not counted). So the application's own
 /// limiter sets the pace, and live traffic, which the limiter ranks by
 /// priority as usual, keeps its share.
 ///
@@ -187,6 +187,8 @@ where
         // or the source failed.
         let mut hold_until: Option<Instant> = None;
         let mut failing = SourceFailures::default();
+        // When the window was last cut for a refusal.
+        let mut last_cut = Instant::now();
         loop {
             let now = Instant::now();
             if now >= stats_at {
@@ -231,14 +233,16 @@ where
                 };
                 // The replay must end within what is left of its lease.
                 let left = self.lease.saturating_sub(leased_at.elapsed());
-                running.spawn(replay(
+                let at = Instant::now();
+                let attempt = replay(
                     Arc::clone(&self.shared),
                     self.app.clone(),
                     finishing.clone(),
                     job,
                     self.max_attempts,
                     left,
-                ));
+                );
+                running.spawn(async move { (at, attempt.await) });
                 started = true;
             }
             if started && ready.is_empty() && running.len() < window as usize {
@@ -252,17 +256,24 @@ where
                 _ => Instant::now() + IDLE_POLL,
             };
             let may_lease = ready.is_empty() && running.len() < window as usize;
+            let in_flight = &self.shared.counters.in_flight;
+            in_flight.store(running.len() as u64, Relaxed);
             tokio::select! {
                 Some(ended) = running.join_next(), if !running.is_empty() => {
                     window = match ended {
-                        Ok(Ended::Answered) => (window + 1.0).min(self.max_window as f64),
-                        Ok(Ended::Refused(after)) => {
+                        Ok((_, Ended::Answered)) => (window + 1.0).min(self.max_window as f64),
+                        // Refusals of replays that started before the last
+                        // cut are the same overload that caused it: one cut
+                        // per round trip, as TCP halves once per loss event.
+                        Ok((started, Ended::Refused(_))) if started < last_cut => window,
+                        Ok((_, Ended::Refused(after))) => {
+                            last_cut = Instant::now();
                             if window <= 1.0 {
-                                hold_until = Some(Instant::now() + after.min(MAX_HOLD));
+                                hold_until = Some(last_cut + after.min(MAX_HOLD));
                             }
                             (window / 2.0).max(1.0)
                         }
-                        Ok(Ended::Failed) | Err(_) => window,
+                        Ok((_, Ended::Failed)) | Err(_) => window,
                     };
                 }
                 () = self.shared.stored.notified(), if may_lease && hold_until.is_none() => {}
@@ -339,7 +350,6 @@ where
         Ok::<_, BoxError>(res)
     })
     .await;
-    let counters = &shared.counters;
     let (finish, ended) = match outcome {
         Ok(Ok(res)) => match res.extensions().get::<Overloaded>() {
             Some(refusal) => refused(&shared, refusal),
@@ -352,8 +362,6 @@ where
             None => {
                 let status = res.status();
                 let body = first_bytes(res.into_body(), shared.status_body).await;
-                counters.replayed.fetch_add(1, Relaxed);
-                crate::sync::lock(&shared.pace).record(Instant::now());
                 (Finish::Done { status, body }, Ended::Answered)
             }
         },
@@ -363,16 +371,28 @@ where
         },
         Err(_) => failed(&shared, attempt, max_attempts, "timed out".to_owned()),
     };
-    // A store that fails here leaves the job running until its lease
+    // Replays and dead letters count once the source has recorded them,
+    // so a snapshot never shows a job done that its status calls running.
+    let recorded = match &finish {
+        Finish::Done { .. } => Some(&shared.counters.replayed),
+        Finish::Failed { .. } => Some(&shared.counters.dead_lettered),
+        Finish::Retry { .. } => None,
+    };
+    let ending = Ending {
+        id,
+        priority,
+        attempt,
+        how: finish,
+    };
+    // A source that fails here leaves the job leased until its lease
     // ends; then it is replayed again (at least once, never lost).
-    if poll_fn(|cx| finishing.poll_ready(cx)).await.is_ok() {
-        let ending = Ending {
-            id,
-            priority,
-            attempt,
-            how: finish,
-        };
-        let _ = finishing.call(ending).await;
+    let written = poll_fn(|cx| finishing.poll_ready(cx)).await.is_ok()
+        && finishing.call(ending).await.is_ok();
+    if let Some(counter) = recorded.filter(|_| written) {
+        counter.fetch_add(1, Relaxed);
+        if matches!(ended, Ended::Answered) {
+            crate::sync::lock(&shared.pace).record(Instant::now());
+        }
     }
     ended
 }
@@ -399,7 +419,6 @@ fn failed(
     reason: String,
 ) -> (Finish, Ended) {
     if attempt >= max_attempts {
-        shared.counters.dead_lettered.fetch_add(1, Relaxed);
         return (Finish::Failed { reason }, Ended::Failed);
     }
     shared.counters.retried.fetch_add(1, Relaxed);

@@ -71,6 +71,8 @@ pub(crate) struct DrainCounters {
     pub(crate) deferred: AtomicU64,
     pub(crate) retried: AtomicU64,
     pub(crate) dead_lettered: AtomicU64,
+    /// Replays running now (a gauge).
+    pub(crate) in_flight: AtomicU64,
     /// By [`Priority::index`].
     pub(crate) discarded: [AtomicU64; 4],
 }
@@ -142,6 +144,9 @@ impl std::fmt::Debug for DrainHandle {
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct DrainSnapshot {
+    /// Replays running now: jobs leased from the source and not yet
+    /// finished (at most the drain's window).
+    pub in_flight: u64,
     /// Replays that ended with the application's answer.
     pub replayed: u64,
     /// Replays the stack refused for overload, to be tried again (not
@@ -179,6 +184,7 @@ impl DrainHandle {
     pub fn snapshot(&self) -> DrainSnapshot {
         let c = &self.shared.counters;
         DrainSnapshot {
+            in_flight: c.in_flight.load(Relaxed),
             replayed: c.replayed.load(Relaxed),
             deferred: c.deferred.load(Relaxed),
             retried: c.retried.load(Relaxed),

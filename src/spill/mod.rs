@@ -57,6 +57,21 @@
 //! process; the fleet store (`spill-postgres`, `PostgresStore`) is one
 //! PostgreSQL table that many instances share as one queue, leasing with
 //! `FOR UPDATE SKIP LOCKED`.
+//!
+//! # Sources
+//!
+//! A drain reads from a [`DrainSource`]: the layer's store, or a durable
+//! stream another system produces, read with [`Drain::new`]. The Redis
+//! Streams source (`spill-redis`, `RedisStreamSource`) consumes a stream per
+//! priority through a consumer group: it reads only as many entries as the
+//! drain has free replay slots, so while the application throttles the
+//! backlog waits on Redis instead of in this process; it acknowledges an
+//! entry only after success, reclaims what dead consumers held, moves
+//! entries past their last attempt to `<stream>:dead`, and discards by
+//! priority only in an emergency, counted in the [`DrainSnapshot`] and
+//! logged. Its module docs say how to produce entries;
+//! `cargo run --example stream_consumer` shows the backlog staying on Redis
+//! while the consumer throttles.
 
 mod answer;
 #[cfg(any(feature = "spill-sqlite", feature = "spill-postgres"))]
