@@ -1,100 +1,8 @@
-//! A Redis Streams backlog as the drain's source: the seed's "source queue
-//! as overflow buffer". Another system produces requests onto streams; a
-//! [`Drain`](super::Drain) replays them into the application at the pace
-//! its limiter admits, and while it throttles the backlog waits on Redis,
-//! not in this process.
-//!
-//! # Producing
-//!
-//! One stream per priority, `<name>:<priority>`: `orders:critical`,
-//! `orders:high`, `orders:default`, `orders:low`. An entry is a request:
-//!
-//! | field | |
-//! |---|---|
-//! | `uri` | path and query, required |
-//! | `method` | optional, `POST` when absent |
-//! | `header:<name>` | one header value; repeat the field for more |
-//! | `body` | optional, the bytes as they are |
-//!
-//! Other fields are ignored. [`StreamProducer`] builds the `XADD`; any
-//! client can write the same entry (`XADD orders:low * uri /likes body
-//! 42`). An `idempotency-key` header reaches the handler as in a spilled
-//! replay, which matters here too: delivery is at least once.
-//!
-//! # Consuming
-//!
-//! The source reads through a consumer group (created with `MKSTREAM` at
-//! the first lease if missing, from the start of the stream), highest
-//! priority first: a lower tier is read only when the higher ones have
-//! nothing waiting. It reads (`XREADGROUP`) only as many entries as the
-//! drain has free replay slots, so when the application refuses replays
-//! the drain's window shrinks to one, then stops leasing for the refusal's
-//! hint, and the unread backlog stays on Redis (its group lag, in
-//! [`DrainSnapshot::source`](super::DrainSnapshot::source)) instead of
-//! becoming this process's memory.
-//!
-//! - **Success** (any answer that is not a `5xx`): `XACK`, and only then.
-//! - **Refused for overload**: the entry stays pending with this consumer;
-//!   its delivery count is put back (a refusal is not an attempt) and its
-//!   idle time set so that it is reclaimed when the refusal's hint ends.
-//! - **Failed** (a `5xx`, an error, the lease's end): the entry stays
-//!   pending and is reclaimed after a backoff; Redis keeps one idle clock
-//!   per entry, so the backoff is at most the drain's
-//!   [`lease`](super::Drain::lease). Attempts are the entry's delivery
-//!   count; after the drain's [`max_attempts`](super::Drain::max_attempts)
-//!   the entry is copied to `<stream>:dead` (its fields, plus `dead:id`,
-//!   `dead:attempts`, `dead:reason`) and acknowledged, in one script. An
-//!   entry that is not a request (no `uri`, a malformed header) is
-//!   dead-lettered at once, with a warning logged.
-//! - **Reclaim**: before reading anything new, each lease claims
-//!   (`XAUTOCLAIM`) the entries of its tier idle for longer than the
-//!   lease: those of consumers that died (a process killed between read
-//!   and ack), and retries whose backoff ended.
-//!
-//! # Emergency discard
-//!
-//! [`discard_older_than`](RedisStreamSourceBuilder::discard_older_than)
-//! bounds a tier's wait: when its oldest unread entry is older than the
-//! bound, the group's cursor is moved past the entries older than it
-//! (`XGROUP SETID`, the seed's "discard = cursor advance"). Nothing is
-//! processed half-way, since they were never read; they stay in the stream
-//! until its retention trims them, so an operator can still read them. The
-//! discard is counted in [`DrainSnapshot::discarded`](super::DrainSnapshot)
-//! by priority and logged (`tracing`, warn), never silent. Pending entries
-//! that the stream's own `MAXLEN` trimmed are counted and logged the same
-//! way (reason `trimmed`).
-//!
-//! # Redis down
-//!
-//! Nothing panics. A lease that fails holds the drain for a backoff (250
-//! ms doubling to 2 s), the connection is made again on the next try, a
-//! consumer group that vanished (a Redis restarted without persistence) is
-//! created again, and the drain resumes. Entries read and not acknowledged
-//! when the connection broke are pending and reclaimed after the lease.
-//!
-//! # Example
-//!
-//! ```no_run
-//! # async fn run(app: axum::Router) -> Result<(), Box<dyn std::error::Error>> {
-//! use std::time::Duration;
-//! use tower_spillway::{Priority, spill::{Drain, RedisStreamSource}};
-//!
-//! let client = redis::Client::open("redis://127.0.0.1:6379/")?;
-//! let source = RedisStreamSource::builder(client, "orders")
-//!     .group("orders-drain")
-//!     .discard_older_than(Priority::Low, Duration::from_secs(600))
-//!     .build()?;
-//! let drain = Drain::new(source, app).lease(Duration::from_secs(30));
-//! let stats = drain.handle();
-//! drain.spawn();
-//! # let _ = stats.snapshot();
-//! # Ok(()) }
-//! ```
-//!
-//! `cargo run --example stream_consumer -- --seconds 20` floods a stream
-//! faster than a backend of known capacity and prints, once a second, the
-//! backlog left on Redis, the drain's in-flight and its throughput.
+//! The Redis Streams source of a drain: a backlog another system produces,
+//! consumed through a consumer group; see [`RedisStreamSource`].
 
+mod builder;
+mod connection;
 mod entry;
 mod reply;
 mod scripts;
@@ -109,16 +17,18 @@ use std::{
     time::Duration,
 };
 
-use redis::{AsyncConnectionConfig, Value, aio::MultiplexedConnection};
+use redis::Value;
 
-use crate::{ConfigError, Priority};
+use crate::Priority;
 
+use self::connection::Connection;
 use super::{
     job::{Finish, Job, JobId},
     source::{DiscardReason, Discarded, DrainSource, Ending},
     store::{StoreError, StoreFuture, StoreStats},
 };
 
+pub use builder::RedisStreamSourceBuilder;
 pub use entry::StreamProducer;
 
 /// The tiers in the order they are read: highest priority first. A tier's
@@ -137,7 +47,101 @@ const DISCARD_BATCH: usize = 10_000;
 const COUNT_CAP: usize = 10_000;
 
 /// A [`DrainSource`] reading a Redis stream per priority through a consumer
-/// group; see the [module docs](self).
+/// group: the seed's "source queue as overflow buffer". Another system
+/// produces requests onto the streams; a [`Drain`](super::Drain) replays them
+/// into the application at the pace its limiter admits, and while it
+/// throttles the backlog waits on Redis, not in this process.
+///
+/// # Producing
+///
+/// One stream per priority, `<name>:<priority>`: `orders:critical`,
+/// `orders:high`, `orders:default`, `orders:low`. An entry is a request:
+///
+/// | field | |
+/// |---|---|
+/// | `uri` | path and query, required |
+/// | `method` | optional, `POST` when absent |
+/// | `header:<name>` | one header value; repeat the field for more |
+/// | `body` | optional, the bytes as they are |
+///
+/// Other fields are ignored. [`StreamProducer`] builds the `XADD`; any
+/// client can write the same entry (`XADD orders:low * uri /likes body
+/// 42`). An `idempotency-key` header reaches the handler as in a spilled
+/// replay, which matters here too: delivery is at least once.
+///
+/// # Consuming
+///
+/// The source reads through a consumer group (created with `MKSTREAM` at
+/// the first lease if missing, from the start of the stream), highest
+/// priority first: a lower tier is read only when the higher ones have
+/// nothing waiting. It reads (`XREADGROUP`) only as many entries as the
+/// drain has free replay slots, so when the application refuses replays
+/// the drain's window shrinks to one, then stops leasing for the refusal's
+/// hint, and the unread backlog stays on Redis (its group lag, in
+/// [`DrainSnapshot::source`](super::DrainSnapshot::source)) instead of
+/// becoming this process's memory.
+///
+/// - **Success** (any answer that is not a `5xx`): `XACK`, and only then.
+/// - **Refused for overload**: the entry stays pending with this consumer;
+///   its delivery count is put back (a refusal is not an attempt) and its
+///   idle time set so that it is reclaimed when the refusal's hint ends.
+/// - **Failed** (a `5xx`, an error, the lease's end): the entry stays
+///   pending and is reclaimed after a backoff; Redis keeps one idle clock
+///   per entry, so the backoff is at most the drain's
+///   [`lease`](super::Drain::lease). Attempts are the entry's delivery
+///   count; after the drain's [`max_attempts`](super::Drain::max_attempts)
+///   the entry is copied to `<stream>:dead` (its fields, plus `dead:id`,
+///   `dead:attempts`, `dead:reason`) and acknowledged, in one script. An
+///   entry that is not a request (no `uri`, a malformed header) is
+///   dead-lettered at once, with a warning logged.
+/// - **Reclaim**: before reading anything new, each lease claims
+///   (`XAUTOCLAIM`) the entries of its tier idle for longer than the
+///   lease: those of consumers that died (a process killed between read
+///   and ack), and retries whose backoff ended.
+///
+/// # Emergency discard
+///
+/// [`discard_older_than`](RedisStreamSourceBuilder::discard_older_than)
+/// bounds a tier's wait: when its oldest unread entry is older than the
+/// bound, the group's cursor is moved past the entries older than it
+/// (`XGROUP SETID`, the seed's "discard = cursor advance"). Nothing is
+/// processed half-way, since they were never read; they stay in the stream
+/// until its retention trims them, so an operator can still read them. The
+/// discard is counted in [`DrainSnapshot::discarded`](super::DrainSnapshot)
+/// by priority and logged (`tracing`, warn), never silent. Pending entries
+/// that the stream's own `MAXLEN` trimmed are counted and logged the same
+/// way (reason `trimmed`).
+///
+/// # Redis down
+///
+/// Nothing panics. A lease that fails holds the drain for a backoff (250
+/// ms doubling to 2 s), the connection is made again on the next try, a
+/// consumer group that vanished (a Redis restarted without persistence) is
+/// created again, and the drain resumes. Entries read and not acknowledged
+/// when the connection broke are pending and reclaimed after the lease.
+///
+/// # Example
+///
+/// ```no_run
+/// # async fn run(app: axum::Router) -> Result<(), Box<dyn std::error::Error>> {
+/// use std::time::Duration;
+/// use tower_spillway::{Priority, spill::{Drain, RedisStreamSource}};
+///
+/// let client = redis::Client::open("redis://127.0.0.1:6379/")?;
+/// let source = RedisStreamSource::builder(client, "orders")
+///     .group("orders-drain")
+///     .discard_older_than(Priority::Low, Duration::from_secs(600))
+///     .build()?;
+/// let drain = Drain::new(source, app).lease(Duration::from_secs(30));
+/// let stats = drain.handle();
+/// drain.spawn();
+/// # let _ = stats.snapshot();
+/// # Ok(()) }
+/// ```
+///
+/// `cargo run --example stream_consumer -- --seconds 20` floods a stream
+/// faster than a backend of known capacity and prints, once a second, the
+/// backlog left on Redis, the drain's in-flight and its throughput.
 pub struct RedisStreamSource {
     connection: Connection,
     name: String,
@@ -170,35 +174,7 @@ impl std::fmt::Debug for RedisStreamSource {
     }
 }
 
-/// The settings of a [`RedisStreamSource`]; [`build`](Self::build) checks
-/// them.
-#[derive(Debug)]
-pub struct RedisStreamSourceBuilder {
-    client: redis::Client,
-    name: String,
-    group: String,
-    consumer: Option<String>,
-    discard_after: [Option<Duration>; 4],
-    dead_max_len: usize,
-    timeout: Duration,
-}
-
 impl RedisStreamSource {
-    /// A builder for the source reading the streams `<name>:<priority>`
-    /// through `client`. Nothing connects until the drain's first lease, so
-    /// a Redis that is down at start delays the drain, not the build.
-    pub fn builder(client: redis::Client, name: impl Into<String>) -> RedisStreamSourceBuilder {
-        RedisStreamSourceBuilder {
-            client,
-            name: name.into(),
-            group: "spillway".to_owned(),
-            consumer: None,
-            discard_after: [None; 4],
-            dead_max_len: 100_000,
-            timeout: Duration::from_secs(2),
-        }
-    }
-
     /// A producer for this source's streams.
     pub fn producer(&self) -> StreamProducer {
         StreamProducer::new(self.name.clone())
@@ -207,133 +183,6 @@ impl RedisStreamSource {
     /// This consumer's name in the group.
     pub fn consumer(&self) -> &str {
         &self.consumer
-    }
-}
-
-impl RedisStreamSourceBuilder {
-    /// The consumer group (default `spillway`). Drains of one group share
-    /// the backlog; each group sees every entry.
-    #[must_use]
-    pub fn group(mut self, group: impl Into<String>) -> Self {
-        self.group = group.into();
-        self
-    }
-
-    /// This drain's consumer name in the group (default: the process id
-    /// and a random tag, so a restarted process is a new consumer and what
-    /// the old one held is reclaimed after the lease).
-    #[must_use]
-    pub fn consumer(mut self, consumer: impl Into<String>) -> Self {
-        self.consumer = Some(consumer.into());
-        self
-    }
-
-    /// The emergency bound of a tier: when its oldest unread entry has
-    /// waited longer than `bound`, the entries older than `bound` are
-    /// skipped, counted and logged (default: none, nothing is discarded).
-    #[must_use]
-    pub fn discard_older_than(mut self, priority: Priority, bound: Duration) -> Self {
-        self.discard_after[priority.index()] = Some(bound);
-        self
-    }
-
-    /// About how many entries each `<stream>:dead` keeps (default 100,000;
-    /// `MAXLEN ~`).
-    #[must_use]
-    pub fn dead_letters(mut self, max: usize) -> Self {
-        self.dead_max_len = max;
-        self
-    }
-
-    /// How long a Redis command may take, and a connection to be made
-    /// (default 2 s); past it the call fails and the drain backs off.
-    #[must_use]
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Checks the settings and makes the source.
-    pub fn build(self) -> Result<RedisStreamSource, ConfigError> {
-        let consumer = self
-            .consumer
-            .unwrap_or_else(|| format!("{}-{:016x}", std::process::id(), fastrand::u64(..)));
-        if self.name.is_empty() || self.group.is_empty() || consumer.is_empty() {
-            return Err(ConfigError::new(
-                "name",
-                "the stream name, group and consumer must not be empty",
-            ));
-        }
-        if self.discard_after.iter().flatten().any(Duration::is_zero) {
-            return Err(ConfigError::new(
-                "discard_older_than",
-                "a discard bound must be above zero",
-            ));
-        }
-        if self.dead_max_len == 0 {
-            return Err(ConfigError::new("dead_letters", "must keep at least one"));
-        }
-        if self.timeout.is_zero() {
-            return Err(ConfigError::new("timeout", "must be above zero"));
-        }
-        let streams = TIERS.map(|p| entry::stream_key(&self.name, p));
-        let dead = streams.clone().map(|s| format!("{s}:dead"));
-        Ok(RedisStreamSource {
-            connection: Connection::new(self.client, self.timeout),
-            name: self.name,
-            group: self.group,
-            consumer,
-            keys: streams.into_iter().chain(dead).collect(),
-            discard_after: self.discard_after,
-            dead_max_len: self.dead_max_len,
-            scripts: scripts::Scripts::new(),
-            cursors: Mutex::new(std::array::from_fn(|_| "0-0".to_owned())),
-            trimmed: Default::default(),
-            groups_ready: AtomicBool::new(false),
-            lease_ms: AtomicU64::new(30_000),
-        })
-    }
-}
-
-/// One multiplexed connection, made again after it breaks.
-struct Connection {
-    client: redis::Client,
-    config: AsyncConnectionConfig,
-    live: tokio::sync::Mutex<Option<MultiplexedConnection>>,
-}
-
-impl Connection {
-    fn new(client: redis::Client, timeout: Duration) -> Self {
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout));
-        Self {
-            client,
-            config,
-            live: tokio::sync::Mutex::new(None),
-        }
-    }
-
-    async fn get(&self) -> Result<MultiplexedConnection, StoreError> {
-        let mut live = self.live.lock().await;
-        if let Some(conn) = &*live {
-            return Ok(conn.clone());
-        }
-        let conn = self
-            .client
-            .get_multiplexed_async_connection_with_config(&self.config)
-            .await
-            .map_err(StoreError::new)?;
-        *live = Some(conn.clone());
-        Ok(conn)
-    }
-
-    /// Drops a connection that failed other than by the server's answer
-    /// (an error reply means the connection itself is fine).
-    async fn failed(&self, err: &redis::RedisError) {
-        if err.code().is_none() {
-            *self.live.lock().await = None;
-        }
     }
 }
 
