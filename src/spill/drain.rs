@@ -191,7 +191,9 @@ where
         let mut last_cut = Instant::now();
         loop {
             let now = Instant::now();
-            if now >= stats_at {
+            // A failing source is not asked for its figures: each ask would
+            // wait out its timeout too. The next lease that works resumes them.
+            if now >= stats_at && failing.count == 0 {
                 if let Ok(discarded) = source.discard().await {
                     self.count_discarded(&discarded);
                 }
@@ -478,6 +480,17 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failing_source_is_retried_after_a_doubling_wait_up_to_the_hold_cap() {
+        let mut failing = SourceFailures::default();
+        let waits: Vec<u64> = (0..6)
+            .map(|_| failing.failed().as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [250, 500, 1000, 2000, 2000, 2000]);
+        failing.recovered();
+        assert_eq!(failing.failed(), Duration::from_millis(250));
+    }
 
     #[test]
     fn backoff_doubles_to_its_cap_with_upward_jitter() {

@@ -139,7 +139,8 @@ const COUNT_CAP: usize = 10_000;
 /// # Ok(()) }
 /// ```
 ///
-/// `cargo run --example stream_consumer -- --seconds 20` floods a stream
+/// `REDIS_URL=redis://127.0.0.1:6379/ cargo run --release --example
+/// stream_consumer -- --seconds 20` floods a stream
 /// faster than a backend of known capacity and prints, once a second, the
 /// backlog left on Redis, the drain's in-flight and its throughput.
 pub struct RedisStreamSource {
