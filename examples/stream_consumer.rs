@@ -155,7 +155,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let capacity = args.capacity as f64 / args.service.as_secs_f64();
     println!(
-        "flooding {name}:{{high,low}} at {} entries/s for {} s; the backend sustains {capacity:.0}/s",
+        "flooding {name}:{{high,low}} at {} entries/s for {} s; the backend's nominal capacity is {capacity:.0}/s",
         args.rate,
         args.seconds.div_ceil(2)
     );
@@ -206,7 +206,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     flood.abort();
     let snapshot = stats.snapshot();
     println!(
-        "replayed {} of {} in {} s ({:.0}/s; the backend sustains {capacity:.0}/s), {} deferred by the limit",
+        "replayed {} of {} in {} s ({:.0}/s; nominal capacity {capacity:.0}/s, less the timer's granularity), {} deferred by the limit",
         snapshot.replayed,
         produced.load(Relaxed),
         args.seconds,

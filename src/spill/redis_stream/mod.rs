@@ -120,6 +120,16 @@ const COUNT_CAP: usize = 10_000;
 /// created again, and the drain resumes. Entries read and not acknowledged
 /// when the connection broke are pending and reclaimed after the lease.
 ///
+/// # Costs and limits
+///
+/// Every operation is one Lua script (one round trip, atomic): a lease
+/// reclaims and reads every tier at once, the ends of concurrent replays
+/// are written together. An idle drain asks about four times a second (no
+/// blocking read: a script cannot block), plus its figures five times a
+/// second. The scripts touch every tier's stream, so on a Redis Cluster
+/// give the name a hash tag (`{orders}`) to keep them in one slot. Redis 7
+/// or later (`XAUTOCLAIM`'s deleted entries, the group's lag).
+///
 /// # Example
 ///
 /// ```no_run
