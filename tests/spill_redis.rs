@@ -374,6 +374,33 @@ async fn a_failing_entry_stays_pending_is_retried_then_dead_lettered() {
     clean_up(&mut conn, &producer).await;
 }
 
+/// Runs a consumer whose application never answers until it has read
+/// `entries` entries of `stream`, then kills it: they stay pending with it,
+/// never acknowledged.
+async fn read_by_a_consumer_that_dies(
+    conn: &mut MultiplexedConnection,
+    url: &str,
+    name: &str,
+    stream: &str,
+    entries: i64,
+) {
+    let stuck = Router::new().route("/{*path}", post(std::future::pending::<StatusCode>));
+    let doomed = Drain::new(source(url, name).consumer("doomed").build().unwrap(), stuck)
+        .lease(Duration::from_secs(60))
+        .spawn();
+    let mut held = 0;
+    for _ in 0..200 {
+        held = find_group(conn, stream, "test").await.map_or(0, |g| g.1);
+        if held == entries {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(held, entries, "the doomed consumer read every entry");
+    doomed.abort();
+    let _ = doomed.await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a Redis server: set REDIS_URL (see .ci/redis.sh)"]
 async fn a_second_consumer_reclaims_what_a_dead_one_held() {
@@ -384,28 +411,7 @@ async fn a_second_consumer_reclaims_what_a_dead_one_held() {
     for body in ["a", "b", "c"] {
         produce(&mut conn, &producer, Priority::Default, "/work", body).await;
     }
-    // The first consumer's application never answers; the consumer is then
-    // killed, its reads never acknowledged.
-    let stuck = Router::new().route("/{*path}", post(std::future::pending::<StatusCode>));
-    let doomed = Drain::new(
-        source(&url, &name).consumer("doomed").build().unwrap(),
-        stuck,
-    )
-    .lease(Duration::from_secs(60));
-    let doomed = doomed.spawn();
-    let mut held = 0;
-    for _ in 0..200 {
-        held = find_group(&mut conn, &stream, "test")
-            .await
-            .map_or(0, |g| g.1);
-        if held == 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(held, 3, "the doomed consumer read every entry");
-    doomed.abort();
-    let _ = doomed.await;
+    read_by_a_consumer_that_dies(&mut conn, &url, &name, &stream, 3).await;
 
     let (seen, gate) = (Arc::new(Seen::default()), Arc::new(Semaphore::new(0)));
     let heir = source(&url, &name).consumer("heir").build().unwrap();
@@ -425,6 +431,42 @@ async fn a_second_consumer_reclaims_what_a_dead_one_held() {
         [2, 2, 2],
         "the reclaim is each entry's second delivery"
     );
+    acked(&mut conn, &stream).await;
+    task.abort();
+    clean_up(&mut conn, &producer).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a Redis server: set REDIS_URL (see .ci/redis.sh)"]
+async fn pending_entries_the_streams_retention_trimmed_are_counted_as_discarded() {
+    let (url, name) = (url(), unique("trimmed"));
+    let mut conn = connect(&url).await;
+    let producer = StreamProducer::new(name.clone());
+    let stream = producer.stream(Priority::Default);
+    for body in ["a", "b"] {
+        produce(&mut conn, &producer, Priority::Default, "/work", body).await;
+    }
+    read_by_a_consumer_that_dies(&mut conn, &url, &name, &stream, 2).await;
+    // The stream's retention removes them while they are pending.
+    let _: u64 = redis::cmd("XTRIM")
+        .arg(&stream)
+        .arg("MAXLEN")
+        .arg(0)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    produce(&mut conn, &producer, Priority::Default, "/work", "kept").await;
+    let (seen, gate) = (Arc::new(Seen::default()), Arc::new(Semaphore::new(0)));
+    let heir = source(&url, &name).consumer("heir").build().unwrap();
+    let drain = Drain::new(heir, app(4, &seen, &gate)).lease(Duration::from_millis(300));
+    let stats = drain.handle();
+    let task = drain.spawn();
+    wait_until("the trimmed entries are counted", || {
+        let s = stats.snapshot();
+        s.discarded_in(Priority::Default) == 2 && s.replayed == 1
+    })
+    .await;
+    assert_eq!(seen.bodies(), ["kept"]);
     acked(&mut conn, &stream).await;
     task.abort();
     clean_up(&mut conn, &producer).await;
