@@ -85,7 +85,8 @@
 //!   in the table of the `metrics` module's docs;
 //! - `spill`: `SpillLayer` and its drain over any `SpillStore`;
 //!   `spill-sqlite` adds the embedded SQLite store (bundled, WAL, full
-//!   durability).
+//!   durability), `spill-postgres` the fleet store on PostgreSQL, and
+//!   `spill-redis` a drain source consuming Redis Streams.
 //!
 //! [Tower]: https://docs.rs/tower
 

@@ -20,9 +20,12 @@ use crate::{BoxError, Overloaded};
 
 use super::{
     Replay,
+    drain_handle::{DrainHandle, DrainShared},
     group_commit::{self, FinishBatch},
-    handle::{Shared, SpillHandle},
+    handle::SpillHandle,
     job::{Finish, Job},
+    source::{Discarded, DrainSource, Ending},
+    store::StoreError,
     window::Window,
 };
 
@@ -31,17 +34,28 @@ use super::{
 ///
 /// The drain keeps a window of replays in flight, like a TCP sender: it
 /// starts at 4, doubles each round trip until the stack first refuses a
-/// replay for overload, then grows by one per round and halves on a
-/// refusal (the refused job goes back to the store, its attempt not
-/// counted). So the application's own
-/// limiter sets the pace, and live traffic, which the limiter ranks by
-/// priority as usual, keeps its share.
+/// replay for overload, then grows by one per round and falls to 0.7 of
+/// itself on a refusal, once per round trip (the refused job goes back to
+/// the store, its attempt not counted). So the application's own limiter
+/// sets the pace, and live traffic, which the limiter ranks by priority as
+/// usual, keeps its share. A slot of the window is free again as soon as
+/// the application has answered (the end is written with the others that
+/// ended meanwhile), and a store's next window of jobs is leased while half
+/// of the last one is still waiting to start, so the application never
+/// waits on the store between replays.
+///
+/// At the narrowest window, a refusal also stops the drain from leasing
+/// for the refusal's hint (at most 2 s): while the stack throttles,
+/// jobs stay on their source instead of being taken to be refused. A
+/// source that fails (a database or Redis down) is retried after a backoff
+/// that doubles up to 2 s; nothing panics, and the drain resumes
+/// when the source answers again.
 ///
 /// Replayed requests have bodies of type `B`, [`Full<Bytes>`] unless
 /// [`with_body`](Self::with_body) says otherwise; an axum `Router` takes any.
 #[derive(Debug)]
 pub struct Drain<S, B = Full<Bytes>> {
-    shared: Arc<Shared>,
+    shared: Arc<DrainShared>,
     app: S,
     max_attempts: u32,
     lease: Duration,
@@ -56,8 +70,28 @@ impl SpillHandle {
     /// replays pass the same limiter and reach the same handlers as live
     /// requests.
     pub fn drain<S>(&self, app: S) -> Drain<S> {
+        Drain::with_shared(Arc::clone(&self.shared.drain), app)
+    }
+}
+
+/// The longest a drain stops leasing: after a refusal at its narrowest
+/// window, or between tries of a source that fails.
+const MAX_HOLD: Duration = Duration::from_secs(2);
+
+impl<S> Drain<S> {
+    /// A drain replaying the jobs of `source` into `app`, the whole
+    /// application, so that replays pass the same limiter as live requests.
+    /// [`handle`](Self::handle) reads its figures. (A `SpillLayer`'s drain
+    /// is made by [`SpillHandle::drain`] instead.)
+    pub fn new(source: impl DrainSource, app: S) -> Self {
+        // Only a `SpillLayer` serves job status, so only its drain keeps
+        // the first bytes of answers.
+        Self::with_shared(Arc::new(DrainShared::new(Arc::new(source), 0)), app)
+    }
+
+    fn with_shared(shared: Arc<DrainShared>, app: S) -> Self {
         Drain {
-            shared: Arc::clone(&self.shared),
+            shared,
             app,
             max_attempts: 5,
             lease: Duration::from_secs(30),
@@ -69,6 +103,13 @@ impl SpillHandle {
 }
 
 impl<S, B> Drain<S, B> {
+    /// The handle on this drain's figures and its source's.
+    pub fn handle(&self) -> DrainHandle {
+        DrainHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
     /// Replays with bodies of type `B2` (any type made from `Bytes`), for
     /// services that take one body type only.
     pub fn with_body<B2>(self) -> Drain<S, B2> {
@@ -121,7 +162,8 @@ impl<S, B> Drain<S, B> {
 /// How one replay ended, as the window sees it.
 enum Ended {
     Answered,
-    Refused,
+    /// Refused for overload, with the refusal's hint.
+    Refused(Duration),
     Failed,
 }
 
@@ -144,39 +186,49 @@ where
         const IDLE_POLL: Duration = Duration::from_millis(250);
         const STATS_EVERY: Duration = Duration::from_millis(200);
         const PRUNE_EVERY: Duration = Duration::from_secs(60);
+        let source = Arc::clone(&self.shared.source);
         let mut window = Window::new(self.max_window);
         let mut running = JoinSet::new();
         // Jobs leased and not yet started, with when they were leased.
         let mut ready: VecDeque<(Instant, Job)> = VecDeque::new();
-        // The next lease, taken while the replays of the last one run, so
-        // a free slot never waits for the store.
+        // The next lease, taken while the replays of the last one run.
         let mut leasing: Option<LeaseFuture> = None;
         // The last lease found fewer jobs than it asked for: lease again on
         // news of a spill, a replay's end or the idle poll, not at once.
-        let mut store_dry = false;
-        let finishing = group_commit::finishing(Arc::clone(&self.shared.store));
+        let mut dry = false;
+        let finishing = group_commit::finishing(Arc::clone(&source));
         let (mut stats_at, mut prune_at) = (Instant::now(), Instant::now() + PRUNE_EVERY);
+        // No lease before this: the stack refused at the narrowest window,
+        // or the source failed.
+        let mut hold_until: Option<Instant> = None;
+        let mut failing = SourceFailures::default();
         loop {
             let now = Instant::now();
-            if now >= stats_at {
-                if let Ok(stats) = self.shared.store.stats().await {
-                    *crate::sync::lock(&self.shared.last_stats) = stats;
+            // A failing source is not asked for its figures: each ask would
+            // wait out its timeout too. The next lease that works resumes them.
+            if now >= stats_at && failing.count == 0 {
+                if let Ok(discarded) = source.discard().await {
+                    self.count_discarded(&discarded);
                 }
+                let _ = self.shared.read_stats().await;
                 stats_at = now + STATS_EVERY;
             }
             if now >= prune_at {
-                let _ = self.shared.store.prune(self.keep_results).await;
+                let _ = source.prune(self.keep_results).await;
                 prune_at = now + PRUNE_EVERY;
             }
-            // One lease, one transaction, for a whole window of jobs
-            // (leasing one per free slot would cost an fsync per job),
-            // asked for while half a window is still ready to start.
-            if leasing.is_none() && !store_dry && ready.len() <= window.size() / 2 {
-                let store = Arc::clone(&self.shared.store);
-                let (max, lease) = (window.size(), self.lease);
+            // A store takes a whole window in one lease (one transaction, not
+            // an fsync per job), asked for while half a window is still
+            // ready to start; a stream takes only the slots nothing fills
+            // yet, so its backlog stays on the source.
+            let free = window.size().saturating_sub(running.len() + ready.len());
+            let want = source.lease_size(free, window.size());
+            let held = hold_until.is_some_and(|until| now < until);
+            if leasing.is_none() && !dry && !held && want > 0 && ready.len() <= window.size() / 2 {
+                let (source, lease) = (Arc::clone(&source), self.lease);
                 leasing = Some(Box::pin(async move {
-                    let jobs = store.lease(max, lease).await.unwrap_or_default();
-                    (max, Instant::now(), jobs)
+                    let leased = source.lease(want, lease).await;
+                    (want, Instant::now(), leased)
                 }));
             }
             while running.len() < window.size() {
@@ -185,7 +237,8 @@ where
                 };
                 // The replay must end within what is left of its lease.
                 let left = self.lease.saturating_sub(leased_at.elapsed());
-                let replay = replay(
+                let at = Instant::now();
+                let attempt = replay(
                     Arc::clone(&self.shared),
                     self.app.clone(),
                     finishing.clone(),
@@ -193,41 +246,109 @@ where
                     self.max_attempts,
                     left,
                 );
-                let sent = Instant::now();
-                running.spawn(async move { (replay.await, sent) });
+                running.spawn(async move { (at, attempt.await) });
             }
-            // Wait for a replay to end, a lease to come back, a new job, or
-            // the next look at the store (for backoffs that ran out and
-            // leases that expired).
+            // Wait for a replay to end, a lease to come back, a new job, the
+            // end of a hold, or the next look at the source (for backoffs
+            // that ran out and leases that expired).
+            let wake = match hold_until {
+                Some(until) if until > Instant::now() => until,
+                _ => Instant::now() + IDLE_POLL,
+            };
+            let in_flight = &self.shared.counters.in_flight;
+            in_flight.store(running.len() as u64, Relaxed);
             tokio::select! {
                 Some(ended) = running.join_next(), if !running.is_empty() => {
-                    store_dry = false;
+                    dry = false;
                     match ended {
-                        Ok((Ended::Answered, _)) => window.answered(),
-                        Ok((Ended::Refused, sent)) => window.refused(sent, Instant::now()),
-                        Ok((Ended::Failed, _)) | Err(_) => {}
+                        Ok((_, Ended::Answered)) => window.answered(),
+                        Ok((started, Ended::Refused(after))) => {
+                            let narrowest = window.size() <= 1;
+                            let now = Instant::now();
+                            // At the narrowest window the stack still
+                            // refuses: leave the jobs on the source a while.
+                            if window.refused(started, now) && narrowest {
+                                hold_until = Some(now + after.min(MAX_HOLD));
+                            }
+                        }
+                        Ok((_, Ended::Failed)) | Err(_) => {}
                     }
                 }
-                (asked, at, jobs) = async { leasing.as_mut().expect("guarded").await }, if leasing.is_some() => {
+                (asked, at, leased) = async { leasing.as_mut().expect("guarded").await }, if leasing.is_some() => {
                     leasing = None;
-                    store_dry = jobs.len() < asked;
-                    ready.extend(jobs.into_iter().map(|job| (at, job)));
+                    match leased {
+                        Ok(jobs) => {
+                            failing.recovered();
+                            hold_until = None;
+                            dry = jobs.len() < asked;
+                            ready.extend(jobs.into_iter().map(|job| (at, job)));
+                        }
+                        Err(_err) => {
+                            let wait = failing.failed();
+                            #[cfg(feature = "tracing")]
+                            if failing.count == 1 {
+                                tracing::warn!(error = %_err, retry_ms = wait.as_millis() as u64, "drain source unavailable; backing off");
+                            }
+                            hold_until = Some(Instant::now() + wait);
+                        }
+                    }
                 }
-                () = self.shared.stored.notified(), if store_dry => store_dry = false,
-                () = tokio::time::sleep(IDLE_POLL) => store_dry = false,
+                () = self.shared.stored.notified(), if dry && hold_until.is_none() => dry = false,
+                () = tokio::time::sleep_until(wake) => dry = false,
             }
+        }
+    }
+
+    /// Counts and logs what the source discarded: never silently.
+    fn count_discarded(&self, discarded: &[Discarded]) {
+        for d in discarded.iter().filter(|d| d.jobs > 0) {
+            self.shared.counters.discarded[d.priority.index()].fetch_add(d.jobs, Relaxed);
+            #[cfg(feature = "tracing")]
+            tracing::warn!(
+                priority = d.priority.as_str(),
+                discarded = d.jobs,
+                oldest_ms = d.oldest.as_millis() as u64,
+                reason = d.why.as_str(),
+                "drain source discarded jobs"
+            );
         }
     }
 }
 
 /// A lease in progress: how many jobs it asked for, when it came back, and
-/// the jobs.
-type LeaseFuture =
-    std::pin::Pin<Box<dyn std::future::Future<Output = (usize, Instant, Vec<Job>)> + Send>>;
+/// what it got.
+type LeaseFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (usize, Instant, Result<Vec<Job>, StoreError>)> + Send>,
+>;
+
+/// The source's failures in a row, and the backoff they earn.
+#[derive(Default)]
+struct SourceFailures {
+    count: u32,
+}
+
+impl SourceFailures {
+    /// One more failure: how long to wait before the next try (250 ms,
+    /// doubling, at most [`MAX_HOLD`]).
+    fn failed(&mut self) -> Duration {
+        self.count = self.count.saturating_add(1);
+        Duration::from_millis(250)
+            .saturating_mul(1 << self.count.saturating_sub(1).min(8))
+            .min(MAX_HOLD)
+    }
+
+    fn recovered(&mut self) {
+        #[cfg(feature = "tracing")]
+        if self.count > 0 {
+            tracing::info!(failures = self.count, "drain source answering again");
+        }
+        self.count = 0;
+    }
+}
 
 /// One attempt at one job.
 async fn replay<S, B, RB>(
-    shared: Arc<Shared>,
+    shared: Arc<DrainShared>,
     mut app: S,
     mut finishing: FinishBatch,
     job: Job,
@@ -241,7 +362,7 @@ where
     RB: Body<Data = Bytes>,
     RB::Error: Into<BoxError>,
 {
-    let (id, attempt) = (job.id, job.attempt);
+    let (id, attempt, priority) = (job.id, job.attempt, job.request.priority);
     let request = rebuild::<B>(&job);
     // A replay must end within its lease (less a margin for the store's
     // own write): past it, another drain may already hold the job.
@@ -252,7 +373,6 @@ where
         Ok::<_, BoxError>(res)
     })
     .await;
-    let counters = &shared.counters;
     let (finish, ended) = match outcome {
         Ok(Ok(res)) => match res.extensions().get::<Overloaded>() {
             Some(refusal) => refused(&shared, refusal),
@@ -264,9 +384,7 @@ where
             ),
             None => {
                 let status = res.status();
-                let body = first_bytes(res.into_body(), shared.config.status_body).await;
-                counters.replayed.fetch_add(1, Relaxed);
-                crate::sync::lock(&shared.pace).record(Instant::now());
+                let body = first_bytes(res.into_body(), shared.status_body).await;
                 (Finish::Done { status, body }, Ended::Answered)
             }
         },
@@ -276,13 +394,34 @@ where
         },
         Err(_) => failed(&shared, attempt, max_attempts, "timed out".to_owned()),
     };
+    // Replays and dead letters count once the source has recorded them,
+    // so a snapshot never shows a job done that its status calls running.
+    let (done, dead) = (
+        matches!(finish, Finish::Done { .. }),
+        matches!(finish, Finish::Failed { .. }),
+    );
+    let ending = Ending {
+        id,
+        priority,
+        attempt,
+        how: finish,
+    };
     // The app has answered: the slot in the window is free now, and the
-    // end is written with the others that ended meanwhile. A store that
-    // fails here leaves the job running until its lease ends; then it is
+    // end is written with the others that ended meanwhile. A source that
+    // fails here leaves the job leased until its lease ends; then it is
     // replayed again (at least once, never lost).
+    let answered = matches!(ended, Ended::Answered);
     tokio::spawn(async move {
-        if poll_fn(|cx| finishing.poll_ready(cx)).await.is_ok() {
-            let _ = finishing.call((id, attempt, finish)).await;
+        let written = poll_fn(|cx| finishing.poll_ready(cx)).await.is_ok()
+            && finishing.call(ending).await.is_ok();
+        let counters = &shared.counters;
+        if written && done {
+            counters.replayed.fetch_add(1, Relaxed);
+            if answered {
+                crate::sync::lock(&shared.pace).record(Instant::now());
+            }
+        } else if written && dead {
+            counters.dead_lettered.fetch_add(1, Relaxed);
         }
     });
     ended
@@ -290,7 +429,7 @@ where
 
 /// A replay the stack refused for overload: back to the store after the
 /// refusal's hint, the attempt not counted.
-fn refused(shared: &Shared, refusal: &Overloaded) -> (Finish, Ended) {
+fn refused(shared: &DrainShared, refusal: &Overloaded) -> (Finish, Ended) {
     shared.counters.deferred.fetch_add(1, Relaxed);
     let after = refusal.retry_after().unwrap_or(Duration::from_secs(1));
     (
@@ -298,14 +437,18 @@ fn refused(shared: &Shared, refusal: &Overloaded) -> (Finish, Ended) {
             after,
             counted: false,
         },
-        Ended::Refused,
+        Ended::Refused(after),
     )
 }
 
 /// A failed attempt: back off and retry, or dead-letter after the last.
-fn failed(shared: &Shared, attempt: u32, max_attempts: u32, reason: String) -> (Finish, Ended) {
+fn failed(
+    shared: &DrainShared,
+    attempt: u32,
+    max_attempts: u32,
+    reason: String,
+) -> (Finish, Ended) {
     if attempt >= max_attempts {
-        shared.counters.dead_lettered.fetch_add(1, Relaxed);
         return (Finish::Failed { reason }, Ended::Failed);
     }
     shared.counters.retried.fetch_add(1, Relaxed);
@@ -365,6 +508,17 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failing_source_is_retried_after_a_doubling_wait_up_to_the_hold_cap() {
+        let mut failing = SourceFailures::default();
+        let waits: Vec<u64> = (0..6)
+            .map(|_| failing.failed().as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [250, 500, 1000, 2000, 2000, 2000]);
+        failing.recovered();
+        assert_eq!(failing.failed(), Duration::from_millis(250));
+    }
 
     #[test]
     fn backoff_doubles_to_its_cap_with_upward_jitter() {

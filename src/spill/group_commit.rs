@@ -17,7 +17,8 @@ use tower_service::Service;
 use crate::batch::{Batch, BatchConfig, Worker};
 
 use super::{
-    job::{Enqueued, Finish, JobId, NewJob},
+    job::{Enqueued, NewJob},
+    source::{DrainSource, Ending},
     store::{Bounds, SpillStore, StoreError},
 };
 
@@ -56,14 +57,12 @@ impl Service<Vec<NewJob>> for EnqueueService {
     }
 }
 
-/// One replay's end: the job, the attempt, and how it ended.
-pub(crate) type Ending = (JobId, u32, Finish);
 /// The batcher's handle the drain calls.
 pub(crate) type FinishBatch = Batch<Ending, bool>;
 
 /// The inner service of the drain's batcher: one `finish_many` per batch.
 pub(crate) struct FinishService {
-    store: Arc<dyn SpillStore>,
+    source: Arc<dyn DrainSource>,
 }
 
 impl Service<Vec<Ending>> for FinishService {
@@ -76,17 +75,17 @@ impl Service<Vec<Ending>> for FinishService {
     }
 
     fn call(&mut self, endings: Vec<Ending>) -> Self::Future {
-        let store = Arc::clone(&self.store);
+        let source = Arc::clone(&self.source);
         Box::pin(async move {
-            let answers = store.finish_many(endings).await?;
+            let answers = source.finish_many(endings).await?;
             Ok(answers.into_iter().map(Ok).collect())
         })
     }
 }
 
 /// The drain's batcher, its worker spawned on the current runtime.
-pub(crate) fn finishing(store: Arc<dyn SpillStore>) -> FinishBatch {
-    Batch::new(FinishService { store }, config())
+pub(crate) fn finishing(source: Arc<dyn DrainSource>) -> FinishBatch {
+    Batch::new(FinishService { source }, config())
 }
 
 fn config<T>() -> BatchConfig<T> {

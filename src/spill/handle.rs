@@ -1,19 +1,16 @@
 //! What the layer and its drain share: the store, the group-commit batcher,
 //! the drain's pace, and the counters a `/stats` endpoint reads.
 
-use std::{
-    sync::{
-        Arc, Mutex, OnceLock,
-        atomic::{AtomicU64, Ordering::Relaxed},
-    },
-    time::Duration,
+use std::sync::{
+    Arc, OnceLock,
+    atomic::{AtomicU64, Ordering::Relaxed},
 };
-
-use tokio::{sync::Notify, time::Instant};
 
 use super::{
     config::Config,
+    drain_handle::DrainShared,
     group_commit::EnqueueBatch,
+    source::StoreSource,
     store::{SpillStore, StoreStats},
 };
 
@@ -39,11 +36,10 @@ pub(crate) struct Shared {
     /// The group-commit batcher, made on the first spill: a layer may be
     /// built outside a runtime, and the batcher's worker needs one.
     enqueue: OnceLock<EnqueueBatch>,
-    /// Wakes an idle drain when a job is stored.
-    pub(crate) stored: Notify,
     pub(crate) counters: Counters,
-    pub(crate) pace: Mutex<Pace>,
-    pub(crate) last_stats: Mutex<StoreStats>,
+    /// What the layer's drain shares: the store as its source, its counters,
+    /// its pace.
+    pub(crate) drain: Arc<DrainShared>,
 }
 
 #[derive(Debug, Default)]
@@ -54,55 +50,6 @@ pub(crate) struct Counters {
     pub(crate) store_errors: AtomicU64,
     pub(crate) too_large: AtomicU64,
     pub(crate) invalid: AtomicU64,
-    pub(crate) replayed: AtomicU64,
-    pub(crate) deferred: AtomicU64,
-    pub(crate) retried: AtomicU64,
-    pub(crate) dead_lettered: AtomicU64,
-}
-
-/// The drain's completions per second, smoothed over about a second.
-#[derive(Debug)]
-pub(crate) struct Pace {
-    window_start: Instant,
-    in_window: u64,
-    rate: Option<f64>,
-}
-
-impl Pace {
-    const WINDOW: Duration = Duration::from_millis(500);
-
-    fn new() -> Self {
-        Self {
-            window_start: Instant::now(),
-            in_window: 0,
-            rate: None,
-        }
-    }
-
-    pub(crate) fn record(&mut self, now: Instant) {
-        self.roll(now);
-        self.in_window += 1;
-    }
-
-    fn roll(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.window_start);
-        if elapsed < Self::WINDOW {
-            return;
-        }
-        let measured = self.in_window as f64 / elapsed.as_secs_f64();
-        // Half the weight on the newest window: a second's memory.
-        self.rate = Some(match self.rate {
-            Some(old) => 0.5 * old + 0.5 * measured,
-            None => measured,
-        });
-        self.window_start = now;
-        self.in_window = 0;
-    }
-
-    pub(crate) fn rate(&mut self, now: Instant) -> Option<f64> {
-        self.roll(now);
-        self.rate.filter(|r| *r > 0.0)
-    }
 }
 
 impl std::fmt::Debug for Shared {
@@ -110,20 +57,20 @@ impl std::fmt::Debug for Shared {
         f.debug_struct("Shared")
             .field("config", &self.config)
             .field("counters", &self.counters)
+            .field("drain", &self.drain)
             .finish_non_exhaustive()
     }
 }
 
 impl Shared {
     pub(crate) fn new(store: Arc<dyn SpillStore>, config: Config) -> Self {
+        let source = Arc::new(StoreSource(Arc::clone(&store)));
         Self {
+            drain: Arc::new(DrainShared::new(source, config.status_body)),
             store,
             config,
             enqueue: OnceLock::new(),
-            stored: Notify::new(),
             counters: Counters::default(),
-            pace: Mutex::new(Pace::new()),
-            last_stats: Mutex::new(StoreStats::default()),
         }
     }
 
@@ -142,11 +89,11 @@ impl Shared {
 
     /// The drain's rate now, if it has one.
     pub(crate) fn drain_rate(&self) -> Option<f64> {
-        crate::sync::lock(&self.pace).rate(Instant::now())
+        self.drain.rate()
     }
 
     pub(crate) fn stats(&self) -> StoreStats {
-        *crate::sync::lock(&self.last_stats)
+        self.drain.stats()
     }
 }
 
@@ -187,6 +134,7 @@ impl SpillHandle {
     /// The figures now.
     pub fn snapshot(&self) -> SpillSnapshot {
         let c = &self.shared.counters;
+        let d = &self.shared.drain.counters;
         SpillSnapshot {
             spilled: c.spilled.load(Relaxed),
             repeated: c.repeated.load(Relaxed),
@@ -194,10 +142,10 @@ impl SpillHandle {
             store_errors: c.store_errors.load(Relaxed),
             too_large: c.too_large.load(Relaxed),
             invalid: c.invalid.load(Relaxed),
-            replayed: c.replayed.load(Relaxed),
-            deferred: c.deferred.load(Relaxed),
-            retried: c.retried.load(Relaxed),
-            dead_lettered: c.dead_lettered.load(Relaxed),
+            replayed: d.replayed.load(Relaxed),
+            deferred: d.deferred.load(Relaxed),
+            retried: d.retried.load(Relaxed),
+            dead_lettered: d.dead_lettered.load(Relaxed),
             drain_rate: self.shared.drain_rate(),
             store: self.shared.stats(),
         }
@@ -205,8 +153,6 @@ impl SpillHandle {
 
     /// The store's figures, read from the store now.
     pub async fn store_stats(&self) -> Result<StoreStats, super::StoreError> {
-        let stats = self.shared.store.stats().await?;
-        *crate::sync::lock(&self.shared.last_stats) = stats;
-        Ok(stats)
+        self.shared.drain.read_stats().await
     }
 }

@@ -57,6 +57,21 @@
 //! process; the fleet store (`spill-postgres`, `PostgresStore`) is one
 //! PostgreSQL table that many instances share as one queue, leasing with
 //! `FOR UPDATE SKIP LOCKED`.
+//!
+//! # Sources
+//!
+//! A drain reads from a [`DrainSource`]: the layer's store, or a durable
+//! stream another system produces, read with [`Drain::new`]. The Redis
+//! Streams source (`spill-redis`, `RedisStreamSource`) consumes a stream per
+//! priority through a consumer group: it reads only as many entries as the
+//! drain has free replay slots, so while the application throttles the
+//! backlog waits on Redis instead of in this process; it acknowledges an
+//! entry only after success, reclaims what dead consumers held, moves
+//! entries past their last attempt to `<stream>:dead`, and discards by
+//! priority only in an emergency, counted in the [`DrainSnapshot`] and
+//! logged. Its module docs say how to produce entries;
+//! `cargo run --example stream_consumer` shows the backlog staying on Redis
+//! while the consumer throttles.
 
 mod answer;
 #[cfg(any(feature = "spill-sqlite", feature = "spill-postgres"))]
@@ -64,13 +79,17 @@ mod codec;
 mod config;
 mod deferrable;
 mod drain;
+mod drain_handle;
 mod group_commit;
 mod handle;
 mod job;
 mod layer;
 #[cfg(feature = "spill-postgres")]
 mod postgres;
+#[cfg(feature = "spill-redis")]
+mod redis_stream;
 mod service;
+mod source;
 #[cfg(feature = "spill-sqlite")]
 mod sqlite;
 mod store;
@@ -79,13 +98,18 @@ mod window;
 pub use config::Mode;
 pub use deferrable::{Deferrable, DeferrableRoutes};
 pub use drain::Drain;
+pub use drain_handle::{DrainHandle, DrainSnapshot};
 pub use handle::{SpillHandle, SpillSnapshot};
 pub use job::{Enqueued, Finish, Job, JobId, JobStatus, NewJob, ParseJobIdError};
 pub use layer::{SpillLayer, SpillLayerBuilder};
 #[cfg(feature = "spill-postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "spill-postgres")))]
 pub use postgres::PostgresStore;
+#[cfg(feature = "spill-redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "spill-redis")))]
+pub use redis_stream::{RedisStreamSource, RedisStreamSourceBuilder, StreamProducer};
 pub use service::{Spill, SpillFuture};
+pub use source::{DiscardReason, Discarded, DrainSource, Ending};
 #[cfg(feature = "spill-sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "spill-sqlite")))]
 pub use sqlite::SqliteStore;

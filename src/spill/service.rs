@@ -274,7 +274,7 @@ async fn store(shared: &Shared, job: NewJob) -> Option<Response<crate::http::Rej
     let (id, repeat) = match stored {
         Ok(Enqueued::New(id)) => {
             counters.spilled.fetch_add(1, Relaxed);
-            shared.stored.notify_one();
+            shared.drain.stored.notify_one();
             (id, false)
         }
         Ok(Enqueued::Existing(id)) => {

@@ -57,14 +57,16 @@ impl Window {
         self.size = (self.size + step).min(self.max);
     }
 
-    /// A replay started at `started` that the stack refused for overload.
-    pub(crate) fn refused(&mut self, started: Instant, now: Instant) {
+    /// A replay started at `started` that the stack refused for overload;
+    /// `true` when it cut the window (it was the round's first).
+    pub(crate) fn refused(&mut self, started: Instant, now: Instant) -> bool {
         if self.cut_at.is_some_and(|cut| started < cut) {
-            return;
+            return false;
         }
         self.threshold = (self.size * BACKOFF).max(1.0);
         self.size = self.threshold;
         self.cut_at = Some(now);
+        true
     }
 }
 
@@ -96,7 +98,7 @@ mod tests {
         }
         assert_eq!(w.size(), 40);
         let t = Instant::now();
-        w.refused(t, t);
+        assert!(w.refused(t, t));
         assert_eq!(w.size(), 28);
         for _ in 0..27 {
             w.answered();
