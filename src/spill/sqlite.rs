@@ -8,6 +8,7 @@ use std::{
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
+use self::checkpoint::Checkpointer;
 use super::{
     codec::{self, DONE, FAILED, QUEUED, RUNNING},
     job::{Enqueued, Finish, Job, JobId, JobStatus, NewJob},
@@ -20,13 +21,17 @@ use super::{
 ///
 /// One connection serves every operation, each on tokio's blocking pool, so
 /// the runtime never waits on the disk; the layer's group commits make that
-/// connection write many jobs per transaction. Leases are rows marked
-/// running until a wall-clock instant, so a job whose process died is
-/// replayed by the next process that opens the file. For many instances
-/// sharing one queue, use a store on a shared database.
+/// connection write many jobs per transaction. A thread of the store's own
+/// checkpoints the write-ahead log into the file (passively, every 100 ms),
+/// so no commit, and no `202` waiting on one, pays for a checkpoint. Leases
+/// are rows marked running until a wall-clock instant, so a job whose
+/// process died is replayed by the next process that opens the file. For
+/// many instances sharing one queue, use a store on a shared database.
 #[derive(Clone)]
 pub struct SqliteStore {
     state: Arc<Mutex<State>>,
+    /// Checkpoints the log of a store in a file while the store lives.
+    _checkpoints: Option<Arc<Checkpointer>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -83,7 +88,11 @@ impl SqliteStore {
     /// Opens (or creates) the store in the file at `path`. Jobs left
     /// running by a process that died are replayed once their lease ends.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        Self::with(Connection::open(path).map_err(db)?)
+        let path = path.as_ref();
+        let mut store = Self::with(Connection::open(path).map_err(db)?)?;
+        let checkpoints = Checkpointer::start(&crate::sync::lock(&store.state).conn, path)?;
+        store._checkpoints = Some(Arc::new(checkpoints));
+        Ok(store)
     }
 
     /// A store in memory: nothing survives the process. For tests and
@@ -102,6 +111,7 @@ impl SqliteStore {
         let tally = recount(&conn)?;
         Ok(Self {
             state: Arc::new(Mutex::new(State { conn, tally })),
+            _checkpoints: None,
         })
     }
 
@@ -523,5 +533,6 @@ impl SpillStore for SqliteStore {
     }
 }
 
+mod checkpoint;
 #[cfg(test)]
 mod tests;
