@@ -20,13 +20,7 @@
 //! SPILL_STORE=postgres DATABASE_URL=postgres://... cargo bench -p tower-spillway-benches --features spill --bench drain
 //! ```
 
-use std::{
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use axum::{Router, routing::post};
 use http::{Method, Request, StatusCode};
@@ -41,57 +35,13 @@ use tower_spillway::{
 #[path = "spill_store.rs"]
 mod spill_store;
 
-/// A backend that sustains exactly `slots / service` writes a second.
-struct Backend {
-    free_at: Mutex<Vec<Instant>>,
-    slots: usize,
-    service: Duration,
-    /// Requests holding or waiting for a slot.
-    active: AtomicUsize,
-    /// Whether oversubscription slows every write down.
-    contended: bool,
-}
+// The flash sale's database: `slots` slots taking `service` a write, on a
+// virtual clock; contended, it slows down when oversubscribed.
+#[allow(dead_code)]
+#[path = "../examples/flash_sale/backend.rs"]
+mod backend;
 
-impl Backend {
-    fn new(slots: usize, service: Duration, contended: bool) -> Arc<Self> {
-        Arc::new(Self {
-            free_at: Mutex::new(vec![Instant::now(); slots]),
-            slots,
-            service,
-            active: AtomicUsize::new(0),
-            contended,
-        })
-    }
-
-    fn capacity(&self) -> f64 {
-        self.slots as f64 / self.service.as_secs_f64()
-    }
-
-    async fn write(&self) {
-        let active = self.active.fetch_add(1, Ordering::Relaxed) + 1;
-        let slowdown = if self.contended {
-            let over = active.saturating_sub(self.slots) as f64 / self.slots as f64;
-            (1.0 + 0.5 * over).min(5.0)
-        } else {
-            1.0
-        };
-        let end = {
-            let mut free_at = self.free_at.lock().expect("never poisoned");
-            let now = Instant::now();
-            let (slot, free) = free_at
-                .iter()
-                .copied()
-                .enumerate()
-                .min_by_key(|(_, t)| *t)
-                .expect("at least one slot");
-            let end = free.max(now) + self.service.mul_f64(slowdown);
-            free_at[slot] = end;
-            end
-        };
-        tokio::time::sleep_until(end).await;
-        self.active.fetch_sub(1, Ordering::Relaxed);
-    }
-}
+use backend::Database as Backend;
 
 /// The README's stack over `backend`, spilling every `POST /likes`.
 fn app(backend: Arc<Backend>, store: &mut spill_store::Store) -> (Router, SpillHandle) {
@@ -168,7 +118,7 @@ struct Drained {
 }
 
 async fn drain_rate(backend: Arc<Backend>, mut store: spill_store::Store) -> Drained {
-    let jobs = (backend.capacity() * 4.0) as u64;
+    let jobs = (backend.capacity_rps() * 4.0) as u64;
     let (app, handle) = app(Arc::clone(&backend), &mut store);
     fill(&app, jobs).await;
     let stats = handle.store_stats().await.expect("the store answers");
@@ -179,7 +129,7 @@ async fn drain_rate(backend: Arc<Backend>, mut store: spill_store::Store) -> Dra
     let (mut quarter, mut three_quarters) = (None, None);
     loop {
         tokio::time::sleep(Duration::from_millis(5)).await;
-        held += backend.active.load(Ordering::Relaxed);
+        held += backend.busy();
         samples += 1;
         let stats = handle.store_stats().await.expect("the store answers");
         let left = stats.queued_total() + stats.running;
@@ -208,12 +158,7 @@ async fn drain_rate(backend: Arc<Backend>, mut store: spill_store::Store) -> Dra
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        // PostgreSQL's connections.
-        .enable_io()
-        .build()
-        .expect("a runtime");
+    let rt = spill_store::runtime();
     let kind = spill_store::Kind::from_env();
     println!("store: {}", kind.describe());
     println!(
@@ -226,8 +171,13 @@ fn main() {
         (64, 20, true),
         (4, 5, false),
     ] {
-        let backend = Backend::new(slots, Duration::from_millis(service_ms), contended);
-        let capacity = backend.capacity();
+        let service = Duration::from_millis(service_ms);
+        let backend = if contended {
+            Backend::new(slots, service)
+        } else {
+            Backend::uncontended(slots, service)
+        };
+        let capacity = backend.capacity_rps();
         let store = rt.block_on(kind.fresh("drain"));
         let d = rt.block_on(drain_rate(backend, store));
         println!(

@@ -119,12 +119,7 @@ async fn steady(mut store: spill_store::Store, rate: f64) -> Vec<Duration> {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        // PostgreSQL's connections.
-        .enable_io()
-        .build()
-        .expect("a runtime");
+    let rt = spill_store::runtime();
     let kind = spill_store::Kind::from_env();
     println!("store: {}", kind.describe());
     println!("| case | figure |\n|---|---:|");

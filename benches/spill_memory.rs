@@ -45,12 +45,7 @@ fn rss_mib() -> f64 {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        // PostgreSQL's connections.
-        .enable_io()
-        .build()
-        .expect("a runtime");
+    let rt = spill_store::runtime();
     let kind = spill_store::Kind::from_env();
     println!("store: {}", kind.describe());
     rt.block_on(async {

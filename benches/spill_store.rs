@@ -7,6 +7,15 @@ use tower_spillway::spill::{
     DeferrableRoutes, PostgresStore, SpillLayer, SpillLayerBuilder, SqliteStore,
 };
 
+/// The benches' runtime: one thread, timers, and sockets for PostgreSQL.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .enable_io()
+        .build()
+        .expect("a runtime")
+}
+
 pub enum Kind {
     Sqlite,
     Postgres(String),
