@@ -1,6 +1,7 @@
 //! `SpillLayer` over a real axum server and a real SQLite file: deferrable
 //! writes the stack refuses are answered `202`, stored, and replayed through
-//! the same stack once it admits them again.
+//! the same stack once it admits them again. One ignored test does the same
+//! over a real PostgreSQL (`DATABASE_URL`, see `.ci/postgres.sh`).
 
 mod support;
 
@@ -27,7 +28,10 @@ use tower_spillway::{
     http::RejectBody,
     priority::{Priority, PriorityLayer, RouteTable},
     shed::{PriorityShedLayer, Thresholds},
-    spill::{Bounds, DeferrableRoutes, Mode, Replay, SpillHandle, SpillLayer, SqliteStore},
+    spill::{
+        Bounds, DeferrableRoutes, Mode, PostgresStore, Replay, SpillHandle, SpillLayer, SpillStore,
+        SqliteStore,
+    },
 };
 
 /// What the handlers saw: each call's path, body, idempotency key, and
@@ -67,7 +71,7 @@ const OPEN: usize = 0;
 const SHUT: usize = 1_000_000;
 
 fn app(
-    store: SqliteStore,
+    store: impl SpillStore,
     mode: Mode,
     configure: impl FnOnce(
         tower_spillway::spill::SpillLayerBuilder<DeferrableRoutes>,
@@ -144,6 +148,16 @@ async fn start(
     ) -> tower_spillway::spill::SpillLayerBuilder<DeferrableRoutes>,
 ) -> App {
     let store = SqliteStore::open(dir.path().join("spill.db")).unwrap();
+    start_on(store, mode, configure).await
+}
+
+async fn start_on(
+    store: impl SpillStore,
+    mode: Mode,
+    configure: impl FnOnce(
+        tower_spillway::spill::SpillLayerBuilder<DeferrableRoutes>,
+    ) -> tower_spillway::spill::SpillLayerBuilder<DeferrableRoutes>,
+) -> App {
     let (router, spill, seen, gate) = app(store, mode, configure);
     let addr = serve_axum(router.clone()).await;
     App {
@@ -188,6 +202,31 @@ fn location(headers: &HeaderMap) -> String {
 async fn refused_deferrable_writes_are_accepted_stored_and_replayed_once_the_stack_admits_them() {
     let dir = TempDir::new("overflow");
     let app = start(&dir, Mode::Overflow, |b| b).await;
+    spilled_then_replayed(app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a PostgreSQL server: set DATABASE_URL (see .ci/postgres.sh)"]
+async fn on_postgres_refused_deferrable_writes_are_accepted_stored_and_replayed() {
+    let url = std::env::var("DATABASE_URL")
+        .expect("DATABASE_URL must be set for this test (see .ci/postgres.sh)");
+    let store = PostgresStore::connect(&url).await.unwrap();
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute("DELETE FROM spill_jobs; UPDATE spill_tally SET jobs = 0, bytes = 0")
+        .await
+        .unwrap();
+    let app = start_on(store, Mode::Overflow, |b| b).await;
+    spilled_then_replayed(app).await;
+}
+
+/// While the stack refuses, deferrable writes are answered `202` and
+/// stored; the drain replays each once the stack opens, and the status URLs
+/// then say done, with the handler's answer.
+async fn spilled_then_replayed(app: App) {
     let client = h1_client();
 
     // While the stack refuses all but Critical: deferrable writes get 202,
