@@ -50,11 +50,18 @@ mod key;
 mod layer;
 mod pace;
 mod quota;
+#[cfg(feature = "rate-redis")]
+mod redis;
 mod service;
 mod store;
 
+#[cfg(feature = "rate-redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rate-redis")))]
+pub use self::redis::{
+    Fallback, RedisKey, RedisOptions, RedisSnapshot, RedisStore, SharedResponseFuture,
+};
 pub use key::{ApiKey, HeaderKey, KeyDigest, PeerIp};
-pub use layer::{RateLimitBuilder, RateLimitHandle, RateLimitLayer, RateLimitSnapshot};
+pub use layer::{Local, RateLimitBuilder, RateLimitHandle, RateLimitLayer, RateLimitSnapshot};
 
 /// The limit as [`RateLimitBuilder::http`] builds it: `429` refusals with the
 /// exact wait and the `RateLimit` fields, one bucket per key of `X` (one in

@@ -1,0 +1,365 @@
+//! The task between a limit's services and Redis.
+//!
+//! Services queue their checks on a channel; the worker takes everything
+//! queued at once, folds the checks of one key into one script call (a
+//! global limit's whole batch is one call), and sends the calls as one
+//! pipeline, with a read of the fleet's quota in front. While one pipeline
+//! is under way the next batch gathers, so a busy instance pays one round
+//! trip per batch, not per request, and never has more than
+//! [`IN_FLIGHT`] pipelines out.
+//!
+//! State machine: *connected* (batches flow) until a command fails, a
+//! connection breaks or checks keep timing out; then *fallback* (the
+//! services decide locally and queue nothing; what was queued is dropped,
+//! which answers its callers at once), probing every `probe_interval`:
+//! connect if need be, load the script, read the quota, each within the
+//! timeout. The first probe that passes returns to *connected*.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use redis::{Client, Pipeline, RedisError, Script, Value, aio::MultiplexedConnection};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+
+use super::{
+    name::quota_key,
+    script::{Answer, GCRA, Reply, decode_quota, encode_quota, quota_args},
+    shared::{Cause, Shared},
+};
+use crate::rate::Quota;
+
+/// Pipelines one instance has out at once. More would only queue behind
+/// the others in Redis; fewer would leave the connection idle during a
+/// round trip.
+pub(super) const IN_FLIGHT: usize = 4;
+
+/// The most checks in one pipeline.
+pub(super) const MAX_BATCH: usize = 512;
+
+/// How long a pipeline may take before it is given up (its callers have
+/// long since been answered by the fallback): a bound on what a hung
+/// connection holds.
+const PIPELINE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One check waiting for Redis.
+#[derive(Debug)]
+pub(crate) struct Check {
+    pub(super) bucket: String,
+    pub(super) reply: oneshot::Sender<Answer>,
+}
+
+/// The worker's parts, kept until the first check starts it on the runtime
+/// that serves the requests.
+pub(crate) struct Worker {
+    pub(super) client: Client,
+    pub(super) checks: mpsc::Receiver<Check>,
+    pub(super) shared: Arc<Shared>,
+    /// Applies a quota Redis holds to the local fallback.
+    pub(super) adopted: Box<dyn Fn(Quota) + Send + Sync>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("prefix", &self.shared.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What each pipeline task needs.
+struct Link {
+    conn: MultiplexedConnection,
+    script: Arc<Script>,
+    quota_key: Arc<str>,
+    shared: Arc<Shared>,
+    adopted: Arc<dyn Fn(Quota) + Send + Sync>,
+}
+
+impl Worker {
+    /// Runs until every sender (the layer and its services) is gone.
+    pub(crate) async fn run(self) {
+        let Worker {
+            client,
+            mut checks,
+            shared,
+            adopted,
+        } = self;
+        let adopted: Arc<dyn Fn(Quota) + Send + Sync> = Arc::from(adopted);
+        let script = Arc::new(Script::new(GCRA));
+        let quota_key: Arc<str> = Arc::from(quota_key(&shared.prefix));
+        let permits = Arc::new(Semaphore::new(IN_FLIGHT));
+        let mut conn: Option<MultiplexedConnection> = None;
+        loop {
+            if conn.is_none() || shared.in_fallback() {
+                let link = Link {
+                    conn: match conn.take() {
+                        Some(c) => c,
+                        None => match connect(&client, shared.timeout).await {
+                            Ok(c) => c,
+                            Err(e) => {
+                                shared.failed(&e);
+                                if !idle(&mut checks, shared.probe_interval).await {
+                                    return;
+                                }
+                                continue;
+                            }
+                        },
+                    },
+                    script: Arc::clone(&script),
+                    quota_key: Arc::clone(&quota_key),
+                    shared: Arc::clone(&shared),
+                    adopted: Arc::clone(&adopted),
+                };
+                match link.probe().await {
+                    Ok(()) => {
+                        shared.leave_fallback();
+                        conn = Some(link.conn);
+                    }
+                    Err(broken) => {
+                        // A connection that timed out may be fine; one that
+                        // failed is rebuilt at the next probe.
+                        if !broken {
+                            conn = Some(link.conn);
+                        }
+                        shared.enter_fallback(Cause::Timeout);
+                        if !idle(&mut checks, shared.probe_interval).await {
+                            return;
+                        }
+                    }
+                }
+                continue;
+            }
+            let first = tokio::select! {
+                check = checks.recv() => match check {
+                    Some(check) => Some(check),
+                    None => return,
+                },
+                () = shared.wake.notified() => None,
+            };
+            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                return;
+            };
+            if shared.in_fallback() {
+                // Entered while waiting for a permit: what is queued has been
+                // or will be answered locally.
+                continue;
+            }
+            let mut batch = Vec::with_capacity(16);
+            batch.extend(first.filter(|c| !c.reply.is_closed()));
+            while batch.len() < MAX_BATCH {
+                match checks.try_recv() {
+                    Ok(check) if !check.reply.is_closed() => batch.push(check),
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            let pending = shared.pending();
+            if batch.is_empty() && pending.is_none() {
+                continue;
+            }
+            let Some(c) = conn.clone() else { continue };
+            let link = Link {
+                conn: c,
+                script: Arc::clone(&script),
+                quota_key: Arc::clone(&quota_key),
+                shared: Arc::clone(&shared),
+                adopted: Arc::clone(&adopted),
+            };
+            tokio::spawn(link.send(batch, pending, permit));
+            // A failed pipeline puts the limit in fallback; the next turn
+            // of the loop then probes on a fresh connection.
+        }
+    }
+}
+
+/// A connection within `timeout`.
+async fn connect(client: &Client, timeout: Duration) -> Result<MultiplexedConnection, RedisError> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(timeout.max(Duration::from_millis(50))))
+        .set_response_timeout(Some(PIPELINE_TIMEOUT));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+}
+
+/// Waits `period`, dropping the checks queued meanwhile (which answers
+/// their callers at once: they decide by the fallback). `false` once every
+/// sender is gone.
+async fn idle(checks: &mut mpsc::Receiver<Check>, period: Duration) -> bool {
+    let sleep = tokio::time::sleep(period);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            () = &mut sleep => return true,
+            check = checks.recv() => if check.is_none() { return false },
+        }
+    }
+}
+
+/// The checks of one batch, grouped by bucket in order of first arrival.
+fn group(batch: Vec<Check>) -> Vec<(String, Vec<oneshot::Sender<Answer>>)> {
+    let mut groups: Vec<(String, Vec<oneshot::Sender<Answer>>)> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for check in batch {
+        match index.get(&check.bucket) {
+            Some(&i) => groups[i].1.push(check.reply),
+            None => {
+                index.insert(check.bucket.clone(), groups.len());
+                groups.push((check.bucket, vec![check.reply]));
+            }
+        }
+    }
+    groups
+}
+
+fn is_noscript(value: &Value) -> bool {
+    matches!(value, Value::ServerError(e)
+        if e.kind() == Some(redis::ServerErrorKind::NoScript))
+}
+
+impl Link {
+    /// Loads the script and reads the quota, within the timeout. `Err(true)`
+    /// when the connection is broken, `Err(false)` when it was only slow.
+    async fn probe(&self) -> Result<(), bool> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SCRIPT").arg("LOAD").arg(GCRA);
+        let pending = self.shared.pending();
+        if let Some(q) = pending {
+            pipe.cmd("SET").arg(&*self.quota_key).arg(encode_quota(&q));
+        }
+        pipe.cmd("GET").arg(&*self.quota_key);
+        let mut conn = self.conn.clone();
+        let count = pipe.len();
+        match tokio::time::timeout(
+            self.shared.timeout,
+            conn.send_packed_commands(&pipe, 0, count),
+        )
+        .await
+        {
+            Ok(Ok(values)) => {
+                if let Some(Value::ServerError(e)) = values.first() {
+                    self.shared.failed(&RedisError::from(e.clone()));
+                    return Err(false);
+                }
+                if let Some(q) = pending {
+                    self.shared.confirm(q);
+                }
+                self.read_quota(values.last());
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                self.shared.failed(&e);
+                Err(e.is_unrecoverable_error() || e.is_io_error())
+            }
+            Err(_) => Err(false),
+        }
+    }
+
+    fn read_quota(&self, value: Option<&Value>) {
+        if let Some(q) = value.and_then(decode_quota)
+            && self.shared.adopt(q)
+        {
+            (self.adopted)(q);
+        }
+    }
+
+    /// Sends one batch: the pending quota if any, the read of the fleet's,
+    /// and one script call per bucket; then answers every caller.
+    async fn send(
+        mut self,
+        batch: Vec<Check>,
+        pending: Option<Quota>,
+        _permit: OwnedSemaphorePermit,
+    ) {
+        let groups = group(batch);
+        let (interval, burst) = quota_args(&self.shared.fleet().quota);
+        let mut pipe = redis::pipe();
+        if let Some(q) = pending {
+            pipe.cmd("SET").arg(&*self.quota_key).arg(encode_quota(&q));
+        }
+        pipe.cmd("GET").arg(&*self.quota_key);
+        let head = pipe.len();
+        for (bucket, replies) in &groups {
+            self.eval(&mut pipe, bucket, interval, burst, replies.len());
+        }
+        let values = match self.exchange(&pipe).await {
+            Some(values) if values.len() == pipe.len() => values,
+            _ => return,
+        };
+        if let Some(q) = pending {
+            self.shared.confirm(q);
+        }
+        self.read_quota(values.get(head - 1));
+        let mut retry = Vec::new();
+        for ((bucket, replies), value) in groups.into_iter().zip(&values[head..]) {
+            if is_noscript(value) {
+                retry.push((bucket, replies));
+            } else {
+                self.answer(replies, value);
+            }
+        }
+        if retry.is_empty() {
+            self.shared.answered();
+            return;
+        }
+        // Redis lost its scripts (a restart, `SCRIPT FLUSH`): load it once
+        // and send those calls again.
+        let mut pipe = redis::pipe();
+        pipe.cmd("SCRIPT").arg("LOAD").arg(GCRA);
+        for (bucket, replies) in &retry {
+            self.eval(&mut pipe, bucket, interval, burst, replies.len());
+        }
+        let Some(values) = self.exchange(&pipe).await else {
+            return;
+        };
+        for ((_, replies), value) in retry.into_iter().zip(values.iter().skip(1)) {
+            self.answer(replies, value);
+        }
+        self.shared.answered();
+    }
+
+    fn eval(&self, pipe: &mut Pipeline, bucket: &str, interval: u64, burst: u32, n: usize) {
+        pipe.cmd("EVALSHA")
+            .arg(self.script.get_hash())
+            .arg(1)
+            .arg(bucket)
+            .arg(interval)
+            .arg(burst)
+            .arg(n);
+    }
+
+    /// The pipeline's replies, or `None` (and the limit in fallback) when
+    /// it failed or took longer than [`PIPELINE_TIMEOUT`].
+    async fn exchange(&mut self, pipe: &Pipeline) -> Option<Vec<Value>> {
+        match tokio::time::timeout(
+            PIPELINE_TIMEOUT,
+            self.conn.send_packed_commands(pipe, 0, pipe.len()),
+        )
+        .await
+        {
+            Ok(Ok(values)) => Some(values),
+            Ok(Err(e)) => {
+                self.shared.failed(&e);
+                None
+            }
+            Err(_) => {
+                self.shared.enter_fallback(Cause::Timeout);
+                None
+            }
+        }
+    }
+
+    /// Answers the callers of one script call, in arrival order (callers
+    /// gone by now were answered by the fallback; they count there).
+    fn answer(&self, replies: Vec<oneshot::Sender<Answer>>, value: &Value) {
+        let Some(reply) = Reply::parse(value) else {
+            if let Value::ServerError(e) = value {
+                self.shared.failed(&RedisError::from(e.clone()));
+            }
+            // Dropping the senders answers the callers with the fallback.
+            return;
+        };
+        for (i, tx) in replies.into_iter().enumerate() {
+            let _ = tx.send(reply.answer(i));
+        }
+    }
+}
