@@ -229,8 +229,10 @@ impl<X, R> RateLimitBuilder<X, R, Local> {
     /// The layer's services need an inner service that is `Clone` (the
     /// request waits for Redis in the response future, with the service
     /// that was made ready) and a key that is [`RedisKey`](super::RedisKey).
-    /// Nothing connects until the first request: building needs no runtime
-    /// and no Redis.
+    /// Building needs no Redis and no runtime: the connection is made in
+    /// the background, on the runtime that builds the layer (or else with
+    /// the first request), and requests that come before it is up wait at
+    /// most the timeout.
     #[cfg(feature = "rate-redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "rate-redis")))]
     #[must_use]

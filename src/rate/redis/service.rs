@@ -176,7 +176,10 @@ where
                         return Poll::Pending;
                     };
                     let decision = match heard {
-                        Some(answer) => p.store.decide(answer, p.fields_on_success),
+                        Some(answer) => {
+                            p.store
+                                .decide(&p.limiter, &p.key, answer, p.fields_on_success)
+                        }
                         None => p.store.fallback(&p.limiter, &p.key, p.fields_on_success),
                     };
                     let future = respond(&mut p.inner, &p.reject, p.req, decision);

@@ -59,9 +59,12 @@ pub(crate) struct Shared {
     fleet: ArcSwap<FleetQuota>,
     /// A quota set through the handle that Redis has not confirmed yet.
     pending: Mutex<Option<Quota>>,
-    /// Wakes the worker to publish a pending quota while no check comes.
+    /// Wakes the worker while no check comes: to publish a pending quota,
+    /// or to start probing.
     pub(super) wake: Notify,
     fallback: AtomicBool,
+    /// A probe passed (connected, script loaded) and no command failed since.
+    connected: AtomicBool,
     timeouts_in_a_row: AtomicU32,
     allowed: StripedCounter,
     limited: AtomicU64,
@@ -84,6 +87,7 @@ impl Shared {
             pending: Mutex::new(None),
             wake: Notify::new(),
             fallback: AtomicBool::new(false),
+            connected: AtomicBool::new(false),
             timeouts_in_a_row: AtomicU32::new(0),
             allowed: StripedCounter::default(),
             limited: AtomicU64::new(0),
@@ -155,6 +159,9 @@ impl Shared {
             return;
         }
         self.fallback_entries.fetch_add(1, Ordering::Relaxed);
+        // The worker may be waiting for checks, which stop coming now: wake
+        // it to probe.
+        self.wake.notify_one();
         #[cfg(feature = "tracing")]
         tracing::warn!(
             prefix = %self.prefix,
@@ -172,6 +179,7 @@ impl Shared {
 
     /// A probe found Redis answering within the timeout.
     pub(super) fn leave_fallback(&self) {
+        self.connected.store(true, Ordering::Release);
         self.timeouts_in_a_row.store(0, Ordering::Relaxed);
         if self.fallback.swap(false, Ordering::AcqRel) {
             #[cfg(feature = "tracing")]
@@ -199,6 +207,7 @@ impl Shared {
     /// A command failed or the connection broke.
     pub(super) fn failed(&self, error: &redis::RedisError) {
         self.redis_errors.fetch_add(1, Ordering::Relaxed);
+        self.connected.store(false, Ordering::Release);
         #[cfg(feature = "tracing")]
         if !self.in_fallback() {
             tracing::debug!(prefix = %self.prefix, %error, "shared rate limit: Redis error");
@@ -229,6 +238,7 @@ impl Shared {
     pub(crate) fn snapshot(&self) -> RedisSnapshot {
         RedisSnapshot {
             fallback: self.in_fallback(),
+            connected: self.connected.load(Ordering::Acquire),
             redis_checks: self.redis_checks.sum(),
             fallback_checks: self.fallback_checks.load(Ordering::Relaxed),
             fallback_entries: self.fallback_entries.load(Ordering::Relaxed),
@@ -247,6 +257,11 @@ pub struct RedisSnapshot {
     /// Whether checks are decided locally now, by the
     /// [`Fallback`] policy, because Redis is slow or out of reach.
     pub fallback: bool,
+    /// Whether the limit has a connection on which the script is loaded:
+    /// `false` until the first connection is made (building the layer
+    /// connects in the background when a runtime is running, or else with
+    /// the first request), and after a command fails until a probe passes.
+    pub connected: bool,
     /// Checks Redis decided.
     pub redis_checks: u64,
     /// Checks the fallback policy decided.

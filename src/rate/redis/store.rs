@@ -44,8 +44,9 @@ pub struct RedisStore {
 struct Inner {
     shared: Arc<Shared>,
     checks: mpsc::Sender<Check>,
-    /// The worker, until the first check starts it on the runtime serving
-    /// the requests (building the layer needs no runtime).
+    /// The worker, until it is started on the runtime building the layer,
+    /// or else on the one serving the first check (building the layer
+    /// needs no runtime).
     worker: Mutex<Option<Worker>>,
     started: AtomicBool,
 }
@@ -75,14 +76,18 @@ impl RedisStore {
             shared: Arc::clone(&shared),
             adopted,
         };
-        Self {
+        let store = Self {
             inner: Arc::new(Inner {
                 shared,
                 checks,
                 worker: Mutex::new(Some(worker)),
                 started: AtomicBool::new(false),
             }),
-        }
+        };
+        // Connect now if a runtime is running, so that the first requests
+        // do not wait for the connection; else the first check starts it.
+        store.start();
+        store
     }
 
     pub(crate) fn shared(&self) -> &Shared {
@@ -128,12 +133,26 @@ impl RedisStore {
     }
 
     /// Redis's answer as a decision under the fleet's quota.
-    pub(crate) fn decide(&self, answer: Answer, want_fields: bool) -> Decision {
+    ///
+    /// An admission is also charged to the local fallback's bucket for
+    /// `key`, so that it follows what this instance really admits: an
+    /// instance taking more than its share of the fleet's quota has an
+    /// empty local bucket, and a check that times out there is refused
+    /// rather than admitted on top of the shared quota. (The charge is one
+    /// local GCRA step, tens of nanoseconds beside a round trip.)
+    pub(crate) fn decide<K: std::hash::Hash + Eq + Clone>(
+        &self,
+        local: &Limiter<K>,
+        key: &K,
+        answer: Answer,
+        want_fields: bool,
+    ) -> Decision {
         let shared = &self.inner.shared;
         let fleet = shared.fleet();
         match answer {
             Answer::Allow { remaining } => {
                 shared.count(true, true);
+                let _ = local.check(key, false);
                 let fields = want_fields.then(|| {
                     let spent = fleet.quota.burst_size().saturating_sub(remaining);
                     let reset = fleet.quota.replenish_interval() * spent;
