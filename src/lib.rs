@@ -85,7 +85,9 @@
 //!   in the table of the `metrics` module's docs;
 //! - `spill`: `SpillLayer` and its drain over any `SpillStore`;
 //!   `spill-sqlite` adds the embedded SQLite store (bundled, WAL, full
-//!   durability).
+//!   durability);
+//! - `rate-redis`: `RateLimitLayer` with its GCRA state in Redis, one quota
+//!   shared by a fleet (see [`rate`](crate::rate#shared-quotas-in-redis)).
 //!
 //! [Tower]: https://docs.rs/tower
 

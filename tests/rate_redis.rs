@@ -588,3 +588,34 @@ async fn a_flushed_script_is_loaded_again_without_leaving_redis() {
     assert_eq!(redis.redis_checks, 4, "{redis:?}");
     assert_eq!((redis.fallback_checks, redis.redis_errors), (0, 0));
 }
+
+#[tokio::test]
+#[ignore = "needs REDIS_URL (and redis-server on PATH)"]
+async fn the_fallback_share_counts_what_redis_admitted_here() {
+    let _serial = SERIAL.lock().await;
+    let mut server = RedisServer::start();
+    // A share of 25 (a quarter of the burst of 100).
+    let layer = shared_limit(
+        Quota::per_second(100).unwrap(),
+        &server.url(),
+        patient(&prefix("charged")).instances(4).unwrap(),
+    );
+    let handle = layer.handle();
+    connected(&handle).await;
+    let svc = layer.layer(ok_service());
+    for _ in 0..40 {
+        let res = svc.clone().oneshot(Request::default()).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    // This instance took 40 of the fleet's 100, more than its share: cut
+    // off from Redis, it has nothing left to admit on its own.
+    server.stop();
+    let mut admitted = 0;
+    for _ in 0..10 {
+        let res = svc.clone().oneshot(Request::default()).await.unwrap();
+        admitted += usize::from(res.status() == StatusCode::OK);
+    }
+    let redis = handle.snapshot().redis.unwrap();
+    assert_eq!(redis.fallback_checks, 10, "{redis:?}");
+    assert!(admitted <= 1, "{admitted} admitted on top of the 40");
+}

@@ -233,6 +233,39 @@ impl<X, R> RateLimitBuilder<X, R, Local> {
     /// the background, on the runtime that builds the layer (or else with
     /// the first request), and requests that come before it is up wait at
     /// most the timeout.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use axum::{Router, routing::get};
+    /// use tower_spillway::rate::{Fallback, PeerIp, Quota, RateLimitLayer, RedisOptions};
+    ///
+    /// let redis = redis::Client::open("redis://127.0.0.1:6379/").expect("a valid URL");
+    /// // 500 calls a second for the whole fleet of 4 instances; each admits
+    /// // 125 a second on its own while Redis is out of reach.
+    /// let options = RedisOptions::new("shop:api")
+    ///     .instances(4)?
+    ///     .timeout(Duration::from_millis(5))?
+    ///     .fallback(Fallback::LocalShare);
+    /// let limit = RateLimitLayer::builder(Quota::per_second(500)?)
+    ///     .http()
+    ///     .redis(redis.clone(), options.clone())
+    ///     .build();
+    /// let handle = limit.handle(); // `set_quota` here changes every instance's
+    ///
+    /// // Per caller too: 20 a second for each peer address, fleet-wide.
+    /// let per_ip = RateLimitLayer::builder(Quota::per_second(20)?)
+    ///     .keyed(PeerIp::new())
+    ///     .http()
+    ///     .redis(redis, RedisOptions::new("shop:api:ip").instances(4)?)
+    ///     .build();
+    ///
+    /// let app: Router = Router::new()
+    ///     .route("/", get(|| async { "ok" }))
+    ///     .layer(per_ip)
+    ///     .layer(limit);
+    /// # let _ = (app, handle);
+    /// # Ok::<(), tower_spillway::ConfigError>(())
+    /// ```
     #[cfg(feature = "rate-redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "rate-redis")))]
     #[must_use]
