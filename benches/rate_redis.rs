@@ -104,14 +104,21 @@ async fn connected<K: std::hash::Hash + Eq + Clone>(handle: &RateLimitHandle<K>)
     }
 }
 
-/// One caller, one check at a time: each check's time, sorted.
+/// One caller, one check at a time: each check's time, sorted. The caller
+/// is a task on the runtime, as a server's request is.
 async fn one_at_a_time(svc: &BoxSvc) -> Vec<Duration> {
-    let mut times = Vec::with_capacity(SEQUENTIAL);
-    for n in 0..SEQUENTIAL as u64 {
-        let start = Instant::now();
-        svc.clone().oneshot(n).await.expect("admitted");
-        times.push(start.elapsed());
-    }
+    let svc = svc.clone();
+    let mut times = tokio::spawn(async move {
+        let mut times = Vec::with_capacity(SEQUENTIAL);
+        for n in 0..SEQUENTIAL as u64 {
+            let start = Instant::now();
+            svc.clone().oneshot(n).await.expect("admitted");
+            times.push(start.elapsed());
+        }
+        times
+    })
+    .await
+    .expect("the caller");
     times.sort();
     times
 }
@@ -186,7 +193,7 @@ fn main() {
     );
     println!("| limit | callers | checks/s | p50 µs | p99 µs |\n|---|---:|---:|---:|---:|");
     for kind in kinds {
-        for callers in [1, 64, 512] {
+        for callers in [64, 512] {
             let (rate, times) = rt.block_on(async {
                 let svc = service(kind, &url).await;
                 closed_loop(&svc, callers).await

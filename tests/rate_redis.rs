@@ -204,6 +204,18 @@ async fn keyed_buckets_are_one_key_each_in_redis() {
         .await
         .unwrap();
     assert_eq!(exists, 2);
+
+    // 150 callers at once: one batch of more buckets than one script call
+    // takes (64), each bucket decided on its own: every caller's first
+    // call admitted, every second one refused.
+    for round in [StatusCode::OK, StatusCode::TOO_MANY_REQUESTS] {
+        let mut calls = JoinSet::new();
+        for i in 0..150u8 {
+            calls.spawn(status(from([10, 1, 0, i])));
+        }
+        let statuses = calls.join_all().await;
+        assert!(statuses.iter().all(|s| *s == round), "{statuses:?}");
+    }
 }
 
 // ---- a fleet of four --------------------------------------------------------

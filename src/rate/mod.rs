@@ -52,19 +52,24 @@
 //! on every instance: `RedisKey`). The layer, its faces and its fields are
 //! the same; what changes is where the GCRA state lives:
 //!
-//! - **One script per key and batch.** Each bucket is one Redis key,
+//! - **One script per batch.** Each bucket is one Redis key,
 //!   `{<prefix>:<key name>}`, holding the key's theoretical arrival time on
 //!   Redis's own clock (`TIME`: the instances' clocks do not matter) and
-//!   expiring when it passes, so a key lives at most one burst period. The
-//!   check is one Lua script (`EVALSHA`, loaded once, loaded again if Redis
-//!   answers `NOSCRIPT`) touching that one key: in a Redis Cluster the hash
-//!   tag puts each bucket on the shard its name picks, and no script
-//!   crosses slots.
+//!   expiring when it passes, so a key lives at most one burst period. A
+//!   check is a Lua script (`EVALSHA`, loaded once, loaded again if Redis
+//!   answers `NOSCRIPT`), atomic like every Redis script.
 //! - **Batched and pipelined.** The services queue their checks to one task
-//!   per layer, which sends everything queued as one pipeline (the checks of
-//!   one key folded into one script call, decided in arrival order) while
-//!   the previous pipelines are under way, at most four at a time: a busy
-//!   instance pays a round trip per batch, not per request.
+//!   per layer, which takes everything queued at once: the checks of one
+//!   key fold into one count, decided in arrival order, and up to 64 keys go
+//!   into one script call; the calls go out as one pipeline while the
+//!   previous pipelines are under way, at most four at a time. A busy
+//!   instance pays a round trip per batch, not per request, and Redis one
+//!   script call per 64 keys.
+//! - **Redis Cluster.** The names are ready for a cluster: the braces make
+//!   each bucket's whole name its hash tag, so buckets spread over the
+//!   shards by key. The store itself talks to one Redis server (a primary,
+//!   or a proxy that runs multi-key scripts): one call touches the buckets
+//!   of several keys, which on a cluster would have to be grouped by slot.
 //! - **Bounded wait, chosen fallback.** A request waits for its answer at
 //!   most the timeout (`RedisOptions::timeout`, 5 ms unless set), then the
 //!   `Fallback` decides it: a local GCRA at this instance's share of the

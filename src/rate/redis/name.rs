@@ -89,9 +89,9 @@ macro_rules! integer_names {
 integer_names!(u16, u32, u64, u128, i32, i64);
 
 /// The Redis key of `key`'s bucket: `{<prefix>:<name>}`. The braces make the
-/// whole name the hash tag, so in a Redis Cluster each bucket lives on the
-/// node its own name picks (buckets spread over the shards) and the script,
-/// which touches that one key, never crosses slots.
+/// whole name the hash tag, so in a Redis Cluster each bucket would live on
+/// the node its own name picks: buckets spread over the shards, and a hot
+/// key is one slot's load, not its neighbours'.
 pub(super) fn bucket<K: RedisKey>(prefix: &str, key: &K) -> String {
     let mut name = String::with_capacity(prefix.len() + 24);
     name.push('{');

@@ -1,12 +1,13 @@
-//! The check as Redis runs it: one Lua script per key and batch, its
-//! arguments, and its reply read back into one answer per caller.
+//! The check as Redis runs it: one Lua script per batch, its arguments, and
+//! its reply read back into one answer per caller.
 //!
-//! The script is GCRA over one value, the key's theoretical arrival time
-//! (TAT) in microseconds on Redis's own clock (`TIME`), so instances whose
-//! clocks disagree still agree on every bucket. One call decides `n` checks
-//! of the same key at once: the checks an instance gathered while its last
-//! round trip was under way. They are decided in arrival order, as `n`
-//! calls one after another would be.
+//! The script is GCRA over one value per bucket, the key's theoretical
+//! arrival time (TAT) in microseconds on Redis's own clock (`TIME`), so
+//! instances whose clocks disagree still agree on every bucket. One call
+//! decides the checks an instance gathered while its last round trip was
+//! under way: `n` checks for each of up to [`KEYS_PER_CALL`] buckets, each
+//! bucket's checks in arrival order, as that many calls one after another
+//! would be.
 
 use std::time::Duration;
 
@@ -14,15 +15,22 @@ use redis::Value;
 
 use super::super::Quota;
 
-/// GCRA for `ARGV[3]` checks of the key `KEYS[1]`, under a quota of one call
-/// per `ARGV[1]` microseconds in bursts of `ARGV[2]`.
+/// The most buckets one script call decides. Redis runs a script alone, so
+/// a call is kept short (64 buckets: tens of microseconds) for the other
+/// clients' sake; a batch with more buckets is several calls in one
+/// pipeline.
+pub(super) const KEYS_PER_CALL: usize = 64;
+
+/// GCRA for the buckets `KEYS`, under a quota of one call per `ARGV[1]`
+/// microseconds in bursts of `ARGV[2]`, with `ARGV[2 + i]` checks of
+/// `KEYS[i]`.
 ///
-/// Returns `{allowed, capacity, wait}`: how many of the checks conform
-/// (the first ones), how many calls conformed before them, and the
-/// microseconds until the next call conforms after them (0 when one still
-/// does). The key expires when its TAT passes: a bucket past its TAT is
-/// indistinguishable from one never used, so its TTL is at most the burst
-/// period and an idle key costs Redis nothing.
+/// Returns three integers per bucket, `allowed, capacity, wait`: how many of
+/// its checks conform (the first ones), how many calls conformed before
+/// them, and the microseconds until the next call conforms after them (0
+/// when one still does). A key expires when its TAT passes: a bucket past
+/// its TAT is indistinguishable from one never used, so its TTL is at most
+/// the burst period and an idle key costs Redis nothing.
 ///
 /// TATs are written with `%.0f`: Lua 5.1's `tostring` keeps 14 digits, and
 /// a TAT has 16.
@@ -31,23 +39,29 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
-local n = tonumber(ARGV[3])
 local tolerance = interval * (burst - 1)
-local tat = tonumber(redis.call('GET', KEYS[1]) or now) or now
-if tat < now then tat = now end
-local capacity = 0
-if tat - now <= tolerance then
-  capacity = math.floor((tolerance - (tat - now)) / interval) + 1
+local out = {}
+for i, key in ipairs(KEYS) do
+  local n = tonumber(ARGV[i + 2])
+  local tat = tonumber(redis.call('GET', key) or now) or now
+  if tat < now then tat = now end
+  local capacity = 0
+  if tat - now <= tolerance then
+    capacity = math.floor((tolerance - (tat - now)) / interval) + 1
+  end
+  local allowed = math.min(n, capacity)
+  if allowed > 0 then
+    tat = tat + allowed * interval
+    local ttl = math.ceil((tat - now) / 1000)
+    redis.call('SET', key, string.format('%.0f', tat), 'PX', string.format('%.0f', ttl))
+  end
+  local wait = tat - now - tolerance
+  if wait < 0 then wait = 0 end
+  out[#out + 1] = allowed
+  out[#out + 1] = capacity
+  out[#out + 1] = wait
 end
-local allowed = math.min(n, capacity)
-if allowed > 0 then
-  tat = tat + allowed * interval
-  local ttl = math.ceil((tat - now) / 1000)
-  redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', string.format('%.0f', ttl))
-end
-local wait = tat - now - tolerance
-if wait < 0 then wait = 0 end
-return {allowed, capacity, wait}
+return out
 ";
 
 /// The script's quota arguments: the interval in whole microseconds (at
@@ -60,7 +74,7 @@ pub(super) fn quota_args(quota: &Quota) -> (u64, u32) {
     )
 }
 
-/// What the script decided for one batch of checks of one key.
+/// What the script decided for the checks of one bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Reply {
     allowed: u32,
@@ -78,21 +92,30 @@ pub(crate) enum Answer {
 }
 
 impl Reply {
-    /// Reads the script's `{allowed, capacity, wait}`; `None` for anything
-    /// else (a server error, a script of another version).
-    pub(super) fn parse(value: &Value) -> Option<Self> {
+    /// Reads a script call's replies for `buckets` buckets, three integers
+    /// each; `None` for anything else (a server error, a script of another
+    /// version).
+    pub(super) fn parse(value: &Value, buckets: usize) -> Option<Vec<Self>> {
         let Value::Array(items) = value else {
             return None;
         };
-        let int = |i: usize| match items.get(i) {
-            Some(Value::Int(v)) => u64::try_from(*v).ok(),
+        if items.len() != 3 * buckets {
+            return None;
+        }
+        let int = |v: &Value| match v {
+            Value::Int(v) => u64::try_from(*v).ok(),
             _ => None,
         };
-        Some(Self {
-            allowed: u32::try_from(int(0)?).ok()?,
-            capacity: u32::try_from(int(1)?).ok()?,
-            wait: Duration::from_micros(int(2)?),
-        })
+        items
+            .chunks_exact(3)
+            .map(|r| {
+                Some(Self {
+                    allowed: u32::try_from(int(&r[0])?).ok()?,
+                    capacity: u32::try_from(int(&r[1])?).ok()?,
+                    wait: Duration::from_micros(int(&r[2])?),
+                })
+            })
+            .collect()
     }
 
     /// The answer of the `i`-th check of the batch (from 0, in arrival

@@ -29,7 +29,7 @@ fn reply(allowed: i64, capacity: i64, wait_us: i64) -> Value {
 #[test]
 fn a_batch_reply_answers_callers_in_arrival_order() {
     // Three of five conform: capacity 3 before the batch, next call in 40 ms.
-    let r = Reply::parse(&reply(3, 3, 40_000)).unwrap();
+    let r = Reply::parse(&reply(3, 3, 40_000), 1).unwrap()[0];
     assert_eq!(r.answer(0), Answer::Allow { remaining: 2 });
     assert_eq!(r.answer(1), Answer::Allow { remaining: 1 });
     assert_eq!(r.answer(2), Answer::Allow { remaining: 0 });
@@ -39,13 +39,55 @@ fn a_batch_reply_answers_callers_in_arrival_order() {
     assert_eq!(r.answer(3), refused);
     assert_eq!(r.answer(4), refused);
     // A refusal always waits: a wait of 0 would mean "now".
-    let r = Reply::parse(&reply(0, 0, 0)).unwrap();
+    let r = Reply::parse(&reply(0, 0, 0), 1).unwrap()[0];
     assert_eq!(
         r.answer(0),
         Answer::Deny {
             wait: Duration::from_micros(1)
         }
     );
+}
+
+#[test]
+fn one_call_answers_each_of_its_buckets() {
+    let two = Value::Array(vec![
+        Value::Int(1),
+        Value::Int(5),
+        Value::Int(0),
+        Value::Int(0),
+        Value::Int(0),
+        Value::Int(7),
+    ]);
+    let r = Reply::parse(&two, 2).unwrap();
+    assert_eq!(r[0].answer(0), Answer::Allow { remaining: 4 });
+    assert_eq!(
+        r[1].answer(0),
+        Answer::Deny {
+            wait: Duration::from_micros(7)
+        }
+    );
+    // Three values per bucket, no more, no fewer.
+    assert_eq!(Reply::parse(&two, 1), None);
+    assert_eq!(Reply::parse(&two, 3), None);
+}
+
+#[test]
+fn a_batch_is_grouped_by_bucket_and_split_into_calls_of_64() {
+    use super::worker::{Check, calls, group};
+    let check = |bucket: String| Check {
+        bucket,
+        reply: tokio::sync::oneshot::channel().0,
+    };
+    // 130 buckets, the first one checked twice more at the end.
+    let mut batch: Vec<_> = (0..130).map(|i| check(format!("{{p:{i}}}"))).collect();
+    batch.push(check("{p:0}".to_owned()));
+    batch.push(check("{p:0}".to_owned()));
+    let groups = group(batch);
+    assert_eq!(groups.len(), 130);
+    assert_eq!((groups[0].0.as_str(), groups[0].1.len()), ("{p:0}", 3));
+    assert_eq!(groups[129].0, "{p:129}");
+    let sizes: Vec<_> = calls(groups).iter().map(Vec::len).collect();
+    assert_eq!(sizes, [64, 64, 2]);
 }
 
 #[test]
@@ -61,7 +103,7 @@ fn replies_of_another_shape_are_not_read() {
             Value::Int(0),
         ]),
     ] {
-        assert_eq!(Reply::parse(&v), None, "{v:?}");
+        assert_eq!(Reply::parse(&v, 1), None, "{v:?}");
     }
 }
 

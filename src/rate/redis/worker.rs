@@ -1,9 +1,10 @@
 //! The task between a limit's services and Redis.
 //!
 //! Services queue their checks on a channel; the worker takes everything
-//! queued at once, folds the checks of one key into one script call (a
-//! global limit's whole batch is one call), and sends the calls as one
-//! pipeline, with a read of the fleet's quota in front. While one pipeline
+//! queued at once, folds the checks of one key together and the keys into
+//! script calls of up to 64 (a global limit's whole batch is one call, with
+//! one key), and sends the calls as one pipeline, with a read of the fleet's
+//! quota in front. While one pipeline
 //! is under way the next batch gathers, so a busy instance pays one round
 //! trip per batch, not per request, and never has more than
 //! [`IN_FLIGHT`] pipelines out.
@@ -22,7 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::{
     name::quota_key,
-    script::{Answer, GCRA, Reply, decode_quota, encode_quota, quota_args},
+    script::{Answer, GCRA, KEYS_PER_CALL, Reply, decode_quota, encode_quota, quota_args},
     shared::{Cause, Shared},
 };
 use crate::rate::Quota;
@@ -195,9 +196,12 @@ async fn idle(checks: &mut mpsc::Receiver<Check>, period: Duration) -> bool {
     }
 }
 
+/// A bucket and the callers waiting for its checks, in arrival order.
+pub(super) type Group = (String, Vec<oneshot::Sender<Answer>>);
+
 /// The checks of one batch, grouped by bucket in order of first arrival.
-fn group(batch: Vec<Check>) -> Vec<(String, Vec<oneshot::Sender<Answer>>)> {
-    let mut groups: Vec<(String, Vec<oneshot::Sender<Answer>>)> = Vec::new();
+pub(super) fn group(batch: Vec<Check>) -> Vec<Group> {
+    let mut groups: Vec<Group> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     for check in batch {
         match index.get(&check.bucket) {
@@ -209,6 +213,19 @@ fn group(batch: Vec<Check>) -> Vec<(String, Vec<oneshot::Sender<Answer>>)> {
         }
     }
     groups
+}
+
+/// The groups of a batch split into script calls of at most
+/// [`KEYS_PER_CALL`] buckets.
+pub(super) fn calls(groups: Vec<Group>) -> Vec<Vec<Group>> {
+    let mut calls: Vec<Vec<Group>> = Vec::with_capacity(groups.len().div_ceil(KEYS_PER_CALL));
+    for group in groups {
+        match calls.last_mut() {
+            Some(call) if call.len() < KEYS_PER_CALL => call.push(group),
+            _ => calls.push(vec![group]),
+        }
+    }
+    calls
 }
 
 fn is_noscript(value: &Value) -> bool {
@@ -263,14 +280,15 @@ impl Link {
     }
 
     /// Sends one batch: the pending quota if any, the read of the fleet's,
-    /// and one script call per bucket; then answers every caller.
+    /// and one script call per [`KEYS_PER_CALL`] buckets; then answers
+    /// every caller.
     async fn send(
         mut self,
         batch: Vec<Check>,
         pending: Option<Quota>,
         _permit: OwnedSemaphorePermit,
     ) {
-        let groups = group(batch);
+        let calls = calls(group(batch));
         let (interval, burst) = quota_args(&self.shared.fleet().quota);
         let mut pipe = redis::pipe();
         if let Some(q) = pending {
@@ -278,8 +296,8 @@ impl Link {
         }
         pipe.cmd("GET").arg(&*self.quota_key);
         let head = pipe.len();
-        for (bucket, replies) in &groups {
-            self.eval(&mut pipe, bucket, interval, burst, replies.len());
+        for call in &calls {
+            self.eval(&mut pipe, call, interval, burst);
         }
         let values = match self.exchange(&pipe).await {
             Some(values) if values.len() == pipe.len() => values,
@@ -290,11 +308,11 @@ impl Link {
         }
         self.read_quota(values.get(head - 1));
         let mut retry = Vec::new();
-        for ((bucket, replies), value) in groups.into_iter().zip(&values[head..]) {
+        for (call, value) in calls.into_iter().zip(&values[head..]) {
             if is_noscript(value) {
-                retry.push((bucket, replies));
+                retry.push(call);
             } else {
-                self.answer(replies, value);
+                self.answer(call, value);
             }
         }
         if retry.is_empty() {
@@ -305,26 +323,31 @@ impl Link {
         // and send those calls again.
         let mut pipe = redis::pipe();
         pipe.cmd("SCRIPT").arg("LOAD").arg(GCRA);
-        for (bucket, replies) in &retry {
-            self.eval(&mut pipe, bucket, interval, burst, replies.len());
+        for call in &retry {
+            self.eval(&mut pipe, call, interval, burst);
         }
         let Some(values) = self.exchange(&pipe).await else {
             return;
         };
-        for ((_, replies), value) in retry.into_iter().zip(values.iter().skip(1)) {
-            self.answer(replies, value);
+        for (call, value) in retry.into_iter().zip(values.iter().skip(1)) {
+            self.answer(call, value);
         }
         self.shared.answered();
     }
 
-    fn eval(&self, pipe: &mut Pipeline, bucket: &str, interval: u64, burst: u32, n: usize) {
-        pipe.cmd("EVALSHA")
+    /// One script call for `call`'s buckets and their counts of checks.
+    fn eval(&self, pipe: &mut Pipeline, call: &[Group], interval: u64, burst: u32) {
+        let cmd = pipe
+            .cmd("EVALSHA")
             .arg(self.script.get_hash())
-            .arg(1)
-            .arg(bucket)
-            .arg(interval)
-            .arg(burst)
-            .arg(n);
+            .arg(call.len());
+        for (bucket, _) in call {
+            cmd.arg(bucket.as_str());
+        }
+        cmd.arg(interval).arg(burst);
+        for (_, replies) in call {
+            cmd.arg(replies.len());
+        }
     }
 
     /// The pipeline's replies, or `None` (and the limit in fallback) when
@@ -348,18 +371,21 @@ impl Link {
         }
     }
 
-    /// Answers the callers of one script call, in arrival order (callers
-    /// gone by now were answered by the fallback; they count there).
-    fn answer(&self, replies: Vec<oneshot::Sender<Answer>>, value: &Value) {
-        let Some(reply) = Reply::parse(value) else {
+    /// Answers the callers of one script call, each bucket's in arrival
+    /// order (callers gone by now were answered by the fallback; they count
+    /// there).
+    fn answer(&self, call: Vec<Group>, value: &Value) {
+        let Some(replies) = Reply::parse(value, call.len()) else {
             if let Value::ServerError(e) = value {
                 self.shared.failed(&RedisError::from(e.clone()));
             }
             // Dropping the senders answers the callers with the fallback.
             return;
         };
-        for (i, tx) in replies.into_iter().enumerate() {
-            let _ = tx.send(reply.answer(i));
+        for ((_, senders), reply) in call.into_iter().zip(replies) {
+            for (i, tx) in senders.into_iter().enumerate() {
+                let _ = tx.send(reply.answer(i));
+            }
         }
     }
 }
