@@ -295,7 +295,7 @@ async fn redis_down_falls_back_to_the_instance_share() {
         let start = Instant::now();
         let res = svc.clone().oneshot(Request::default()).await.unwrap();
         // One answer each, within the timeout (and a loaded machine's margin).
-        assert!(start.elapsed() < Duration::from_millis(5 + 45));
+        assert!(start.elapsed() < Duration::from_millis(5 + 200));
         match res.status() {
             StatusCode::OK => allowed += 1,
             StatusCode::TOO_MANY_REQUESTS => {}
@@ -369,8 +369,13 @@ async fn a_redis_that_never_answers_costs_a_request_at_most_the_timeout() {
         slowest = slowest.max(start.elapsed());
         assert_eq!(res.status(), StatusCode::OK);
     }
+    // The connection attempt lasts a second: only the check's own timeout
+    // answers sooner (a loaded machine's margin of 200 ms on top).
     assert!(slowest >= timeout, "the first check waited for Redis");
-    assert!(slowest < timeout + Duration::from_millis(40), "{slowest:?}");
+    assert!(
+        slowest < timeout + Duration::from_millis(200),
+        "{slowest:?}"
+    );
     let redis = handle.snapshot().redis.unwrap();
     assert!(redis.fallback);
     assert_eq!(redis.fallback_checks, 20);

@@ -94,7 +94,7 @@ impl Worker {
                 let link = Link {
                     conn: match conn.take() {
                         Some(c) => c,
-                        None => match connect(&client, shared.timeout).await {
+                        None => match connect(&client).await {
                             Ok(c) => c,
                             Err(e) => {
                                 shared.failed(&e);
@@ -172,10 +172,15 @@ impl Worker {
     }
 }
 
-/// A connection within `timeout`.
-async fn connect(client: &Client, timeout: Duration) -> Result<MultiplexedConnection, RedisError> {
+/// How long a connection attempt may take. Requests never wait for one
+/// (they wait at most the check's timeout, then fall back), so this only
+/// bounds how long a probe of an unreachable host holds the worker.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A new connection.
+async fn connect(client: &Client) -> Result<MultiplexedConnection, RedisError> {
     let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(timeout.max(Duration::from_millis(50))))
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(PIPELINE_TIMEOUT));
     client
         .get_multiplexed_async_connection_with_config(&config)
@@ -272,10 +277,10 @@ impl Link {
     }
 
     fn read_quota(&self, value: Option<&Value>) {
-        if let Some(q) = value.and_then(decode_quota)
-            && self.shared.adopt(q)
-        {
-            (self.adopted)(q);
+        if let Some(q) = value.and_then(decode_quota) {
+            if self.shared.adopt(q) {
+                (self.adopted)(q);
+            }
         }
     }
 
