@@ -26,6 +26,7 @@ use http_body_util::Empty;
 use support::{HttpClient, h1_client, redis::RedisServer, wait_until_within};
 use tokio::{sync::Mutex, task::JoinSet, time::Instant};
 use tower::{Layer, Service, ServiceExt, service_fn};
+use tower_spillway::key::key_fn;
 use tower_spillway::rate::{
     PeerIp, Quota, RATELIMIT, RateLimitHandle, RateLimitLayer, RedisOptions, RedisStore,
 };
@@ -630,4 +631,57 @@ async fn the_fallback_share_counts_what_redis_admitted_here() {
     let redis = handle.snapshot().redis.unwrap();
     assert_eq!(redis.fallback_checks, 10, "{redis:?}");
     assert!(admitted <= 1, "{admitted} admitted on top of the 40");
+}
+
+#[tokio::test]
+#[ignore = "needs REDIS_URL"]
+async fn a_bucket_holding_something_else_fails_alone() {
+    let _serial = SERIAL.lock().await;
+    let url = url();
+    let prefix = prefix("wrongtype");
+    let layer = RateLimitLayer::builder(Quota::per_second(10).unwrap())
+        .keyed(key_fn(|req: &Req| req.headers().contains_key("x-a")))
+        .http()
+        .redis(client(&url), patient(&prefix))
+        .build();
+    let handle = layer.handle();
+    connected(&handle).await;
+    let mut conn = connection(&url).await;
+    // Someone wrote a hash where the bucket of `true` lives.
+    let _: i64 = redis::cmd("HSET")
+        .arg(format!("{{{prefix}:true}}"))
+        .arg("f")
+        .arg("v")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let svc = layer.layer(ok_service());
+    let req = |a: bool| {
+        let mut req = Req::default();
+        if a {
+            req.headers_mut()
+                .insert("x-a", http::HeaderValue::from_static("1"));
+        }
+        req
+    };
+    let res = svc.clone().oneshot(req(true)).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let redis = handle.snapshot().redis.unwrap();
+    assert_eq!(
+        (redis.fallback_checks, redis.redis_errors),
+        (1, 1),
+        "{redis:?}"
+    );
+    assert!(
+        !redis.fallback,
+        "one broken key does not take the limit off Redis"
+    );
+    let res = svc.clone().oneshot(req(false)).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(handle.snapshot().redis.unwrap().redis_checks, 1);
+    let _: i64 = redis::cmd("DEL")
+        .arg(format!("{{{prefix}:true}}"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
 }

@@ -6,7 +6,7 @@ use std::{fmt::Write, net::IpAddr};
 /// of them draw from one bucket in Redis.
 ///
 /// Implemented for the global key `()`, for [`IpAddr`] (what
-/// [`PeerIp`](crate::rate::PeerIp) yields), strings, integers and `Option`s
+/// [`PeerIp`](crate::rate::PeerIp) yields), strings, integers, `bool` and `Option`s
 /// of these; implement it for a key type of your own to key a shared limit
 /// by it (through [`key_fn`](crate::key::key_fn)).
 ///
@@ -54,6 +54,12 @@ impl<T: RedisKey> RedisKey for Option<T> {
                 key.write_name(name);
             }
         }
+    }
+}
+
+impl RedisKey for bool {
+    fn write_name(&self, name: &mut String) {
+        name.push_str(if *self { "true" } else { "false" });
     }
 }
 

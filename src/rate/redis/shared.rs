@@ -217,6 +217,16 @@ impl Shared {
         self.enter_fallback(Cause::Error);
     }
 
+    /// A script call failed on its keys' data: counted (and logged at
+    /// debug), without putting the limit in fallback.
+    pub(super) fn script_failed(&self, error: &redis::RedisError) {
+        self.redis_errors.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "tracing")]
+        tracing::debug!(prefix = %self.prefix, %error, "shared rate limit: the script failed");
+        #[cfg(not(feature = "tracing"))]
+        let _ = error;
+    }
+
     /// Counts a decision; `by_redis` tells which side made it.
     pub(crate) fn count(&self, allowed: bool, by_redis: bool) {
         if allowed {

@@ -25,7 +25,7 @@ use crate::{
 /// Checks queued for Redis before new ones are decided locally: a few full
 /// batches. Past that Redis is not keeping up, and waiting longer would
 /// only spend the timeout.
-const QUEUE: usize = 8 * MAX_BATCH;
+pub(super) const QUEUE: usize = 8 * MAX_BATCH;
 
 /// The GCRA state of a [`RateLimitLayer`](crate::rate::RateLimitLayer) kept
 /// in Redis, shared by every instance configured with the same

@@ -399,3 +399,37 @@ fn without_a_runtime_a_check_is_decided_by_the_fallback() {
     }
     assert_eq!(outcomes, [true, true, false]);
 }
+
+#[tokio::test]
+async fn checks_past_a_full_queue_are_decided_locally_at_once() {
+    use super::store::QUEUE;
+    // The worker hangs in the handshake with a server that never answers
+    // (for the second a connection attempt may take), so the queue fills.
+    let options = RedisOptions::new("full")
+        .timeout(Duration::from_secs(5))
+        .unwrap();
+    let layer = RateLimitLayer::builder(Quota::per_second(1_000_000).unwrap())
+        .http()
+        .redis(client(silent_server().await), options)
+        .build();
+    let svc = layer.layer(ok_service());
+    let start = Instant::now();
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..QUEUE + 50 {
+        let svc = svc.clone();
+        calls.spawn(async move {
+            let res = svc.oneshot(Request::default()).await.unwrap();
+            assert_eq!(res.status(), StatusCode::OK);
+            start.elapsed()
+        });
+    }
+    let times = calls.join_all().await;
+    let at_once = times
+        .iter()
+        .filter(|t| **t < Duration::from_millis(500))
+        .count();
+    // The 50 that found the queue full; the queued ones waited for the
+    // connection attempt to fail, well within their timeout.
+    assert_eq!(at_once, 50);
+    assert!(times.iter().all(|t| *t < Duration::from_secs(3)));
+}

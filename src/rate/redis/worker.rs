@@ -75,6 +75,26 @@ struct Link {
     adopted: Arc<dyn Fn(Quota) + Send + Sync>,
 }
 
+/// What every pipeline task shares, to make a [`Link`] of a connection.
+struct Parts {
+    script: Arc<Script>,
+    quota_key: Arc<str>,
+    shared: Arc<Shared>,
+    adopted: Arc<dyn Fn(Quota) + Send + Sync>,
+}
+
+impl Parts {
+    fn link(&self, conn: MultiplexedConnection) -> Link {
+        Link {
+            conn,
+            script: Arc::clone(&self.script),
+            quota_key: Arc::clone(&self.quota_key),
+            shared: Arc::clone(&self.shared),
+            adopted: Arc::clone(&self.adopted),
+        }
+    }
+}
+
 impl Worker {
     /// Runs until every sender (the layer and its services) is gone.
     pub(crate) async fn run(self) {
@@ -84,31 +104,29 @@ impl Worker {
             shared,
             adopted,
         } = self;
-        let adopted: Arc<dyn Fn(Quota) + Send + Sync> = Arc::from(adopted);
-        let script = Arc::new(Script::new(GCRA));
-        let quota_key: Arc<str> = Arc::from(quota_key(&shared.prefix));
+        let parts = Parts {
+            script: Arc::new(Script::new(GCRA)),
+            quota_key: Arc::from(quota_key(&shared.prefix)),
+            shared: Arc::clone(&shared),
+            adopted: Arc::from(adopted),
+        };
         let permits = Arc::new(Semaphore::new(IN_FLIGHT));
         let mut conn: Option<MultiplexedConnection> = None;
         loop {
             if conn.is_none() || shared.in_fallback() {
-                let link = Link {
-                    conn: match conn.take() {
-                        Some(c) => c,
-                        None => match connect(&client).await {
-                            Ok(c) => c,
-                            Err(e) => {
-                                shared.failed(&e);
-                                if !idle(&mut checks, shared.probe_interval).await {
-                                    return;
-                                }
-                                continue;
+                // Probe: on the connection there is, or a new one.
+                let link = match conn.take() {
+                    Some(c) => parts.link(c),
+                    None => match connect(&client).await {
+                        Ok(c) => parts.link(c),
+                        Err(e) => {
+                            shared.failed(&e);
+                            if !idle(&mut checks, shared.probe_interval).await {
+                                return;
                             }
-                        },
+                            continue;
+                        }
                     },
-                    script: Arc::clone(&script),
-                    quota_key: Arc::clone(&quota_key),
-                    shared: Arc::clone(&shared),
-                    adopted: Arc::clone(&adopted),
                 };
                 match link.probe().await {
                     Ok(()) => {
@@ -116,8 +134,8 @@ impl Worker {
                         conn = Some(link.conn);
                     }
                     Err(broken) => {
-                        // A connection that timed out may be fine; one that
-                        // failed is rebuilt at the next probe.
+                        // A connection that was only slow is probed again;
+                        // a broken one is replaced at the next probe.
                         if !broken {
                             conn = Some(link.conn);
                         }
@@ -157,17 +175,11 @@ impl Worker {
             if batch.is_empty() && pending.is_none() {
                 continue;
             }
-            let Some(c) = conn.clone() else { continue };
-            let link = Link {
-                conn: c,
-                script: Arc::clone(&script),
-                quota_key: Arc::clone(&quota_key),
-                shared: Arc::clone(&shared),
-                adopted: Arc::clone(&adopted),
-            };
-            tokio::spawn(link.send(batch, pending, permit));
-            // A failed pipeline puts the limit in fallback; the next turn
-            // of the loop then probes on a fresh connection.
+            if let Some(c) = conn.clone() {
+                // A pipeline that fails puts the limit in fallback, and the
+                // next turn of the loop probes.
+                tokio::spawn(parts.link(c).send(batch, pending, permit));
+            }
         }
     }
 }
@@ -382,7 +394,15 @@ impl Link {
     fn answer(&self, call: Vec<Group>, value: &Value) {
         let Some(replies) = Reply::parse(value, call.len()) else {
             if let Value::ServerError(e) = value {
-                self.shared.failed(&RedisError::from(e.clone()));
+                let error = RedisError::from(e.clone());
+                // The script failing on its data (a bucket key holding
+                // something else, `WRONGTYPE`) is these keys' problem, not
+                // Redis's: the other keys keep being limited by Redis.
+                if matches!(e.code(), "ERR" | "WRONGTYPE") {
+                    self.shared.script_failed(&error);
+                } else {
+                    self.shared.failed(&error);
+                }
             }
             // Dropping the senders answers the callers with the fallback.
             return;
