@@ -26,17 +26,14 @@ use http_body_util::Empty;
 use support::{HttpClient, h1_client, redis::RedisServer, wait_until_within};
 use tokio::{sync::Mutex, task::JoinSet, time::Instant};
 use tower::{Layer, Service, ServiceExt, service_fn};
-use tower_spillway::key::key_fn;
+use tower_spillway::key::{Global, key_fn};
 use tower_spillway::rate::{
-    PeerIp, Quota, RATELIMIT, RateLimitHandle, RateLimitLayer, RedisOptions, RedisStore,
+    HttpRateLimitLayer, PeerIp, Quota, RATELIMIT, RateLimitHandle, RateLimitLayer, RedisOptions,
+    RedisStore,
 };
 
 type Bytes = bytes::Bytes;
-type Shared = tower_spillway::rate::RateLimitLayer<
-    tower_spillway::key::Global,
-    tower_spillway::http::AsResponse<tower_spillway::http::ProblemDetails>,
-    RedisStore,
->;
+type Shared = HttpRateLimitLayer<Global, RedisStore>;
 
 /// The tests measure rates and latencies: one at a time.
 static SERIAL: Mutex<()> = Mutex::const_new(());
@@ -384,7 +381,8 @@ async fn a_quota_changed_on_one_instance_is_in_force_on_all_four() {
     let _serial = SERIAL.lock().await;
     let url = url();
     let quota = Quota::per_second(500).unwrap().burst(50).unwrap();
-    let fleet = fleet(quota, &url, &prefix("change"));
+    let prefix = prefix("change");
+    let fleet = fleet(quota, &url, &prefix);
     for h in &fleet.handles {
         connected(h).await;
     }
@@ -422,6 +420,11 @@ async fn a_quota_changed_on_one_instance_is_in_force_on_all_four() {
     // The snapshot announces the fleet's quota, not an instance's share.
     let snap = fleet.handles[3].snapshot();
     assert_eq!((snap.rate_per_sec, snap.burst), (200.0, 20));
+    let _: i64 = redis::cmd("DEL")
+        .arg(format!("{{{prefix}}}:quota"))
+        .query_async(&mut connection(&url).await)
+        .await
+        .unwrap();
 }
 
 // ---- Redis stopped, restarted, slowed down (a server of our own) ------------

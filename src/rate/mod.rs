@@ -122,9 +122,11 @@ pub use layer::{Local, RateLimitBuilder, RateLimitHandle, RateLimitLayer, RateLi
 
 /// The limit as [`RateLimitBuilder::http`] builds it: `429` refusals with the
 /// exact wait and the `RateLimit` fields, one bucket per key of `X` (one in
-/// all for [`Global`](crate::key::Global)).
-pub type HttpRateLimitLayer<X = crate::key::Global> =
-    RateLimitLayer<X, crate::http::AsResponse<crate::http::ProblemDetails>>;
+/// all for [`Global`](crate::key::Global)), kept in this process ([`Local`])
+/// or, with the feature `rate-redis`, in Redis (`HttpRateLimitLayer<X,
+/// RedisStore>`).
+pub type HttpRateLimitLayer<X = crate::key::Global, B = Local> =
+    RateLimitLayer<X, crate::http::AsResponse<crate::http::ProblemDetails>, B>;
 pub use pace::{Pace, PaceLayer};
 pub use quota::Quota;
 pub use service::{RATELIMIT, RATELIMIT_POLICY, RateLimit, ResponseFuture};
