@@ -339,14 +339,18 @@ fn print_snapshots(fleet: &Fleet) {
     }
 }
 
+/// Redis decided most checks: the figures are the shared bucket's. (The
+/// uneven load already fails the ± 5 % without it: local shares alone
+/// admit 425/s. A machine busy with other work can still put an instance in
+/// fallback now and then, which the rate's margin absorbs.)
 fn assert_shared(fleet: &Fleet) {
     let (redis, fallback) = fleet.handles.iter().fold((0, 0), |(r, f), h| {
         let s = h.snapshot().redis.unwrap();
         (r + s.redis_checks, f + s.fallback_checks)
     });
     assert!(
-        fallback * 10 <= redis,
-        "Redis decided {redis} checks, the fallback {fallback}: more than 10 %"
+        fallback < redis,
+        "Redis decided {redis} checks, the fallback {fallback}"
     );
 }
 
