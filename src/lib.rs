@@ -86,7 +86,9 @@
 //! - `spill`: `SpillLayer` and its drain over any `SpillStore`;
 //!   `spill-sqlite` adds the embedded SQLite store (bundled, WAL, full
 //!   durability), `spill-postgres` the fleet store on PostgreSQL, and
-//!   `spill-redis` a drain source consuming Redis Streams.
+//!   `spill-redis` a drain source consuming Redis Streams;
+//! - `rate-redis`: `RateLimitLayer` with its GCRA state in Redis, one quota
+//!   shared by a fleet (see [`rate`](crate::rate#shared-quotas-in-redis)).
 //!
 //! [Tower]: https://docs.rs/tower
 

@@ -45,30 +45,40 @@ pub(crate) const DEFAULT_MAX_KEYS: NonZeroUsize = NonZeroUsize::new(100_000).unw
 /// let app: Router = Router::new().route("/", get(|| async { "hi" })).layer(per_ip);
 /// # Ok::<(), tower_spillway::ConfigError>(())
 /// ```
-pub struct RateLimitLayer<X: KeyType = Global, R = AsError> {
+pub struct RateLimitLayer<X: KeyType = Global, R = AsError, B = Local> {
     extractor: Arc<X>,
+    /// The buckets ([`Local`]), or the fallback's ([`RedisStore`](super::RedisStore)).
     limiter: Arc<Limiter<X::Key>>,
     reject: R,
     fields_on_success: bool,
+    backend: B,
 }
 
-impl<X: KeyType, R: Clone> Clone for RateLimitLayer<X, R> {
+/// Where a [`RateLimitLayer`]'s buckets live when they live in this process:
+/// the default. With the feature `rate-redis`,
+/// [`RateLimitBuilder::redis`] puts them in Redis instead.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Local;
+
+impl<X: KeyType, R: Clone, B: Clone> Clone for RateLimitLayer<X, R, B> {
     fn clone(&self) -> Self {
         Self {
             extractor: Arc::clone(&self.extractor),
             limiter: Arc::clone(&self.limiter),
             reject: self.reject.clone(),
             fields_on_success: self.fields_on_success,
+            backend: self.backend.clone(),
         }
     }
 }
 
-impl<X: KeyType + fmt::Debug, R: fmt::Debug> fmt::Debug for RateLimitLayer<X, R> {
+impl<X: KeyType + fmt::Debug, R: fmt::Debug, B: fmt::Debug> fmt::Debug for RateLimitLayer<X, R, B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimitLayer")
             .field("extractor", &self.extractor)
             .field("quota", &self.limiter.quota())
             .field("reject", &self.reject)
+            .field("backend", &self.backend)
             .finish()
     }
 }
@@ -89,15 +99,26 @@ impl RateLimitLayer<Global, AsError> {
             max_keys: DEFAULT_MAX_KEYS,
             reject: AsError,
             fields_on_success: false,
+            backend: Local,
         }
     }
 }
 
-impl<X: KeyType, R> RateLimitLayer<X, R> {
+impl<X: KeyType, R> RateLimitLayer<X, R, Local> {
     /// A handle on the buckets: counts, key memory, runtime quota changes.
+    pub fn handle(&self) -> RateLimitHandle<X::Key> {
+        RateLimitHandle::from_limiter(Arc::clone(&self.limiter))
+    }
+}
+
+#[cfg(feature = "rate-redis")]
+impl<X: KeyType, R> RateLimitLayer<X, R, super::RedisStore> {
+    /// A handle on the shared limit: counts, health (in fallback or not),
+    /// quota changes for the whole fleet.
     pub fn handle(&self) -> RateLimitHandle<X::Key> {
         RateLimitHandle {
             limiter: Arc::clone(&self.limiter),
+            redis: Some(self.backend.clone()),
         }
     }
 }
@@ -106,7 +127,7 @@ impl<X: KeyType, R> RateLimitLayer<X, R> {
 /// order, then [`build`](Self::build) the layer, which creates its buckets
 /// once.
 #[derive(Debug, Clone)]
-pub struct RateLimitBuilder<X = Global, R = AsError> {
+pub struct RateLimitBuilder<X = Global, R = AsError, B = Local> {
     quota: Quota,
     extractor: X,
     /// `false` until [`keyed`](Self::keyed): one bucket, no key table.
@@ -114,14 +135,16 @@ pub struct RateLimitBuilder<X = Global, R = AsError> {
     max_keys: NonZeroUsize,
     reject: R,
     fields_on_success: bool,
+    /// [`Local`], or the Redis client and options until `build`.
+    backend: B,
 }
 
-impl<X, R> RateLimitBuilder<X, R> {
+impl<X, R, B> RateLimitBuilder<X, R, B> {
     /// One bucket per key that `extractor` picks (a [`PeerIp`](super::PeerIp),
     /// a [`HeaderKey`](super::HeaderKey), a closure), remembering at most
     /// [`max_keys`](Self::max_keys) keys (100,000 unless set).
     #[must_use]
-    pub fn keyed<X2: KeyType>(self, extractor: X2) -> RateLimitBuilder<X2, R> {
+    pub fn keyed<X2: KeyType>(self, extractor: X2) -> RateLimitBuilder<X2, R, B> {
         RateLimitBuilder {
             quota: self.quota,
             extractor,
@@ -129,6 +152,7 @@ impl<X, R> RateLimitBuilder<X, R> {
             max_keys: self.max_keys,
             reject: self.reject,
             fields_on_success: self.fields_on_success,
+            backend: self.backend,
         }
     }
 
@@ -150,7 +174,7 @@ impl<X, R> RateLimitBuilder<X, R> {
     /// needed), with `RateLimit-Policy` and `RateLimit` fields; gRPC calls get
     /// a trailers-only `RESOURCE_EXHAUSTED` with the wait in milliseconds.
     #[must_use]
-    pub fn http(self) -> RateLimitBuilder<X, AsResponse<ProblemDetails>> {
+    pub fn http(self) -> RateLimitBuilder<X, AsResponse<ProblemDetails>, B> {
         let exact = RetryAfterPolicy::new()
             .jitter(0.0)
             .and_then(|p| p.cap(MAX_HINT))
@@ -162,7 +186,7 @@ impl<X, R> RateLimitBuilder<X, R> {
     /// `RateLimit-Policy` and `RateLimit` fields are added to whatever it
     /// builds.
     #[must_use]
-    pub fn rejection<M: MakeRejection>(self, make: M) -> RateLimitBuilder<X, AsResponse<M>> {
+    pub fn rejection<M: MakeRejection>(self, make: M) -> RateLimitBuilder<X, AsResponse<M>, B> {
         RateLimitBuilder {
             quota: self.quota,
             extractor: self.extractor,
@@ -170,6 +194,7 @@ impl<X, R> RateLimitBuilder<X, R> {
             max_keys: self.max_keys,
             reject: AsResponse::new(make),
             fields_on_success: self.fields_on_success,
+            backend: self.backend,
         }
     }
 
@@ -183,27 +208,126 @@ impl<X, R> RateLimitBuilder<X, R> {
         self
     }
 
+    /// The in-process buckets: one global, or one per key.
+    fn store<K: std::hash::Hash + Eq + Clone>(&self) -> Store<K> {
+        if self.keyed {
+            Store::keyed(self.max_keys)
+        } else {
+            Store::global()
+        }
+    }
+}
+
+impl<X, R> RateLimitBuilder<X, R, Local> {
+    /// Keeps the buckets in Redis, shared by every instance built with the
+    /// same [`RedisOptions::new`](super::RedisOptions::new) prefix: one
+    /// script call per check (batched with the other checks under way),
+    /// within the options' timeout, or else decided by their
+    /// [`Fallback`](super::Fallback). See the
+    /// [module docs](super#shared-quotas-in-redis).
+    ///
+    /// The layer's services need an inner service that is `Clone` (the
+    /// request waits for Redis in the response future, with the service
+    /// that was made ready) and a key that is [`RedisKey`](super::RedisKey).
+    /// Building needs no Redis and no runtime: the connection is made in
+    /// the background, on the runtime that builds the layer (or else with
+    /// the first request), and requests that come before it is up wait at
+    /// most the timeout.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use axum::{Router, routing::get};
+    /// use tower_spillway::rate::{Fallback, PeerIp, Quota, RateLimitLayer, RedisOptions};
+    ///
+    /// let redis = redis::Client::open("redis://127.0.0.1:6379/").expect("a valid URL");
+    /// // 500 calls a second for the whole fleet of 4 instances; each admits
+    /// // 125 a second on its own while Redis is out of reach.
+    /// let options = RedisOptions::new("shop:api")
+    ///     .instances(4)?
+    ///     .timeout(Duration::from_millis(5))?
+    ///     .fallback(Fallback::LocalShare);
+    /// let limit = RateLimitLayer::builder(Quota::per_second(500)?)
+    ///     .http()
+    ///     .redis(redis.clone(), options.clone())
+    ///     .build();
+    /// let handle = limit.handle(); // `set_quota` here changes every instance's
+    ///
+    /// // Per caller too: 20 a second for each peer address, fleet-wide.
+    /// let per_ip = RateLimitLayer::builder(Quota::per_second(20)?)
+    ///     .keyed(PeerIp::new())
+    ///     .http()
+    ///     .redis(redis, RedisOptions::new("shop:api:ip").instances(4)?)
+    ///     .build();
+    ///
+    /// let app: Router = Router::new()
+    ///     .route("/", get(|| async { "ok" }))
+    ///     .layer(per_ip)
+    ///     .layer(limit);
+    /// # let _ = (app, handle);
+    /// # Ok::<(), tower_spillway::ConfigError>(())
+    /// ```
+    #[cfg(feature = "rate-redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rate-redis")))]
+    #[must_use]
+    pub fn redis(
+        self,
+        client: redis::Client,
+        options: super::RedisOptions,
+    ) -> RateLimitBuilder<X, R, (redis::Client, super::RedisOptions)> {
+        RateLimitBuilder {
+            quota: self.quota,
+            extractor: self.extractor,
+            keyed: self.keyed,
+            max_keys: self.max_keys,
+            reject: self.reject,
+            fields_on_success: self.fields_on_success,
+            backend: (client, options),
+        }
+    }
+
     /// Creates the buckets and the layer.
     pub fn build(self) -> RateLimitLayer<X, R>
     where
         X: KeyType,
     {
-        let store = if self.keyed {
-            Store::keyed(self.max_keys)
-        } else {
-            Store::global()
-        };
+        let store = self.store();
         RateLimitLayer {
             extractor: Arc::new(self.extractor),
             limiter: Arc::new(Limiter::new(self.quota, store)),
             reject: self.reject,
             fields_on_success: self.fields_on_success,
+            backend: Local,
         }
     }
 }
 
-impl<S, X: KeyType, R: Clone> Layer<S> for RateLimitLayer<X, R> {
-    type Service = RateLimit<S, X, R>;
+#[cfg(feature = "rate-redis")]
+impl<X, R> RateLimitBuilder<X, R, (redis::Client, super::RedisOptions)> {
+    /// Creates the layer: the fallback's local buckets (at this instance's
+    /// share of the quota) and the queue to Redis, whose task starts with
+    /// the first request.
+    pub fn build(self) -> RateLimitLayer<X, R, super::RedisStore>
+    where
+        X: KeyType,
+    {
+        let store = self.store();
+        let (client, options) = self.backend;
+        let instances = options.instances;
+        let limiter = Arc::new(Limiter::new(self.quota.share(instances), store));
+        let fallback = Arc::clone(&limiter);
+        let adopted = Box::new(move |quota: Quota| fallback.set_quota(quota.share(instances)));
+        RateLimitLayer {
+            extractor: Arc::new(self.extractor),
+            limiter,
+            reject: self.reject,
+            fields_on_success: self.fields_on_success,
+            backend: super::RedisStore::new(client, &options, self.quota, adopted),
+        }
+    }
+}
+
+impl<S, X: KeyType, R: Clone, B: Clone> Layer<S> for RateLimitLayer<X, R, B> {
+    type Service = RateLimit<S, X, R, B>;
 
     fn layer(&self, inner: S) -> Self::Service {
         RateLimit::new(
@@ -212,6 +336,7 @@ impl<S, X: KeyType, R: Clone> Layer<S> for RateLimitLayer<X, R> {
             Arc::clone(&self.limiter),
             self.reject.clone(),
             self.fields_on_success,
+            self.backend.clone(),
         )
     }
 }
@@ -228,13 +353,18 @@ impl<S, X: KeyType, R: Clone> Layer<S> for RateLimitLayer<X, R> {
 /// # Ok::<(), tower_spillway::ConfigError>(())
 /// ```
 pub struct RateLimitHandle<K: std::hash::Hash + Eq + Clone> {
+    /// The buckets, or a shared limit's fallback.
     limiter: Arc<Limiter<K>>,
+    #[cfg(feature = "rate-redis")]
+    redis: Option<super::RedisStore>,
 }
 
 impl<K: std::hash::Hash + Eq + Clone> Clone for RateLimitHandle<K> {
     fn clone(&self) -> Self {
         Self {
             limiter: Arc::clone(&self.limiter),
+            #[cfg(feature = "rate-redis")]
+            redis: self.redis.clone(),
         }
     }
 }
@@ -264,23 +394,48 @@ pub struct RateLimitSnapshot {
     pub keys: usize,
     /// The most keys ever remembered.
     pub max_keys: usize,
+    /// A Redis-backed limit's health; `None` for a local one. (Its `keys`
+    /// are the fallback's: the keys in Redis are Redis's to count.)
+    #[cfg(feature = "rate-redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "rate-redis")))]
+    pub redis: Option<super::RedisSnapshot>,
 }
 
 impl<K: std::hash::Hash + Eq + Clone> RateLimitHandle<K> {
     pub(crate) fn from_limiter(limiter: Arc<Limiter<K>>) -> Self {
-        Self { limiter }
+        Self {
+            limiter,
+            #[cfg(feature = "rate-redis")]
+            redis: None,
+        }
     }
 }
 
 impl<K: std::hash::Hash + Eq + Clone> RateLimitHandle<K> {
-    /// The quota in force.
+    /// The quota in force (a shared limit's: the fleet's, not this
+    /// instance's share).
     pub fn quota(&self) -> Quota {
+        #[cfg(feature = "rate-redis")]
+        if let Some(redis) = &self.redis {
+            return redis.shared().fleet().quota;
+        }
         self.limiter.quota()
     }
 
     /// Changes the quota for every service of the layer. Each key's history
     /// carries over: a caller that just spent its burst does not get a new one.
+    ///
+    /// On a Redis-backed limit, the quota of the whole fleet: in force here
+    /// at once, written to Redis with the next batch (retried until Redis
+    /// takes it), and read back by every other instance with its next batch.
     pub fn set_quota(&self, quota: Quota) {
+        #[cfg(feature = "rate-redis")]
+        if let Some(redis) = &self.redis {
+            let shared = redis.shared();
+            self.limiter.set_quota(shared.share(&quota));
+            shared.publish(quota);
+            return;
+        }
         self.limiter.set_quota(quota);
     }
 
@@ -298,7 +453,7 @@ impl<K: std::hash::Hash + Eq + Clone> RateLimitHandle<K> {
     /// The figures of the limit now.
     pub fn snapshot(&self) -> RateLimitSnapshot {
         let quota = self.quota();
-        let (allowed, limited) = self.limiter.counts();
+        let (allowed, limited) = self.counts();
         RateLimitSnapshot {
             rate_per_sec: 1.0 / quota.replenish_interval().as_secs_f64(),
             burst: quota.burst_size(),
@@ -306,6 +461,17 @@ impl<K: std::hash::Hash + Eq + Clone> RateLimitHandle<K> {
             limited,
             keys: self.keys(),
             max_keys: self.limiter.store().max_keys(),
+            #[cfg(feature = "rate-redis")]
+            redis: self.redis.as_ref().map(|r| r.shared().snapshot()),
         }
+    }
+
+    /// Requests allowed and refused, by Redis or the fallback.
+    fn counts(&self) -> (u64, u64) {
+        #[cfg(feature = "rate-redis")]
+        if let Some(redis) = &self.redis {
+            return redis.shared().counts();
+        }
+        self.limiter.counts()
     }
 }

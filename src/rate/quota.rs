@@ -93,4 +93,23 @@ impl Quota {
         let q = u128::from(window) * 1_000_000_000 / interval;
         (u64::try_from(q).unwrap_or(u64::MAX).max(1), window)
     }
+
+    /// One of `instances` equal shares of this quota: the rate divided by
+    /// `instances`, and the burst too (at least 1). What an instance of a
+    /// fleet may admit on its own while the shared store is out of reach.
+    #[cfg(feature = "rate-redis")]
+    pub(crate) fn share(&self, instances: u32) -> Quota {
+        let instances = instances.max(1);
+        let burst = NonZeroU32::new(self.burst_size() / instances).unwrap_or(NonZeroU32::MIN);
+        let interval = self
+            .replenish_interval()
+            .checked_mul(instances)
+            .unwrap_or(MAX_REFILL)
+            .min(MAX_REFILL / burst.get());
+        GovernorQuota::with_period(interval)
+            .map(|q| Self {
+                inner: q.allow_burst(burst),
+            })
+            .unwrap_or(*self)
+    }
 }

@@ -11,7 +11,10 @@ use http::HeaderValue;
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::gcra::{Decision, Limiter, current_field};
+use super::{
+    gcra::{Decision, Limiter, current_field},
+    layer::Local,
+};
 use crate::{
     AsError, Overloaded, Reason,
     http::AsResponse,
@@ -19,22 +22,26 @@ use crate::{
     reject::Reject,
 };
 
-/// The service [`RateLimitLayer`](super::RateLimitLayer) makes.
-pub struct RateLimit<S, X: KeyType, R> {
-    inner: S,
-    extractor: Arc<X>,
-    limiter: Arc<Limiter<X::Key>>,
-    reject: R,
-    fields_on_success: bool,
+/// The service [`RateLimitLayer`](super::RateLimitLayer) makes; `B` is
+/// where its buckets live ([`Local`], or a `RedisStore` with the feature
+/// `rate-redis`).
+pub struct RateLimit<S, X: KeyType, R, B = Local> {
+    pub(super) inner: S,
+    pub(super) extractor: Arc<X>,
+    pub(super) limiter: Arc<Limiter<X::Key>>,
+    pub(super) reject: R,
+    pub(super) fields_on_success: bool,
+    pub(super) backend: B,
 }
 
-impl<S, X: KeyType, R> RateLimit<S, X, R> {
+impl<S, X: KeyType, R, B> RateLimit<S, X, R, B> {
     pub(crate) fn new(
         inner: S,
         extractor: Arc<X>,
         limiter: Arc<Limiter<X::Key>>,
         reject: R,
         fields_on_success: bool,
+        backend: B,
     ) -> Self {
         Self {
             inner,
@@ -42,6 +49,7 @@ impl<S, X: KeyType, R> RateLimit<S, X, R> {
             limiter,
             reject,
             fields_on_success,
+            backend,
         }
     }
 
@@ -51,7 +59,7 @@ impl<S, X: KeyType, R> RateLimit<S, X, R> {
     }
 }
 
-impl<S: Clone, X: KeyType, R: Clone> Clone for RateLimit<S, X, R> {
+impl<S: Clone, X: KeyType, R: Clone, B: Clone> Clone for RateLimit<S, X, R, B> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -59,11 +67,14 @@ impl<S: Clone, X: KeyType, R: Clone> Clone for RateLimit<S, X, R> {
             limiter: Arc::clone(&self.limiter),
             reject: self.reject.clone(),
             fields_on_success: self.fields_on_success,
+            backend: self.backend.clone(),
         }
     }
 }
 
-impl<S: fmt::Debug, X: KeyType + fmt::Debug, R: fmt::Debug> fmt::Debug for RateLimit<S, X, R> {
+impl<S: fmt::Debug, X: KeyType + fmt::Debug, R: fmt::Debug, B> fmt::Debug
+    for RateLimit<S, X, R, B>
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimit")
             .field("inner", &self.inner)
@@ -129,26 +140,41 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let key = self.extractor.key(&req);
-        match self.limiter.check(&key, self.fields_on_success) {
-            Decision::Allow { fields, .. } => ResponseFuture::inner(
-                self.inner.call(req),
-                |out| out.map(R::map_response).map_err(R::map_error),
-                fields.map(|(policy, current)| Fields {
-                    policy,
-                    current,
-                    add: R::add_success_fields,
-                }),
-            ),
-            Decision::Deny { wait, policy } => {
-                let info = self.reject.info(&req);
-                self.reject.discard(req);
-                let overloaded = Overloaded::new(Reason::RateLimited).with_retry_after(wait);
-                let mut answer = self.reject.reject(info, overloaded);
-                if let Ok(res) = &mut answer {
-                    self.reject.add_fields(res, &policy, wait);
-                }
-                ResponseFuture::rejected(answer)
+        let decision = self.limiter.check(&key, self.fields_on_success);
+        respond(&mut self.inner, &self.reject, req, decision)
+    }
+}
+
+/// Calls `inner` with `req`, or refuses it, as `decision` says.
+pub(super) fn respond<S, R, Req>(
+    inner: &mut S,
+    reject: &R,
+    req: Req,
+    decision: Decision,
+) -> ResponseFuture<S::Future, R::Response, R::Error>
+where
+    S: Service<Req>,
+    R: Reject<Req, S::Response, S::Error> + RateLimitFields<R::Response>,
+{
+    match decision {
+        Decision::Allow { fields, .. } => ResponseFuture::inner(
+            inner.call(req),
+            |out| out.map(R::map_response).map_err(R::map_error),
+            fields.map(|(policy, current)| Fields {
+                policy,
+                current,
+                add: R::add_success_fields,
+            }),
+        ),
+        Decision::Deny { wait, policy } => {
+            let info = reject.info(&req);
+            reject.discard(req);
+            let overloaded = Overloaded::new(Reason::RateLimited).with_retry_after(wait);
+            let mut answer = reject.reject(info, overloaded);
+            if let Ok(res) = &mut answer {
+                reject.add_fields(res, &policy, wait);
             }
+            ResponseFuture::rejected(answer)
         }
     }
 }

@@ -35,6 +35,8 @@ use tonic_health::pb::HealthCheckRequest;
 use tower::Service;
 use tower_spillway::{BoxError, limit::LimitHandle, shed::ShedHandle};
 
+pub mod redis;
+
 // ---- loopback servers -------------------------------------------------------
 
 /// A listener on a free loopback port, and its address.

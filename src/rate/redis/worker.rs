@@ -1,0 +1,416 @@
+//! The task between a limit's services and Redis.
+//!
+//! Services queue their checks on a channel; the worker takes everything
+//! queued at once, folds the checks of one key together and the keys into
+//! script calls of up to 64 (a global limit's whole batch is one call, with
+//! one key), and sends the calls as one pipeline, with a read of the fleet's
+//! quota in front. While one pipeline
+//! is under way the next batch gathers, so a busy instance pays one round
+//! trip per batch, not per request, and never has more than
+//! [`IN_FLIGHT`] pipelines out.
+//!
+//! State machine: *connected* (batches flow) until a command fails, a
+//! connection breaks or checks keep timing out; then *fallback* (the
+//! services decide locally and queue nothing; what was queued is dropped,
+//! which answers its callers at once), probing every `probe_interval`:
+//! connect if need be, load the script, read the quota, each within the
+//! timeout. The first probe that passes returns to *connected*.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use redis::{Client, Pipeline, RedisError, Script, Value, aio::MultiplexedConnection};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+
+use super::{
+    name::quota_key,
+    script::{Answer, GCRA, KEYS_PER_CALL, Reply, decode_quota, encode_quota, quota_args},
+    shared::{Cause, Shared},
+};
+use crate::rate::Quota;
+
+/// Pipelines one instance has out at once. More would only queue behind
+/// the others in Redis; fewer would leave the connection idle during a
+/// round trip.
+pub(super) const IN_FLIGHT: usize = 4;
+
+/// The most checks in one pipeline.
+pub(super) const MAX_BATCH: usize = 512;
+
+/// How long a pipeline may take before it is given up (its callers have
+/// long since been answered by the fallback): a bound on what a hung
+/// connection holds.
+const PIPELINE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One check waiting for Redis.
+#[derive(Debug)]
+pub(crate) struct Check {
+    pub(super) bucket: String,
+    pub(super) reply: oneshot::Sender<Answer>,
+}
+
+/// The worker's parts, kept until the first check starts it on the runtime
+/// that serves the requests.
+pub(crate) struct Worker {
+    pub(super) client: Client,
+    pub(super) checks: mpsc::Receiver<Check>,
+    pub(super) shared: Arc<Shared>,
+    /// Applies a quota Redis holds to the local fallback.
+    pub(super) adopted: Box<dyn Fn(Quota) + Send + Sync>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("prefix", &self.shared.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What each pipeline task needs.
+struct Link {
+    conn: MultiplexedConnection,
+    script: Arc<Script>,
+    quota_key: Arc<str>,
+    shared: Arc<Shared>,
+    adopted: Arc<dyn Fn(Quota) + Send + Sync>,
+}
+
+/// What every pipeline task shares, to make a [`Link`] of a connection.
+struct Parts {
+    script: Arc<Script>,
+    quota_key: Arc<str>,
+    shared: Arc<Shared>,
+    adopted: Arc<dyn Fn(Quota) + Send + Sync>,
+}
+
+impl Parts {
+    fn link(&self, conn: MultiplexedConnection) -> Link {
+        Link {
+            conn,
+            script: Arc::clone(&self.script),
+            quota_key: Arc::clone(&self.quota_key),
+            shared: Arc::clone(&self.shared),
+            adopted: Arc::clone(&self.adopted),
+        }
+    }
+}
+
+impl Worker {
+    /// Runs until every sender (the layer and its services) is gone.
+    pub(crate) async fn run(self) {
+        let Worker {
+            client,
+            mut checks,
+            shared,
+            adopted,
+        } = self;
+        let parts = Parts {
+            script: Arc::new(Script::new(GCRA)),
+            quota_key: Arc::from(quota_key(&shared.prefix)),
+            shared: Arc::clone(&shared),
+            adopted: Arc::from(adopted),
+        };
+        let permits = Arc::new(Semaphore::new(IN_FLIGHT));
+        let mut conn: Option<MultiplexedConnection> = None;
+        loop {
+            if conn.is_none() || shared.in_fallback() {
+                // Probe: on the connection there is, or a new one.
+                let link = match conn.take() {
+                    Some(c) => parts.link(c),
+                    None => match connect(&client).await {
+                        Ok(c) => parts.link(c),
+                        Err(e) => {
+                            shared.failed(&e);
+                            if !idle(&mut checks, shared.probe_interval).await {
+                                return;
+                            }
+                            continue;
+                        }
+                    },
+                };
+                match link.probe().await {
+                    Ok(()) => {
+                        shared.leave_fallback();
+                        conn = Some(link.conn);
+                    }
+                    Err(broken) => {
+                        // A connection that was only slow is probed again;
+                        // a broken one is replaced at the next probe.
+                        if !broken {
+                            conn = Some(link.conn);
+                        }
+                        shared.enter_fallback(Cause::Timeout);
+                        if !idle(&mut checks, shared.probe_interval).await {
+                            return;
+                        }
+                    }
+                }
+                continue;
+            }
+            let first = tokio::select! {
+                check = checks.recv() => match check {
+                    Some(check) => Some(check),
+                    None => return,
+                },
+                () = shared.wake.notified() => None,
+            };
+            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                return;
+            };
+            if shared.in_fallback() {
+                // Entered while waiting for a permit: what is queued has been
+                // or will be answered locally.
+                continue;
+            }
+            let mut batch = Vec::with_capacity(16);
+            batch.extend(first.filter(|c| !c.reply.is_closed()));
+            while batch.len() < MAX_BATCH {
+                match checks.try_recv() {
+                    Ok(check) if !check.reply.is_closed() => batch.push(check),
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            let pending = shared.pending();
+            if batch.is_empty() && pending.is_none() {
+                continue;
+            }
+            if let Some(c) = conn.clone() {
+                // A pipeline that fails puts the limit in fallback, and the
+                // next turn of the loop probes.
+                tokio::spawn(parts.link(c).send(batch, pending, permit));
+            }
+        }
+    }
+}
+
+/// How long a connection attempt may take. Requests never wait for one
+/// (they wait at most the check's timeout, then fall back), so this only
+/// bounds how long a probe of an unreachable host holds the worker.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A new connection.
+async fn connect(client: &Client) -> Result<MultiplexedConnection, RedisError> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(CONNECT_TIMEOUT))
+        .set_response_timeout(Some(PIPELINE_TIMEOUT));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+}
+
+/// Waits `period`, dropping the checks queued meanwhile (which answers
+/// their callers at once: they decide by the fallback). `false` once every
+/// sender is gone.
+async fn idle(checks: &mut mpsc::Receiver<Check>, period: Duration) -> bool {
+    let sleep = tokio::time::sleep(period);
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            () = &mut sleep => return true,
+            check = checks.recv() => if check.is_none() { return false },
+        }
+    }
+}
+
+/// A bucket and the callers waiting for its checks, in arrival order.
+pub(super) type Group = (String, Vec<oneshot::Sender<Answer>>);
+
+/// The checks of one batch, grouped by bucket in order of first arrival.
+pub(super) fn group(batch: Vec<Check>) -> Vec<Group> {
+    let mut groups: Vec<Group> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for check in batch {
+        match index.get(&check.bucket) {
+            Some(&i) => groups[i].1.push(check.reply),
+            None => {
+                index.insert(check.bucket.clone(), groups.len());
+                groups.push((check.bucket, vec![check.reply]));
+            }
+        }
+    }
+    groups
+}
+
+/// The groups of a batch split into script calls of at most
+/// [`KEYS_PER_CALL`] buckets.
+pub(super) fn calls(groups: Vec<Group>) -> Vec<Vec<Group>> {
+    let mut calls: Vec<Vec<Group>> = Vec::with_capacity(groups.len().div_ceil(KEYS_PER_CALL));
+    for group in groups {
+        match calls.last_mut() {
+            Some(call) if call.len() < KEYS_PER_CALL => call.push(group),
+            _ => calls.push(vec![group]),
+        }
+    }
+    calls
+}
+
+fn is_noscript(value: &Value) -> bool {
+    matches!(value, Value::ServerError(e)
+        if e.kind() == Some(redis::ServerErrorKind::NoScript))
+}
+
+impl Link {
+    /// Loads the script and reads the quota, within the timeout. `Err(true)`
+    /// when the connection is broken, `Err(false)` when it was only slow.
+    async fn probe(&self) -> Result<(), bool> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SCRIPT").arg("LOAD").arg(GCRA);
+        let pending = self.shared.pending();
+        if let Some(q) = pending {
+            pipe.cmd("SET").arg(&*self.quota_key).arg(encode_quota(&q));
+        }
+        pipe.cmd("GET").arg(&*self.quota_key);
+        let mut conn = self.conn.clone();
+        let count = pipe.len();
+        match tokio::time::timeout(
+            self.shared.timeout,
+            conn.send_packed_commands(&pipe, 0, count),
+        )
+        .await
+        {
+            Ok(Ok(values)) => {
+                if let Some(Value::ServerError(e)) = values.first() {
+                    self.shared.failed(&RedisError::from(e.clone()));
+                    return Err(false);
+                }
+                if let Some(q) = pending {
+                    self.shared.confirm(q);
+                }
+                self.read_quota(values.last());
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                self.shared.failed(&e);
+                Err(e.is_unrecoverable_error() || e.is_io_error())
+            }
+            Err(_) => Err(false),
+        }
+    }
+
+    fn read_quota(&self, value: Option<&Value>) {
+        if let Some(q) = value.and_then(decode_quota) {
+            if self.shared.adopt(q) {
+                (self.adopted)(q);
+            }
+        }
+    }
+
+    /// Sends one batch: the pending quota if any, the read of the fleet's,
+    /// and one script call per [`KEYS_PER_CALL`] buckets; then answers
+    /// every caller.
+    async fn send(
+        mut self,
+        batch: Vec<Check>,
+        pending: Option<Quota>,
+        _permit: OwnedSemaphorePermit,
+    ) {
+        let calls = calls(group(batch));
+        let (interval, burst) = quota_args(&self.shared.fleet().quota);
+        let mut pipe = redis::pipe();
+        if let Some(q) = pending {
+            pipe.cmd("SET").arg(&*self.quota_key).arg(encode_quota(&q));
+        }
+        pipe.cmd("GET").arg(&*self.quota_key);
+        let head = pipe.len();
+        for call in &calls {
+            self.eval(&mut pipe, call, interval, burst);
+        }
+        let values = match self.exchange(&pipe).await {
+            Some(values) if values.len() == pipe.len() => values,
+            _ => return,
+        };
+        if let Some(q) = pending {
+            self.shared.confirm(q);
+        }
+        self.read_quota(values.get(head - 1));
+        let mut retry = Vec::new();
+        for (call, value) in calls.into_iter().zip(&values[head..]) {
+            if is_noscript(value) {
+                retry.push(call);
+            } else {
+                self.answer(call, value);
+            }
+        }
+        if retry.is_empty() {
+            self.shared.answered();
+            return;
+        }
+        // Redis lost its scripts (a restart, `SCRIPT FLUSH`): load it once
+        // and send those calls again.
+        let mut pipe = redis::pipe();
+        pipe.cmd("SCRIPT").arg("LOAD").arg(GCRA);
+        for call in &retry {
+            self.eval(&mut pipe, call, interval, burst);
+        }
+        let Some(values) = self.exchange(&pipe).await else {
+            return;
+        };
+        for (call, value) in retry.into_iter().zip(values.iter().skip(1)) {
+            self.answer(call, value);
+        }
+        self.shared.answered();
+    }
+
+    /// One script call for `call`'s buckets and their counts of checks.
+    fn eval(&self, pipe: &mut Pipeline, call: &[Group], interval: u64, burst: u32) {
+        let cmd = pipe
+            .cmd("EVALSHA")
+            .arg(self.script.get_hash())
+            .arg(call.len());
+        for (bucket, _) in call {
+            cmd.arg(bucket.as_str());
+        }
+        cmd.arg(interval).arg(burst);
+        for (_, replies) in call {
+            cmd.arg(replies.len());
+        }
+    }
+
+    /// The pipeline's replies, or `None` (and the limit in fallback) when
+    /// it failed or took longer than [`PIPELINE_TIMEOUT`].
+    async fn exchange(&mut self, pipe: &Pipeline) -> Option<Vec<Value>> {
+        match tokio::time::timeout(
+            PIPELINE_TIMEOUT,
+            self.conn.send_packed_commands(pipe, 0, pipe.len()),
+        )
+        .await
+        {
+            Ok(Ok(values)) => Some(values),
+            Ok(Err(e)) => {
+                self.shared.failed(&e);
+                None
+            }
+            Err(_) => {
+                self.shared.enter_fallback(Cause::Timeout);
+                None
+            }
+        }
+    }
+
+    /// Answers the callers of one script call, each bucket's in arrival
+    /// order (callers gone by now were answered by the fallback; they count
+    /// there).
+    fn answer(&self, call: Vec<Group>, value: &Value) {
+        let Some(replies) = Reply::parse(value, call.len()) else {
+            if let Value::ServerError(e) = value {
+                let error = RedisError::from(e.clone());
+                // The script failing on its data (a bucket key holding
+                // something else, `WRONGTYPE`) is these keys' problem, not
+                // Redis's: the other keys keep being limited by Redis.
+                if matches!(e.code(), "ERR" | "WRONGTYPE") {
+                    self.shared.script_failed(&error);
+                } else {
+                    self.shared.failed(&error);
+                }
+            }
+            // Dropping the senders answers the callers with the fallback.
+            return;
+        };
+        for ((_, senders), reply) in call.into_iter().zip(replies) {
+            for (i, tx) in senders.into_iter().enumerate() {
+                let _ = tx.send(reply.answer(i));
+            }
+        }
+    }
+}
