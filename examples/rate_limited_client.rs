@@ -1,21 +1,32 @@
-//! A rate-limited gRPC server and a client that adapts to it.
+//! A rate-limited gRPC server and clients that adapt to it without being
+//! told its quota.
 //!
-//! The server (tonic's health service) is limited to `--quota` calls per
-//! second (default 200) by `RateLimitLayer`. The client calls it as fast as it
-//! can from `--tasks` tasks (default 32) for `--secs` seconds (default 10),
-//! through a stack that paces its calls, adapts its concurrency (AIMD), honours the server's
+//! The server (tonic's health service) limits each API key (`x-api-key`) to
+//! `--quota` calls per second (default 200) with `RateLimitLayer`. Each
+//! client calls it as fast as it can from `--tasks` tasks (default 32) for
+//! `--secs` seconds (default 10), with one API key for all, through a stack
+//! that paces its calls, adapts its concurrency (AIMD), honours the server's
 //! `grpc-retry-pushback-ms` with a shared cooldown, and retries refused calls
-//! within a budget.
+//! within a budget. The pace is learned from the server's answers
+//! (`LearnPaceLayer`: refusals and the `RateLimit-Policy` field) unless
+//! `--pace N` gives it (`--pace 0`: no pacing, to watch the cooldown and the
+//! budget work alone).
 //!
 //! ```text
 //! cargo run --release --example rate_limited_client -- --json target/rate.json
+//! cargo run --release --example rate_limited_client -- --clients 4 --secs 20
 //! ```
 //!
-//! Prints, and with `--json PATH` writes: `quota_rps`, `achieved_rps`,
-//! `calls`, `ok`, `rejected`, `retries`, `max_cooldown_ms`. The target is
-//! `achieved_rps >= 0.9 * quota_rps` and `rejected <= 5 %` of calls; the
-//! process exits non-zero when it is missed. `--pace 0` turns client-side
-//! pacing off, to watch the cooldown and the budget work alone.
+//! With `--clients N` (N > 1) the process serves and starts N client
+//! processes of its own binary, which share the one key's quota. Prints, and
+//! with `--json PATH` writes: `quota_rps`, `achieved_rps`, `calls`, `ok`,
+//! `rejected`, `retries`, and per client its `achieved_rps` and its share of
+//! what the clients got after the first `--settle` seconds (default 5: the
+//! first client to call takes the server's burst, and the shares take a few
+//! seconds to even out). The targets: `achieved_rps >= 0.9 * quota_rps`,
+//! `rejected <= 5 %` of calls, and with several clients each settled share
+//! within ±20 % of a fair one; the process exits non-zero when one is
+//! missed.
 
 use std::{
     net::SocketAddr,
@@ -26,21 +37,37 @@ use std::{
     time::Duration,
 };
 
+use serde_json::{Value, json};
 use tokio::time::Instant;
 use tonic::transport::{Endpoint, Server, server::TcpIncoming};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 use tower::ServiceBuilder;
 use tower_spillway::{
     limit::{AdaptiveLimitLayer, Aimd, HttpOutcomes},
-    rate::{PaceLayer, Quota, RateLimitLayer},
+    rate::{ApiKey, LearnPaceLayer, PaceLayer, Quota, RateLimitLayer},
     retry_after::{HonorRetryAfterLayer, ReplayBody, Retries},
 };
+
+/// How the client paces itself.
+#[derive(Clone, Copy)]
+enum Pacing {
+    /// Learned from the server's answers.
+    Learn,
+    /// At a quota it is told.
+    Known(u32),
+    /// Not at all.
+    Off,
+}
 
 struct Args {
     quota: u32,
     secs: u64,
+    settle: u64,
     tasks: usize,
-    pace: u32,
+    pace: Pacing,
+    clients: usize,
+    /// A client process: call the server at this address.
+    connect: Option<SocketAddr>,
     json: Option<String>,
 }
 
@@ -48,8 +75,11 @@ fn args() -> Args {
     let mut args = Args {
         quota: 200,
         secs: 10,
+        settle: 5,
         tasks: 32,
-        pace: u32::MAX,
+        pace: Pacing::Learn,
+        clients: 1,
+        connect: None,
         json: None,
     };
     let mut it = std::env::args().skip(1);
@@ -58,15 +88,26 @@ fn args() -> Args {
         match flag.as_str() {
             "--quota" => args.quota = value.parse().expect("--quota N"),
             "--secs" => args.secs = value.parse().expect("--secs N"),
+            "--settle" => args.settle = value.parse().expect("--settle SECONDS"),
             "--tasks" => args.tasks = value.parse().expect("--tasks N"),
-            "--pace" => args.pace = value.parse().expect("--pace N (0: off)"),
+            "--clients" => args.clients = value.parse().expect("--clients N"),
+            "--connect" => args.connect = Some(value.parse().expect("--connect ADDR")),
+            "--pace" => {
+                args.pace = match value.as_str() {
+                    "learn" => Pacing::Learn,
+                    "0" => Pacing::Off,
+                    n => Pacing::Known(n.parse().expect("--pace learn|N|0")),
+                }
+            }
             "--json" => args.json = Some(value),
             _ => panic!("unknown flag {flag}"),
         }
     }
-    if args.pace == u32::MAX {
-        args.pace = args.quota;
-    }
+    assert!(args.clients >= 1, "--clients must be at least 1");
+    assert!(
+        args.settle < args.secs,
+        "--settle must be shorter than --secs"
+    );
     args
 }
 
@@ -79,7 +120,7 @@ async fn serve(quota: Quota) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         Server::builder()
-            .layer(RateLimitLayer::builder(quota).http().build())
+            .layer(RateLimitLayer::builder(quota).keyed(ApiKey).http().build())
             .add_service(health)
             .serve_with_incoming(TcpIncoming::from(listener))
             .await
@@ -91,7 +132,103 @@ async fn serve(quota: Quota) -> SocketAddr {
 #[tokio::main]
 async fn main() {
     let args = args();
-    let addr = serve(Quota::per_second(args.quota).expect("--quota must be positive")).await;
+    let mut report = match args.connect {
+        Some(addr) => client(&args, addr).await,
+        None => {
+            let quota = Quota::per_second(args.quota).expect("--quota must be positive");
+            let addr = serve(quota).await;
+            if args.clients == 1 {
+                let mut report = client(&args, addr).await;
+                report["settled_share_of_fair"] = json!(1.0);
+                report["clients"] = json!([report.clone()]);
+                report
+            } else {
+                fleet(&args, addr).await
+            }
+        }
+    };
+    if args.connect.is_none() {
+        report["quota_rps"] = json!(args.quota);
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, report.to_string()).expect("write --json");
+    }
+    if args.connect.is_some() {
+        return;
+    }
+    println!("{}", serde_json::to_string_pretty(&report).unwrap());
+    let achieved = report["achieved_rps"].as_f64().unwrap_or(0.0);
+    let (calls, rejected) = (number(&report["calls"]), number(&report["rejected"]));
+    let fair = report["clients"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .all(|c| (c["settled_share_of_fair"].as_f64().unwrap_or(0.0) - 1.0).abs() <= 0.2);
+    let met = achieved >= 0.9 * f64::from(args.quota) && rejected * 20.0 <= calls && fair;
+    println!(
+        "target (achieved >= 0.9 x quota, rejected <= 5 %, each client within 20 % of a fair share once settled): {}",
+        if met { "met" } else { "MISSED" }
+    );
+    if !met {
+        std::process::exit(1);
+    }
+}
+
+fn number(v: &Value) -> f64 {
+    v.as_f64().unwrap_or(0.0)
+}
+
+/// Starts the client processes, waits for them, and adds up their reports.
+async fn fleet(args: &Args, addr: SocketAddr) -> Value {
+    let dir = std::env::temp_dir();
+    let mut children = Vec::new();
+    for i in 0..args.clients {
+        let path = dir.join(format!("rate-client-{}-{i}.json", std::process::id()));
+        let pace = match args.pace {
+            Pacing::Learn => "learn".to_owned(),
+            Pacing::Known(n) => n.to_string(),
+            Pacing::Off => "0".to_owned(),
+        };
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--connect", &addr.to_string(), "--pace", &pace])
+            .args(["--secs", &args.secs.to_string()])
+            .args(["--settle", &args.settle.to_string()])
+            .args(["--tasks", &args.tasks.to_string()])
+            .args(["--json", path.to_str().unwrap()])
+            .spawn()
+            .expect("start a client process");
+        children.push((child, path));
+    }
+    let mut reports = Vec::new();
+    for (mut child, path) in children {
+        let status = tokio::task::spawn_blocking(move || child.wait())
+            .await
+            .unwrap()
+            .expect("a client process");
+        assert!(status.success(), "a client process failed: {status}");
+        let text = std::fs::read_to_string(&path).expect("a client's report");
+        let _ = std::fs::remove_file(&path);
+        reports.push(serde_json::from_str::<Value>(&text).expect("a client's JSON"));
+    }
+    let sum =
+        |reports: &[Value], field: &str| reports.iter().map(|r| number(&r[field])).sum::<f64>();
+    let fair = sum(&reports, "settled_ok") / reports.len() as f64;
+    for r in &mut reports {
+        r["settled_share_of_fair"] = json!(number(&r["settled_ok"]) / fair.max(1.0));
+    }
+    let sum = |field: &str| sum(&reports, field);
+    json!({
+        "achieved_rps": sum("achieved_rps"),
+        "calls": sum("calls"),
+        "ok": sum("ok"),
+        "rejected": sum("rejected"),
+        "retries": sum("retries"),
+        "clients": reports,
+    })
+}
+
+/// One client: its stack, its callers, its report.
+async fn client(args: &Args, addr: SocketAddr) -> Value {
     let channel = Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
@@ -104,7 +241,12 @@ async fn main() {
         .retries(Retries::new().allow_non_idempotent(true))
         .build();
     let stats = honour.handle();
-    let pace = (args.pace > 0).then(|| PaceLayer::new(Quota::per_second(args.pace).unwrap()));
+    let (learn, pace) = match args.pace {
+        Pacing::Learn => (Some(LearnPaceLayer::new()), None),
+        Pacing::Known(n) => (None, Some(PaceLayer::new(Quota::per_second(n).unwrap()))),
+        Pacing::Off => (None, None),
+    };
+    let learned = learn.as_ref().map(LearnPaceLayer::handle);
     let stack = ServiceBuilder::new()
         .layer(honour)
         // Fewer calls in flight when the server pushes back or slows down.
@@ -123,9 +265,14 @@ async fn main() {
             .queue_timeout(Duration::from_secs(30))
             .build(),
         )
+        .option_layer(learn)
         .option_layer(pace)
         .map_request(|req: http::Request<ReplayBody<tonic::body::Body>>| {
-            req.map(tonic::body::Body::new)
+            let mut req = req.map(tonic::body::Body::new);
+            // Every client of this example shares one key, and its quota.
+            req.headers_mut()
+                .insert("x-api-key", http::HeaderValue::from_static("shop-key"));
+            req
         })
         .service(channel);
     let client = HealthClient::new(stack);
@@ -159,34 +306,22 @@ async fn main() {
             }
         }));
     }
+    tokio::time::sleep(Duration::from_secs(args.settle)).await;
+    let ok_at_settle = ok.load(Ordering::Relaxed);
     for t in tasks {
         t.await.unwrap();
     }
     let elapsed = start.elapsed().as_secs_f64();
     let snap = stats.snapshot();
-    let calls = calls.load(Ordering::Relaxed);
     let ok = ok.load(Ordering::Relaxed);
-    let rejected = rejected.load(Ordering::Relaxed);
-    let report = serde_json::json!({
-        "quota_rps": args.quota,
+    json!({
         "achieved_rps": ok as f64 / elapsed,
-        "calls": calls,
+        "calls": calls.load(Ordering::Relaxed),
         "ok": ok,
-        "rejected": rejected,
+        "settled_ok": ok - ok_at_settle,
+        "rejected": rejected.load(Ordering::Relaxed),
         "retries": snap.retries,
         "max_cooldown_ms": snap.max_cooldown_ms,
-    });
-    println!("{}", serde_json::to_string_pretty(&report).unwrap());
-    if let Some(path) = args.json {
-        std::fs::write(&path, report.to_string()).expect("write --json");
-    }
-    let achieved = ok as f64 / elapsed;
-    let met = achieved >= 0.9 * f64::from(args.quota) && rejected * 20 <= calls;
-    println!(
-        "target (achieved >= 0.9 x quota, rejected <= 5 %): {}",
-        if met { "met" } else { "MISSED" }
-    );
-    if !met {
-        std::process::exit(1);
-    }
+        "learned_rps": learned.and_then(|h| h.snapshot().rate),
+    })
 }

@@ -105,6 +105,7 @@ mod clock;
 mod gcra;
 mod key;
 mod layer;
+mod learn;
 mod pace;
 mod quota;
 #[cfg(feature = "rate-redis")]
@@ -127,6 +128,7 @@ pub use layer::{Local, RateLimitBuilder, RateLimitHandle, RateLimitLayer, RateLi
 /// RedisStore>`).
 pub type HttpRateLimitLayer<X = crate::key::Global, B = Local> =
     RateLimitLayer<X, crate::http::AsResponse<crate::http::ProblemDetails>, B>;
+pub use learn::{LearnFuture, LearnPace, LearnPaceHandle, LearnPaceLayer, LearnPaceSnapshot};
 pub use pace::{Pace, PaceLayer};
 pub use quota::Quota;
 pub use service::{RATELIMIT, RATELIMIT_POLICY, RateLimit, ResponseFuture};
