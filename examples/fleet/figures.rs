@@ -67,6 +67,10 @@ pub struct Figures {
     pub limit_sum_max: usize,
     pub jain_limits: f64,
     pub jain_served: f64,
+    /// Each instance's mean limit over the settled spike.
+    pub mean_limits: Vec<f64>,
+    /// Each instance's requests served in the settled spike.
+    pub served: Vec<f64>,
     /// Requests served per second in the settled spike, as a share of the
     /// database's capacity.
     pub goodput_of_capacity: f64,
@@ -117,6 +121,7 @@ impl Figures {
             .fold(None, |max: Option<f64>, t| {
                 Some(max.map_or(t, |m| m.max(t)))
             });
+        let goodput_of_capacity = served.iter().sum::<f64>() / (to - from) / capacity_rps;
         Figures {
             instances,
             balancer,
@@ -128,7 +133,9 @@ impl Figures {
             limit_sum_max: sums.iter().copied().fold(0.0, f64::max) as usize,
             jain_limits: jain(&mean_limits),
             jain_served: jain(&served),
-            goodput_of_capacity: served.iter().sum::<f64>() / (to - from) / capacity_rps,
+            mean_limits,
+            served,
+            goodput_of_capacity,
             critical_offered: critical.len(),
             critical_ok: critical.iter().filter(|s| s.outcome == Outcome::Ok).count(),
             recovery_ms: last_refused.map_or(0.0, |t| 1000.0 * (t - timing.spike_end)),
@@ -179,6 +186,8 @@ impl Figures {
             "limit_sum_max": self.limit_sum_max,
             "jain_limits": self.jain_limits,
             "jain_served": self.jain_served,
+            "mean_limits": self.mean_limits,
+            "served": self.served,
             "goodput_of_capacity": self.goodput_of_capacity,
             "critical_offered": self.critical_offered,
             "critical_ok": self.critical_ok,
