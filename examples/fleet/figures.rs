@@ -55,6 +55,21 @@ impl Timing {
     }
 }
 
+/// What one run was and what it recorded.
+pub struct Run<'a> {
+    pub instances: usize,
+    pub balancer: &'static str,
+    pub slots: usize,
+    pub capacity_rps: f64,
+    pub timing: Timing,
+    pub samples: &'a [Sample],
+    pub ticks: &'a [Tick],
+    /// Critical requests the instances' shedders refused.
+    pub critical_shed_by_shedder: u64,
+    /// The limiters' refusals by reason.
+    pub limiter_refusals: Value,
+}
+
 #[derive(Debug, Clone)]
 pub struct Figures {
     pub instances: usize,
@@ -76,21 +91,32 @@ pub struct Figures {
     pub goodput_of_capacity: f64,
     pub critical_offered: usize,
     pub critical_ok: usize,
+    /// When the Critical requests that failed were sent (seconds from the
+    /// start of the run), to which instance, and how they failed: the
+    /// first 20.
+    pub critical_failed: Vec<(f64, usize, Outcome)>,
+    /// Critical requests refused by the shedders rather than the limiters.
+    pub critical_shed_by_shedder: u64,
+    /// The limiters' refusals (every priority) by reason.
+    pub limiter_refusals: Value,
     pub recovery_ms: f64,
     pub timeouts: usize,
     pub errors: usize,
 }
 
 impl Figures {
-    pub fn of(
-        instances: usize,
-        balancer: &'static str,
-        slots: usize,
-        capacity_rps: f64,
-        timing: Timing,
-        samples: &[Sample],
-        ticks: &[Tick],
-    ) -> Self {
+    pub fn of(run: Run<'_>) -> Self {
+        let Run {
+            instances,
+            balancer,
+            slots,
+            capacity_rps,
+            timing,
+            samples,
+            ticks,
+            critical_shed_by_shedder,
+            limiter_refusals,
+        } = run;
         let (from, to) = timing.settled();
         let settled: Vec<&Tick> = ticks.iter().filter(|t| t.t >= from && t.t < to).collect();
         let sums: Vec<f64> = settled
@@ -138,6 +164,14 @@ impl Figures {
             goodput_of_capacity,
             critical_offered: critical.len(),
             critical_ok: critical.iter().filter(|s| s.outcome == Outcome::Ok).count(),
+            critical_failed: critical
+                .iter()
+                .filter(|s| s.outcome != Outcome::Ok)
+                .take(20)
+                .map(|s| (s.sent, s.instance, s.outcome))
+                .collect(),
+            critical_shed_by_shedder,
+            limiter_refusals,
             recovery_ms: last_refused.map_or(0.0, |t| 1000.0 * (t - timing.spike_end)),
             timeouts: count(samples, Outcome::Timeout),
             errors: count(samples, Outcome::Error),
@@ -192,6 +226,15 @@ impl Figures {
             "critical_offered": self.critical_offered,
             "critical_ok": self.critical_ok,
             "critical_success": self.critical_success(),
+            "critical_failed": self
+                .critical_failed
+                .iter()
+                .map(|(t, i, outcome)| {
+                    json!({"sent_s": t, "instance": i, "outcome": format!("{outcome:?}")})
+                })
+                .collect::<Vec<_>>(),
+            "critical_shed_by_shedder": self.critical_shed_by_shedder,
+            "limiter_refusals": self.limiter_refusals,
             "recovery_ms": self.recovery_ms,
             "timeouts": self.timeouts,
             "errors": self.errors,

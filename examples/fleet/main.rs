@@ -267,13 +267,15 @@ async fn run(
     };
     let samples = traffic::drive(Arc::clone(&fleet), phases, MIX, CLIENT_TIMEOUT, start).await;
     let ticks = sampler.await.expect("the sampler does not panic");
-    Figures::of(
-        n,
-        balancer.name(),
+    Figures::of(figures::Run {
+        instances: n,
+        balancer: balancer.name(),
         slots,
-        db.capacity_rps(),
+        capacity_rps: db.capacity_rps(),
         timing,
-        &samples,
-        &ticks,
-    )
+        samples: &samples,
+        ticks: &ticks,
+        critical_shed_by_shedder: fleet.critical_shed(),
+        limiter_refusals: fleet.limiter_refusals(),
+    })
 }

@@ -13,7 +13,7 @@ use tower_spillway::{
     key::key_fn,
     limit::{AdaptiveLimitLayer, Gradient, LimitHandle},
     priority::{Cohorts, PriorityLayer, RouteTable},
-    shed::{Adaptive, PriorityShedLayer},
+    shed::{Adaptive, PriorityShedLayer, ShedHandle},
 };
 
 use crate::backend::{Database, app};
@@ -26,6 +26,7 @@ pub const CALLER: &str = "x-caller";
 pub struct Instance {
     pub app: Router,
     pub limit: LimitHandle,
+    pub shed: ShedHandle,
     /// Requests the balancer has sent here that are not answered yet: what a
     /// least-loaded balancer sees of an instance.
     pub in_flight: AtomicUsize,
@@ -50,6 +51,7 @@ impl Instance {
             .signal(limit_handle.clone())
             .http()
             .build();
+        let shed_handle = shed.handle();
         let app = app(db)
             .layer(limit)
             .layer(shed)
@@ -57,6 +59,7 @@ impl Instance {
         Self {
             app,
             limit: limit_handle,
+            shed: shed_handle,
             in_flight: AtomicUsize::new(0),
         }
     }
@@ -127,7 +130,31 @@ impl Fleet {
         }
     }
 
-    /// The sum of the instances' concurrency limits now.
+    /// Critical requests the instances' shedders refused (the rest of
+    /// Critical's refusals are their limiters').
+    pub fn critical_shed(&self) -> u64 {
+        self.instances
+            .iter()
+            .map(|i| i.shed.snapshot().shed.critical)
+            .sum()
+    }
+
+    /// The limiters' refusals, summed over the instances, by reason.
+    pub fn limiter_refusals(&self) -> serde_json::Value {
+        let snapshots: Vec<_> = self.instances.iter().map(|i| i.limit.snapshot()).collect();
+        let sum = |f: fn(&tower_spillway::limit::LimitSnapshot) -> u64| {
+            snapshots.iter().map(f).sum::<u64>()
+        };
+        serde_json::json!({
+            "queue_full": sum(|s| s.rejected_queue_full),
+            "queue_timeout": sum(|s| s.rejected_queue_timeout),
+            "expected_wait": sum(|s| s.rejected_expected_wait),
+            "while_waiting": sum(|s| s.rejected_while_waiting),
+            "deadline": sum(|s| s.rejected_deadline),
+        })
+    }
+
+    /// The instances' concurrency limits now.
     pub fn limits(&self) -> Vec<usize> {
         self.instances.iter().map(|i| i.limit.limit()).collect()
     }
