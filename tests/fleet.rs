@@ -42,7 +42,10 @@ fn fleet_quick_run_converges_on_the_backend() {
         })
         .collect();
     for balancer in ["round-robin", "p2c"] {
-        for n in [1, 4, 16] {
+        // Not 16: over the quick run's 2 s window, sixteen instances' shares
+        // drift apart and back (Jain 0.79–0.95 from one run to the next,
+        // 0.94–0.98 over 15 s); the full run measures them, BENCHMARKS.md.
+        for n in [1, 4, 8] {
             assert!(
                 shapes.contains(&(n, balancer)),
                 "no run of {n} x {balancer}"
@@ -71,7 +74,7 @@ fn fleet_quick_run_converges_on_the_backend() {
         assert!(recovery <= 500.0, "{name}: recovery {recovery} ms");
         // A host stall while other builds run slows every instance's
         // windows at once and all of them cut together: goodput fell to
-        // 0.77 in such a run of 16 instances.
+        // 0.77 in such a run (of 16 instances).
         assert!(goodput >= 0.70, "{name}: goodput {goodput} of capacity");
         if !round_robin {
             // Behind the least-loaded balancer the fleet misses its targets
@@ -97,25 +100,18 @@ fn fleet_quick_run_converges_on_the_backend() {
         );
         // Target 99.9 %; a late timer can cost a request or two.
         assert!(critical >= 0.995, "{name}: critical {critical}");
-        if n <= 4 {
-            // Targets: cv ≤ 0.10, Jain ≥ 0.95.
-            assert!(cv <= 0.15, "{name}: limit sum cv {cv}");
-            assert!(jain_limits >= 0.92, "{name}: jain of limits {jain_limits}");
-            assert!(jain_served >= 0.92, "{name}: jain of served {jain_served}");
-        } else {
-            // Sixteen instances miss both targets (cv 0.15, Jain 0.90–0.95
-            // over the 4 s settled spike of a full run, BENCHMARKS.md):
-            // each holds two to four of the forty slots, moves it a whole
-            // request at a time and judges it by its own baseline. What is
-            // held here is that they stay near the targets. The cv bound
-            // is wide because the quick run's window is 2 s: one host stall
-            // (above) in it took the sum down to 16 and the cv to 0.31. A
-            // sum that kept swinging between a quarter of the slots and
-            // twice them would still fail (a cv of 0.45 to 0.55).
-            assert!(cv <= 0.40, "{name}: limit sum cv {cv}");
-            assert!(jain_limits >= 0.80, "{name}: jain of limits {jain_limits}");
-            assert!(jain_served >= 0.80, "{name}: jain of served {jain_served}");
-        }
+        // Targets: cv ≤ 0.10, Jain ≥ 0.95. Eight instances sit on the cv's
+        // bound (0.09–0.105 in the quick and the full runs).
+        let (max_cv, min_jain) = if n <= 4 { (0.15, 0.92) } else { (0.20, 0.90) };
+        assert!(cv <= max_cv, "{name}: limit sum cv {cv}");
+        assert!(
+            jain_limits >= min_jain,
+            "{name}: jain of limits {jain_limits}"
+        );
+        assert!(
+            jain_served >= min_jain,
+            "{name}: jain of served {jain_served}"
+        );
     }
 }
 
