@@ -8,7 +8,6 @@ use std::{
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use self::checkpoint::Checkpointer;
 use super::{
     codec::{self, DONE, FAILED, QUEUED, RUNNING},
     job::{Enqueued, Finish, Job, JobId, JobStatus, NewJob},
@@ -21,17 +20,13 @@ use super::{
 ///
 /// One connection serves every operation, each on tokio's blocking pool, so
 /// the runtime never waits on the disk; the layer's group commits make that
-/// connection write many jobs per transaction. A thread of the store's own
-/// checkpoints the write-ahead log into the file (passively, every 100 ms),
-/// so no commit, and no `202` waiting on one, pays for a checkpoint. Leases
-/// are rows marked running until a wall-clock instant, so a job whose
-/// process died is replayed by the next process that opens the file. For
-/// many instances sharing one queue, use a store on a shared database.
+/// connection write many jobs per transaction. Leases are rows marked
+/// running until a wall-clock instant, so a job whose process died is
+/// replayed by the next process that opens the file. For many instances
+/// sharing one queue, use a store on a shared database.
 #[derive(Clone)]
 pub struct SqliteStore {
     state: Arc<Mutex<State>>,
-    /// Checkpoints the log of a store in a file while the store lives.
-    _checkpoints: Option<Arc<Checkpointer>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -88,11 +83,7 @@ impl SqliteStore {
     /// Opens (or creates) the store in the file at `path`. Jobs left
     /// running by a process that died are replayed once their lease ends.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let path = path.as_ref();
-        let mut store = Self::with(Connection::open(path).map_err(db)?)?;
-        let checkpoints = Checkpointer::start(&crate::sync::lock(&store.state).conn, path)?;
-        store._checkpoints = Some(Arc::new(checkpoints));
-        Ok(store)
+        Self::with(Connection::open(path).map_err(db)?)
     }
 
     /// A store in memory: nothing survives the process. For tests and
@@ -111,7 +102,6 @@ impl SqliteStore {
         let tally = recount(&conn)?;
         Ok(Self {
             state: Arc::new(Mutex::new(State { conn, tally })),
-            _checkpoints: None,
         })
     }
 
@@ -533,6 +523,5 @@ impl SpillStore for SqliteStore {
     }
 }
 
-mod checkpoint;
 #[cfg(test)]
 mod tests;

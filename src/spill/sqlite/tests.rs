@@ -383,33 +383,3 @@ async fn status_counts_the_jobs_ahead_and_refuses_a_wrong_tag() {
             .unwrap()
     );
 }
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_log_is_checkpointed_by_a_thread_of_its_own_not_by_commits() {
-    let dir = TempDir::new("checkpoint");
-    let store = SqliteStore::open(dir.db()).unwrap();
-    let autocheckpoint: i64 = crate::sync::lock(&store.state)
-        .conn
-        .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(autocheckpoint, 0, "commits never checkpoint");
-    let file = || std::fs::metadata(dir.db()).unwrap().len();
-    let before = file();
-    // Far below SQLite's own threshold (1,000 pages): only the thread
-    // copies these jobs into the database file.
-    for n in 0..20 {
-        let jobs = (0..10)
-            .map(|i| job(Priority::Low, &format!("{n}-{i}"), None))
-            .collect();
-        store.enqueue(jobs, Bounds::default()).await.unwrap();
-    }
-    // The thread runs in real time: up to 5 s for its first rounds.
-    for _ in 0..250 {
-        if file() > before {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(file() > before, "nothing was checkpointed into the file");
-    assert_eq!(store.stats().await.unwrap().queued_total(), 200);
-}
