@@ -208,6 +208,13 @@ async fn refused_deferrable_writes_are_accepted_stored_and_replayed_once_the_sta
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a PostgreSQL server: set DATABASE_URL (see .ci/postgres.sh)"]
 async fn on_postgres_refused_deferrable_writes_are_accepted_stored_and_replayed() {
+    let store = postgres_store().await;
+    let app = start_on(store, Mode::Overflow, |b| b).await;
+    spilled_then_replayed(app).await;
+}
+
+/// A fresh PostgreSQL store, its table emptied.
+async fn postgres_store() -> PostgresStore {
     let url = std::env::var("DATABASE_URL")
         .expect("DATABASE_URL must be set for this test (see .ci/postgres.sh)");
     let store = PostgresStore::connect(&url).await.unwrap();
@@ -219,8 +226,42 @@ async fn on_postgres_refused_deferrable_writes_are_accepted_stored_and_replayed(
         .batch_execute("DELETE FROM spill_jobs; UPDATE spill_tally SET jobs = 0, bytes = 0")
         .await
         .unwrap();
-    let app = start_on(store, Mode::Overflow, |b| b).await;
-    spilled_then_replayed(app).await;
+    store
+}
+
+/// Thousands of jobs drained from PostgreSQL on one thread: the drain
+/// reads the store's figures while its next lease is under way, each on a
+/// connection of the pool. (A lease polled only by the drain's own loop
+/// once held its connection while that loop waited for the same one, and
+/// the drain stopped for good.)
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs a PostgreSQL server: set DATABASE_URL (see .ci/postgres.sh)"]
+async fn on_postgres_a_large_backlog_drains_to_the_end_on_one_thread() {
+    const JOBS: usize = 3_000;
+    let store = postgres_store().await;
+    let (router, spill, seen, gate) = app(store, Mode::Always, |b| b);
+    gate.store(OPEN, Ordering::Relaxed);
+    let fill: Vec<_> = (0..JOBS)
+        .map(|i| {
+            let req = Request::post("/likes")
+                .body(axum::body::Body::from(format!("like {i}")))
+                .unwrap();
+            tower::ServiceExt::oneshot(router.clone(), req)
+        })
+        .collect();
+    for res in futures_util::future::join_all(fill).await {
+        assert_eq!(res.unwrap().status(), StatusCode::ACCEPTED);
+    }
+    let drain = spill.drain(router.clone()).spawn();
+    wait_until_within(Duration::from_secs(60), "the backlog is drained", || {
+        seen.count("/likes") == JOBS
+    })
+    .await;
+    wait_until_within(Duration::from_secs(30), "every end is recorded", || {
+        spill.snapshot().replayed == JOBS as u64
+    })
+    .await;
+    drain.abort();
 }
 
 /// While the stack refuses, deferrable writes are answered `202` and

@@ -191,8 +191,11 @@ where
         let mut running = JoinSet::new();
         // Jobs leased and not yet started, with when they were leased.
         let mut ready: VecDeque<(Instant, Job)> = VecDeque::new();
-        // The next lease, taken while the replays of the last one run.
-        let mut leasing: Option<LeaseFuture> = None;
+        // The next lease, taken while the replays of the last one run, on
+        // a task of its own: it may hold one of the source's connections
+        // while this loop awaits another (the source's figures), and a
+        // future only this loop polls would then wait on itself.
+        let mut leasing: Option<LeaseTask> = None;
         // The last lease found fewer jobs than it asked for: lease again on
         // news of a spill, a replay's end or the idle poll, not at once.
         let mut dry = false;
@@ -226,10 +229,10 @@ where
             let held = hold_until.is_some_and(|until| now < until);
             if leasing.is_none() && !dry && !held && want > 0 && ready.len() <= window.size() / 2 {
                 let (source, lease) = (Arc::clone(&source), self.lease);
-                leasing = Some(Box::pin(async move {
+                leasing = Some(LeaseTask(tokio::spawn(async move {
                     let leased = source.lease(want, lease).await;
                     (want, Instant::now(), leased)
-                }));
+                })));
             }
             while running.len() < window.size() {
                 let Some((leased_at, job)) = ready.pop_front() else {
@@ -274,8 +277,13 @@ where
                         Ok((_, Ended::Failed)) | Err(_) => {}
                     }
                 }
-                (asked, at, leased) = async { leasing.as_mut().expect("guarded").await }, if leasing.is_some() => {
+                lease = async { (&mut leasing.as_mut().expect("guarded").0).await }, if leasing.is_some() => {
                     leasing = None;
+                    // A lease task that panicked leased nothing it returned:
+                    // what it took comes back when the lease ends.
+                    let (asked, at, leased) = lease.unwrap_or_else(|e| {
+                        (0, Instant::now(), Err(StoreError::new(e)))
+                    });
                     match leased {
                         Ok(jobs) => {
                             failing.recovered();
@@ -316,10 +324,14 @@ where
 }
 
 /// A lease in progress: how many jobs it asked for, when it came back, and
-/// what it got.
-type LeaseFuture = std::pin::Pin<
-    Box<dyn std::future::Future<Output = (usize, Instant, Result<Vec<Job>, StoreError>)> + Send>,
->;
+/// what it got. Aborted with the drain.
+struct LeaseTask(tokio::task::JoinHandle<(usize, Instant, Result<Vec<Job>, StoreError>)>);
+
+impl Drop for LeaseTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// The source's failures in a row, and the backoff they earn.
 #[derive(Default)]
@@ -507,7 +519,113 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::{convert::Infallible, sync::atomic::AtomicUsize};
+
+    use http::Method;
+
     use super::*;
+    use crate::{
+        Priority,
+        spill::{JobId, NewJob, StoreFuture, StoreStats},
+    };
+
+    /// A source with one connection, as a pool's slot is: a lease holds it
+    /// across an await, and reading the figures waits for it.
+    struct OneConnection {
+        connection: tokio::sync::Mutex<()>,
+        queued: std::sync::Mutex<VecDeque<Job>>,
+        done: AtomicUsize,
+    }
+
+    impl DrainSource for OneConnection {
+        fn lease(&self, max: usize, _lease: Duration) -> StoreFuture<'_, Vec<Job>> {
+            Box::pin(async move {
+                let _held = self.connection.lock().await;
+                // The round trip: this future must be polled again to end.
+                tokio::time::sleep(Duration::from_millis(3)).await;
+                let mut queued = crate::sync::lock(&self.queued);
+                let n = max.min(queued.len());
+                Ok(queued.drain(..n).collect())
+            })
+        }
+
+        fn finish_many(&self, endings: Vec<Ending>) -> StoreFuture<'_, Vec<bool>> {
+            Box::pin(async move {
+                let _held = self.connection.lock().await;
+                self.done.fetch_add(endings.len(), Relaxed);
+                Ok(vec![true; endings.len()])
+            })
+        }
+
+        fn stats(&self) -> StoreFuture<'_, StoreStats> {
+            Box::pin(async move {
+                let _held = self.connection.lock().await;
+                Ok(StoreStats::default())
+            })
+        }
+    }
+
+    fn job(n: u64) -> Job {
+        Job {
+            id: JobId { seq: n, tag: n },
+            request: NewJob {
+                priority: Priority::Default,
+                method: Method::POST,
+                uri: "/likes".parse().unwrap(),
+                headers: http::HeaderMap::new(),
+                body: Bytes::new(),
+                idempotency_key: None,
+            },
+            attempt: 1,
+            waited: Duration::ZERO,
+        }
+    }
+
+    /// The drain reads its source's figures while its next lease may hold
+    /// the source's only connection: the lease runs on a task of its own,
+    /// so the drain never waits on a future only it would poll.
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_holding_the_sources_connection_never_stalls_the_drain() {
+        const JOBS: u64 = 2_000;
+        let source = Arc::new(OneConnection {
+            connection: tokio::sync::Mutex::new(()),
+            queued: std::sync::Mutex::new((0..JOBS).map(job).collect()),
+            done: AtomicUsize::new(0),
+        });
+        struct Shared(Arc<OneConnection>);
+        impl DrainSource for Shared {
+            fn lease(&self, max: usize, lease: Duration) -> StoreFuture<'_, Vec<Job>> {
+                self.0.lease(max, lease)
+            }
+            fn finish_many(&self, endings: Vec<Ending>) -> StoreFuture<'_, Vec<bool>> {
+                self.0.finish_many(endings)
+            }
+            fn stats(&self) -> StoreFuture<'_, StoreStats> {
+                self.0.stats()
+            }
+        }
+        let app = tower::service_fn(|_: Request<Full<Bytes>>| async {
+            // Replays end at scattered instants, some while a lease is under
+            // way, and the drain runs long enough to read its figures many
+            // times.
+            tokio::time::sleep(Duration::from_micros(fastrand::u64(1_000..9_000))).await;
+            Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+        });
+        // A narrow window: many leases, and seconds of draining.
+        let drain = Drain::new(Shared(Arc::clone(&source)), app)
+            .max_in_flight(4)
+            .spawn();
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while source.done.load(Relaxed) < JOBS as usize {
+            assert!(
+                Instant::now() < deadline,
+                "the drain stalled at {} of {JOBS}",
+                source.done.load(Relaxed)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        drain.abort();
+    }
 
     #[test]
     fn a_failing_source_is_retried_after_a_doubling_wait_up_to_the_hold_cap() {
