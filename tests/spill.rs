@@ -208,13 +208,18 @@ async fn refused_deferrable_writes_are_accepted_stored_and_replayed_once_the_sta
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a PostgreSQL server: set DATABASE_URL (see .ci/postgres.sh)"]
 async fn on_postgres_refused_deferrable_writes_are_accepted_stored_and_replayed() {
-    let store = postgres_store().await;
+    let (store, _alone) = postgres_store().await;
     let app = start_on(store, Mode::Overflow, |b| b).await;
     spilled_then_replayed(app).await;
 }
 
-/// A fresh PostgreSQL store, its table emptied.
-async fn postgres_store() -> PostgresStore {
+/// The PostgreSQL tests share one table: one at a time.
+static POSTGRES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A fresh PostgreSQL store, its table emptied, and the table to itself
+/// while the guard lives.
+async fn postgres_store() -> (PostgresStore, tokio::sync::MutexGuard<'static, ()>) {
+    let alone = POSTGRES.lock().await;
     let url = std::env::var("DATABASE_URL")
         .expect("DATABASE_URL must be set for this test (see .ci/postgres.sh)");
     let store = PostgresStore::connect(&url).await.unwrap();
@@ -226,7 +231,7 @@ async fn postgres_store() -> PostgresStore {
         .batch_execute("DELETE FROM spill_jobs; UPDATE spill_tally SET jobs = 0, bytes = 0")
         .await
         .unwrap();
-    store
+    (store, alone)
 }
 
 /// Thousands of jobs drained from PostgreSQL on one thread: the drain
@@ -238,7 +243,7 @@ async fn postgres_store() -> PostgresStore {
 #[ignore = "needs a PostgreSQL server: set DATABASE_URL (see .ci/postgres.sh)"]
 async fn on_postgres_a_large_backlog_drains_to_the_end_on_one_thread() {
     const JOBS: usize = 3_000;
-    let store = postgres_store().await;
+    let (store, _alone) = postgres_store().await;
     let (router, spill, seen, gate) = app(store, Mode::Always, |b| b);
     gate.store(OPEN, Ordering::Relaxed);
     let fill: Vec<_> = (0..JOBS)
