@@ -440,10 +440,16 @@ where
 }
 
 /// A replay the stack refused for overload: back to the store after the
-/// refusal's hint, the attempt not counted.
+/// refusal's hint, at most [`MAX_HOLD`], the attempt not counted. A hint
+/// is written for clients (a shedder with no completions to measure sends
+/// its cap, tens of seconds); the drain paces itself by its window, so a
+/// job it was refused need not wait longer than the drain does itself.
 fn refused(shared: &DrainShared, refusal: &Overloaded) -> (Finish, Ended) {
     shared.counters.deferred.fetch_add(1, Relaxed);
-    let after = refusal.retry_after().unwrap_or(Duration::from_secs(1));
+    let after = refusal
+        .retry_after()
+        .unwrap_or(Duration::from_secs(1))
+        .min(MAX_HOLD);
     (
         Finish::Retry {
             after,
