@@ -58,6 +58,14 @@ use crate::windowed_min::WindowedMin;
 ///   twice the peak in flight (and at least 4): unused headroom is not
 ///   capacity anyone measured.
 ///
+/// The limit is moved in fractions of a request and admits its value
+/// rounded to the nearest whole one, so that every cut and every step is the
+/// same share of a small limit as of a large one. Instances of a fleet that
+/// share one backend each hold a few of its slots; with whole numbers, a
+/// congested window cut 2 to 1 (half) while it cut 8 to 7 (an eighth), and
+/// an instance pushed down to 1 or 2 stayed there while the others held the
+/// rest.
+///
 /// Defaults: initial 10, min 1, max 1000, backoff 0.9, timeout 5 s, windows
 /// of at most 200 samples, tolerance 10 % (at least 1 ms), baseline period
 /// 10 s.
@@ -77,6 +85,13 @@ use crate::windowed_min::WindowedMin;
 #[derive(Debug, Clone)]
 pub struct Gradient {
     config: GradientBuilder,
+    /// The limit as the control law moves it, in fractions of a request;
+    /// `limit` is it rounded to the nearest. Cutting and growing a whole
+    /// number would bias against small limits: 2 × 0.9 floored is 1, a cut
+    /// of half, while 8 × 0.9 floored is 7, an eighth. Instances sharing a
+    /// backend, each holding a few slots of it, would then not converge on
+    /// equal shares: the one cut to 1 or 2 stays there.
+    estimate: f64,
     limit: usize,
     slow_start: bool,
     window: Window,
@@ -127,6 +142,7 @@ impl Default for Gradient {
 impl Gradient {
     fn from_config(config: GradientBuilder) -> Self {
         Gradient {
+            estimate: config.initial as f64,
             limit: config.initial,
             slow_start: true,
             window: Window::default(),
@@ -166,13 +182,12 @@ impl Gradient {
         let w = std::mem::take(&mut self.window);
         self.window.opened = w.last_end;
         let c = &self.config;
-        let limit = self.limit as f64;
+        let limit = self.estimate;
         let slow = self.slow.take();
         let next = if w.drops > 0 {
             self.slow_start = false;
             self.floor_streak = 0;
-            // The epsilon keeps 20 × 0.9 at 18 whatever the rounding of 0.9.
-            (limit * c.backoff + 1e-9).floor()
+            limit * c.backoff
         } else if let Some(mean) = w.mean() {
             self.baseline.observe(mean, w.last_end);
             let base = self.baseline.get().unwrap_or(mean);
@@ -192,9 +207,9 @@ impl Gradient {
                 self.floor_streak = 0;
                 if w.saturated {
                     if self.slow_start {
-                        (limit * 1.5).ceil().max(limit + 1.0)
+                        (limit * 1.5).max(limit + 1.0)
                     } else {
-                        (limit + (limit * c.growth).round()).max(limit + 1.0)
+                        limit + (limit * c.growth).max(1.0)
                     }
                 } else {
                     // Unused headroom is not capacity anyone measured: keep
@@ -202,7 +217,7 @@ impl Gradient {
                     // spike does not open on a limit far above the backend.
                     let used = (2 * w.peak).max(HEADROOM_FLOOR) as f64;
                     if limit > used {
-                        (limit * 0.9).floor().max(used)
+                        (limit * 0.9).max(used)
                     } else {
                         limit
                     }
@@ -223,7 +238,7 @@ impl Gradient {
                     }
                 }
                 let ratio = base.as_secs_f64() / evidence.as_secs_f64().max(f64::MIN_POSITIVE);
-                (limit * ratio.clamp(0.5, 0.95)).floor()
+                limit * ratio.clamp(0.5, 0.95)
             } else {
                 // One slow window: hold, and see whether the next one is too.
                 self.slow = Some(mean);
@@ -232,7 +247,9 @@ impl Gradient {
         } else {
             limit
         };
-        self.limit = (next as usize).clamp(c.min, c.max);
+        self.estimate = next.clamp(c.min as f64, c.max as f64);
+        // The epsilon rounds 2.5 up whatever the arithmetic that made it.
+        self.limit = ((self.estimate + 1e-9).round() as usize).clamp(c.min, c.max);
     }
 }
 

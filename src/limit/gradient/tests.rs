@@ -33,20 +33,21 @@ fn golden_slow_start_then_additive_growth() {
         limits.push(window(&mut g, t, 4, 20 * MS, l));
         t += 21 * MS;
     }
-    // Slow start: +50 % per saturated window.
-    assert_eq!(limits, [15, 23, 35, 53]);
+    // Slow start: +50 % per saturated window (10, 15, 22.5, 33.75, 50.6,
+    // each rounded to the nearest).
+    assert_eq!(limits, [15, 23, 34, 51]);
     // A window 50 % over the baseline (far beyond the 2 ms slack) is
-    // congested at once and ends slow start: × 20/30.
+    // congested at once and ends slow start: × 20/30 (33.75).
     let l = g.limit();
-    assert_eq!(window(&mut g, t, 4, 30 * MS, l), 35);
+    assert_eq!(window(&mut g, t, 4, 30 * MS, l), 34);
     assert!(!g.in_slow_start());
     t += 31 * MS;
     // Afterwards +2 % (at least one) per saturated window.
     let l = g.limit();
-    assert_eq!(window(&mut g, t, 4, 20 * MS, l), 36);
+    assert_eq!(window(&mut g, t, 4, 20 * MS, l), 35);
     t += 21 * MS;
     let l = g.limit();
-    assert_eq!(window(&mut g, t, 4, 20 * MS, l), 37);
+    assert_eq!(window(&mut g, t, 4, 20 * MS, l), 36);
 }
 
 #[test]
@@ -77,7 +78,7 @@ fn a_slow_window_is_confirmed_by_the_next_unless_far_off() {
     // 20 % over (slack 10 ms): one such window only holds ...
     assert_eq!(window(&mut g, t, 10, 120 * MS, 150), 150);
     t += 121 * MS;
-    // ... a second cuts by the lesser of the two: × 100/115.
+    // ... a second cuts by the lesser of the two: × 100/115 (130.4).
     assert_eq!(window(&mut g, t, 10, 115 * MS, 150), 130);
     t += 116 * MS;
     // A hiccup followed by a normal window cuts nothing.
@@ -85,8 +86,62 @@ fn a_slow_window_is_confirmed_by_the_next_unless_far_off() {
     t += 126 * MS;
     assert_eq!(window(&mut g, t, 10, 101 * MS, 130), 133);
     t += 102 * MS;
-    // Far over (more than 4 × the slack): cut at once, at most halved.
-    assert_eq!(window(&mut g, t, 10, 400 * MS, 133), 66);
+    // Far over (more than 4 × the slack): cut at once, at most halved
+    // (133.04 / 2).
+    assert_eq!(window(&mut g, t, 10, 400 * MS, 133), 67);
+}
+
+#[test]
+fn a_small_limit_is_cut_by_the_ratio_not_by_rounding() {
+    // A drop backs off by 0.9: a limit of 2 keeps 1.8 of a request, shown
+    // as 2; a second drop leaves 1.62, still 2; a third 1.46, shown as 1.
+    // Floored at each step, the first drop alone would halve it.
+    let mut g = Gradient::builder()
+        .initial_limit(2)
+        .window_samples(3)
+        .build()
+        .unwrap();
+    let mut t = Duration::ZERO;
+    let mut limits = Vec::new();
+    for _ in 0..3 {
+        for i in 0..3u64 {
+            let s = Sample::dropped(10 * MS, 2).started_at(t + Duration::from_micros(i));
+            g.update(s);
+        }
+        limits.push(g.limit());
+        t += 11 * MS;
+    }
+    assert_eq!(limits, [2, 2, 1]);
+}
+
+#[test]
+fn a_congested_window_cuts_small_and_large_limits_alike() {
+    // The same queue seen by two instances of one backend, one holding 2 of
+    // its slots and one 8: both keep baseline / mean of their limit (here
+    // 20/24), so the small one is not cut to half of its share.
+    let after = |initial: usize| {
+        let mut g = Gradient::builder()
+            .initial_limit(initial)
+            .window_samples(3)
+            .build()
+            .unwrap();
+        g.slow_start = false;
+        let mut t = Duration::ZERO;
+        for rtt in [20 * MS, 24 * MS, 24 * MS] {
+            let l = g.limit();
+            for i in 0..3u64 {
+                g.update(Sample::success(rtt, l).started_at(t + Duration::from_micros(i)));
+            }
+            t += rtt + MS;
+        }
+        (g.limit(), g.estimate)
+    };
+    // 2 + 1 = 3 after the first window, × 20/24 = 2.5: shown as 3 (floored at
+    // each step it would be 2); 8 + 1 = 9, × 20/24 = 7.5, shown as 8.
+    let (small, small_estimate) = after(2);
+    let (large, large_estimate) = after(8);
+    assert_eq!((small, large), (3, 8));
+    assert!((small_estimate - 2.5).abs() < 1e-9 && (large_estimate - 7.5).abs() < 1e-9);
 }
 
 #[test]
@@ -156,8 +211,8 @@ fn unused_headroom_decays_to_twice_the_peak() {
         limits.push(window(&mut g, t, 5, 20 * MS, 10));
         t += 30 * MS;
     }
-    // × 0.9 per window, down to 2 × 10 in flight.
-    assert_eq!(&limits[..4], [90, 81, 72, 64]);
+    // × 0.9 per window (90, 81, 72.9, 65.6), down to 2 × 10 in flight.
+    assert_eq!(&limits[..4], [90, 81, 73, 66]);
     assert_eq!(*limits.last().unwrap(), 20);
     // Idle: never below 4.
     for _ in 0..30 {
