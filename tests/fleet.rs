@@ -76,32 +76,21 @@ fn fleet_quick_run_converges_on_the_backend() {
         // windows at once and all of them cut together: goodput fell to
         // 0.77 in such a run (of 16 instances).
         assert!(goodput >= 0.70, "{name}: goodput {goodput} of capacity");
-        if !round_robin {
-            // Behind the least-loaded balancer the fleet misses its targets
-            // now and then (BENCHMARKS.md, "Fleet convergence"): an
-            // instance whose limit fell answers its refusals at once, so it
-            // has the fewest requests in flight and is sent more, Critical
-            // ones too, which its limiter refuses; another instance's limit
-            // may meanwhile hold far more than its share. Measured at worst:
-            // Critical 96.4 %, limit sum 1.37 × slots, Jain 0.65. What is
-            // held here is that the fleet does not collapse.
-            assert!(
-                (0.7..=1.5).contains(&sum),
-                "{name}: limit sum {sum} x slots"
-            );
-            assert!(critical >= 0.95, "{name}: critical {critical}");
-            assert!(jain_served >= 0.6, "{name}: jain of served {jain_served}");
-            continue;
-        }
         // Target 0.8–1.2 × slots; here 0.7–1.3.
         assert!(
             (0.7..=1.3).contains(&sum),
             "{name}: limit sum {sum} x slots"
         );
-        // Target 99.9 %; a late timer can cost a request or two.
-        assert!(critical >= 0.995, "{name}: critical {critical}");
-        // Targets: cv ≤ 0.10, Jain ≥ 0.95. Eight instances sit on the cv's
-        // bound (0.09–0.105 in the quick and the full runs).
+        // Target 99.9 %; a late timer can cost a request or two. Behind the
+        // least-loaded balancer an instance whose limit fell answers its
+        // refusals at once, has the fewest requests in flight and is sent
+        // the most: in 15 runs of 8 × p2c, 3 fell below 99.9 % (at worst
+        // 99.75 %, 9 of 3,574), and the quick run's shorter spike went to
+        // 99.44 % once in three (BENCHMARKS.md, "Fleet convergence").
+        let min_critical = if round_robin { 0.995 } else { 0.99 };
+        assert!(critical >= min_critical, "{name}: critical {critical}");
+        // Targets: cv ≤ 0.10, Jain ≥ 0.95 (eight instances: cv 0.06–0.08,
+        // Jain 0.965–0.996 in the quick and the full runs, either balancer).
         let (max_cv, min_jain) = if n <= 4 { (0.15, 0.92) } else { (0.20, 0.90) };
         assert!(cv <= max_cv, "{name}: limit sum cv {cv}");
         assert!(
