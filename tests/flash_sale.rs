@@ -204,12 +204,14 @@ fn sweep_quick_grid_holds_across_shapes() {
             .iter()
             .map(f)
             .collect();
-        // (Slack: five points, or three requests of the lower tier. On the
+        // (Slack: five points, or five requests of the lower tier. On the
         // 4-slot shape a lower tier has a few dozen requests in the spike,
-        // and the two or three admitted as it opens, before any queue
-        // forms, order the tiers either way.)
+        // and the handful admitted as it opens, before any queue forms (the
+        // limit is then where the calm left it, up to twice the slots),
+        // order the tiers either way: with 60 % Critical over capacity,
+        // High gets 1 of 91 while Low has had 4 of 41.)
         for i in 1..tiers.len() {
-            let slack = (3.0 / offered[i].max(1.0)).max(0.05);
+            let slack = (5.0 / offered[i].max(1.0)).max(0.05);
             assert!(
                 tiers[i - 1] + slack >= tiers[i],
                 "{name}: tiers out of order {tiers:?} (sent {offered:?})"

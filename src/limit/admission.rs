@@ -28,7 +28,7 @@ use super::{
     histograms::Histograms,
     log::LimitLog,
     permit::{Outcome, Permit, Ticket},
-    queue::{DOOR_MARGIN, QueueConfig, Waiter},
+    queue::{CRITICAL_ROOM, DOOR_MARGIN, QueueConfig, Waiter},
     reserved::Reserved,
 };
 use crate::{Priority, Reason};
@@ -259,13 +259,23 @@ impl Limiter {
         if self.queued() >= self.room(&st, limit, p) {
             // Full: make room by refusing the newest waiter of the lowest
             // priority below this one, or refuse this request.
-            let Some(lowest) = (0..p.index()).find(|&i| !st.queues[i].is_empty()) else {
-                return self.refuse(st, Reason::QueueFull);
-            };
-            if let Some(evicted) = st.queues[lowest].pop_back() {
-                self.counters.steady.queued.fetch_sub(1, SeqCst);
-                let _ = evicted.tx.send(Err(Reason::QueueFull));
-                self.counters.queue_full.fetch_add(1, Relaxed);
+            match (0..p.index()).find(|&i| !st.queues[i].is_empty()) {
+                Some(lowest) => {
+                    if let Some(evicted) = st.queues[lowest].pop_back() {
+                        self.counters.steady.queued.fetch_sub(1, SeqCst);
+                        let _ = evicted.tx.send(Err(Reason::QueueFull));
+                        self.counters.queue_full.fetch_add(1, Relaxed);
+                    }
+                }
+                // A queue of Critical alone takes more Critical, up to
+                // `CRITICAL_ROOM`: the door has judged that it will be served
+                // in time. A small limit's queue (twice the limit, at least
+                // 8) would otherwise refuse Critical at once, and behind a
+                // least-loaded balancer an instance refusing at once has
+                // the fewest requests in flight and is sent the most.
+                None if p == Priority::Critical
+                    && self.queued() < CRITICAL_ROOM.min(self.config.max_len) => {}
+                None => return self.refuse(st, Reason::QueueFull),
             }
         }
         if self.queued() == 0 {

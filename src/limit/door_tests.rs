@@ -236,3 +236,28 @@ async fn a_lull_in_the_arrivals_above_is_no_room_for_a_lower_tier() {
     let low = shared.acquire(Priority::Low, || None);
     assert_eq!(refused(&low), Some(Reason::ExpectedWait));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_queue_of_critical_alone_takes_more_critical_while_the_door_lets_it_in() {
+    // Two slots, 100 ms: 20 a second; the queue holds max(2 limits, 8) = 8.
+    let (shared, handle) = limiter(2, 100 * MS, QueueConfig::default()).await;
+    let _running = [admit(&shared, Priority::Low), admit(&shared, Priority::Low)];
+    let mut waiting: Vec<Admission> = (0..8)
+        .map(|_| shared.acquire(Priority::Critical, || None))
+        .collect();
+    assert!(waiting.iter().all(|a| matches!(a, Admission::Queued(_))));
+    // The queue is full of Critical, with nothing below to throw out: the
+    // ninth still waits, forecast to be served within half its second (a
+    // small limit's short queue would refuse it at once, and an instance
+    // refusing at once looks the least loaded to a balancer) ...
+    waiting.push(shared.acquire(Priority::Critical, || None));
+    assert!(matches!(waiting[8], Admission::Queued(_)));
+    assert_eq!(handle.queued(), 9);
+    // ... and so does the tenth (forecast: 0.5 s), while the eleventh is
+    // refused at the door: the forecast, not the length, bounds Critical.
+    waiting.push(shared.acquire(Priority::Critical, || None));
+    assert!(matches!(waiting[9], Admission::Queued(_)));
+    let eleventh = shared.acquire(Priority::Critical, || None);
+    assert_eq!(refused(&eleventh), Some(Reason::ExpectedWait));
+    assert_eq!(handle.queued(), 10);
+}

@@ -65,6 +65,10 @@ const EVICT_MARGIN: f64 = 0.9;
 const BACKLOG: usize = 2;
 /// ... and room for at least this many, however small the limit.
 const MIN_BACKLOG: usize = 8;
+/// How many waiters a queue of Critical alone may hold, when the length is
+/// left to the forecast and that is more than it allows: Critical still
+/// passes the door's forecast, so it waits only where it will be served.
+pub(super) const CRITICAL_ROOM: usize = 32;
 
 pub(super) struct Waiter {
     pub(super) id: u64,
