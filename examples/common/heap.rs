@@ -8,7 +8,8 @@
 //! allocator does with its pages.
 //!
 //! A `#[global_allocator]` is per binary, so this module only defines it;
-//! the example that measures declares it at its root:
+//! the binary that measures (the soak example; the memory tests, through
+//! `tests/support`) declares it at its root:
 //!
 //! ```ignore
 //! #[global_allocator]
@@ -67,7 +68,12 @@ unsafe impl GlobalAlloc for Counting {
     }
 }
 
-/// The bytes the whole process holds on the heap now, in MiB.
+/// The bytes the whole process holds on the heap now.
+pub fn live_bytes() -> isize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+/// The same, in MiB.
 pub fn live_mib() -> f64 {
-    LIVE.load(Ordering::Relaxed) as f64 / (1024.0 * 1024.0)
+    live_bytes() as f64 / (1024.0 * 1024.0)
 }

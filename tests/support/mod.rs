@@ -10,14 +10,7 @@
 // binary leaves unused would warn there as dead code.
 #![allow(dead_code)]
 
-use std::{
-    alloc::{GlobalAlloc, Layout, System},
-    future::Future,
-    net::SocketAddr,
-    process::Command,
-    sync::atomic::{AtomicIsize, Ordering},
-    time::Duration,
-};
+use std::{future::Future, net::SocketAddr, process::Command, time::Duration};
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode, header};
@@ -289,35 +282,26 @@ pub fn quiet_panics(prefix: &'static str) {
 
 // ---- memory ----------------------------------------------------------------
 
-/// An allocator that counts the process's live heap bytes ([`live_heap`]).
-/// A `#[global_allocator]` must be declared at a crate's root, so a test
-/// binary that measures memory declares it there:
+/// The examples' counting allocator (`examples/common/heap.rs`): the
+/// process's live heap bytes ([`live_heap`]). A `#[global_allocator]` must
+/// be declared at a crate's root, so a test binary that measures memory
+/// declares it there:
 ///
 /// ```ignore
 /// #[global_allocator]
 /// static ALLOCATOR: support::Counting = support::Counting;
 /// ```
-pub struct Counting;
+#[path = "../../examples/common/heap.rs"]
+mod heap;
 
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: `ptr` came from `alloc` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+// Only the binaries that measure memory name it.
+#[allow(unused_imports)]
+pub use heap::Counting;
 
 /// Live heap bytes, for the whole process (with [`Counting`] as the test
 /// binary's allocator).
 pub fn live_heap() -> isize {
-    LIVE.load(Ordering::Relaxed)
+    heap::live_bytes()
 }
 
 // ---- the examples, run as a user runs them ---------------------------------
