@@ -86,13 +86,12 @@ use crate::windowed_min::WindowedMin;
 pub struct Gradient {
     config: GradientBuilder,
     /// The limit as the control law moves it, in fractions of a request;
-    /// `limit` is it rounded to the nearest. Cutting and growing a whole
+    /// the limit admitted is it rounded to the nearest ([`Algorithm::limit`]). Cutting and growing a whole
     /// number would bias against small limits: 2 × 0.9 floored is 1, a cut
     /// of half, while 8 × 0.9 floored is 7, an eighth. Instances sharing a
     /// backend, each holding a few slots of it, would then not converge on
     /// equal shares: the one cut to 1 or 2 stays there.
     estimate: f64,
-    limit: usize,
     slow_start: bool,
     window: Window,
     /// The least window mean over the current and the previous period.
@@ -143,7 +142,6 @@ impl Gradient {
     fn from_config(config: GradientBuilder) -> Self {
         Gradient {
             estimate: config.initial as f64,
-            limit: config.initial,
             slow_start: true,
             window: Window::default(),
             baseline: WindowedMin::new(config.baseline_period),
@@ -228,7 +226,7 @@ impl Gradient {
                 // queues would be gone.
                 let evidence = slow.map_or(mean, |before| mean.min(before));
                 self.slow_start = false;
-                if self.limit <= c.min {
+                if self.limit() <= c.min {
                     self.floor_streak += 1;
                     if self.floor_streak >= FLOOR_WINDOWS {
                         // Nothing left to cut and still slow: the backend
@@ -248,8 +246,6 @@ impl Gradient {
             limit
         };
         self.estimate = next.clamp(c.min as f64, c.max as f64);
-        // The epsilon rounds 2.5 up whatever the arithmetic that made it.
-        self.limit = ((self.estimate + 1e-9).round() as usize).clamp(c.min, c.max);
     }
 }
 
@@ -264,14 +260,17 @@ const FLOOR_WINDOWS: u32 = 3;
 
 impl Algorithm for Gradient {
     fn limit(&self) -> usize {
-        self.limit
+        let c = &self.config;
+        // The epsilon rounds 2.5 up whatever the arithmetic that made it.
+        ((self.estimate + 1e-9).round() as usize).clamp(c.min, c.max)
     }
 
     fn update(&mut self, sample: Sample) -> usize {
         // A request admitted before the last decision ran under another
         // limit: it says nothing about this one.
+        let limit = self.limit();
         if sample.start < self.window.opened {
-            return self.limit;
+            return limit;
         }
         let end = sample.start.saturating_add(sample.rtt);
         let w = &mut self.window;
@@ -283,17 +282,17 @@ impl Algorithm for Gradient {
             w.rtt_sum = w.rtt_sum.saturating_add(sample.rtt);
             w.rtt_count += 1;
         }
-        w.saturated |= sample.in_flight >= self.limit;
+        w.saturated |= sample.in_flight >= limit;
         w.peak = w.peak.max(sample.in_flight);
         // About a round trip's worth of samples (a limit's worth complete
         // per round trip): fewer would be only the fastest requests of the
         // window, the ones that found the backend free. At least 3, at most
         // `window_samples`.
-        let wanted = u32::try_from(self.limit).unwrap_or(u32::MAX).max(3);
+        let wanted = u32::try_from(limit).unwrap_or(u32::MAX).max(3);
         if w.count >= wanted.min(self.config.window_samples) {
             self.decide();
         }
-        self.limit
+        self.limit()
     }
 }
 
