@@ -178,7 +178,11 @@ impl<R, O, K> AdaptiveLimitBuilder<R, O, K> {
     /// drains within a few round trips and the calm traffic after it is
     /// queued, not refused. Each tier below Critical may then fill only a
     /// share of it (High three quarters, Default half, Low a quarter), so a
-    /// tier at the margin leaves room for those above it. Setting a length
+    /// tier at the margin leaves room for those above it; and a queue of
+    /// Critical alone may hold up to 32, each let in only if the forecast
+    /// has it served within half its wait, so that a small limit does not
+    /// refuse Critical at once (a balancer sending to the least loaded would
+    /// then send that instance the most). Setting a length
     /// fixes it and lifts the shares: a full queue then makes room for a request
     /// by refusing the newest waiter of a lower priority.
     #[must_use]
