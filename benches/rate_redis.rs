@@ -6,10 +6,12 @@
 //!
 //! ```text
 //! eval "$(.ci/redis.sh)"
-//! REDIS_URL=redis://127.0.0.1:56379/ cargo bench -p tower-spillway-benches --features rate-redis --bench rate_redis
+//! cargo bench -p tower-spillway-benches --features rate-redis --bench rate_redis
 //! ```
 //!
-//! Without `REDIS_URL` it says so and measures nothing. The limit admits
+//! Without `REDIS_URL` it says so and measures nothing; with
+//! `REDIS_CLUSTER_URLS` (the nodes of a Redis Cluster, space-separated, as
+//! `.ci/redis.sh` exports them) it measures the same limits on the cluster. The limit admits
 //! every check, so the figures are the check's and not the refusal's; the
 //! inner service answers at once. Redis shares the machine's cores with the
 //! bench.
@@ -29,7 +31,7 @@ use tower::{ServiceExt, service_fn};
 use tower_layer::Layer;
 use tower_spillway::{
     key::key_fn,
-    rate::{Quota, RateLimitHandle, RateLimitLayer, RedisOptions},
+    rate::{Quota, RateLimitHandle, RateLimitLayer, RedisClient, RedisOptions},
 };
 
 const RUN: Duration = Duration::from_secs(3);
@@ -53,6 +55,8 @@ enum Kind {
     Local,
     RedisGlobal,
     RedisKeyed,
+    ClusterGlobal,
+    ClusterKeyed,
 }
 
 impl Kind {
@@ -61,6 +65,30 @@ impl Kind {
             Kind::Local => "local GCRA (in process)",
             Kind::RedisGlobal => "Redis, global",
             Kind::RedisKeyed => "Redis, keyed (10,000 keys)",
+            Kind::ClusterGlobal => "Redis Cluster (3 primaries), global",
+            Kind::ClusterKeyed => "Redis Cluster (3 primaries), keyed (10,000 keys)",
+        }
+    }
+}
+
+/// Where the Redis kinds keep their buckets.
+struct Servers {
+    url: String,
+    cluster: Option<Vec<String>>,
+}
+
+impl Servers {
+    fn client(&self, kind: Kind) -> RedisClient {
+        match kind {
+            Kind::ClusterGlobal | Kind::ClusterKeyed => {
+                let nodes = self.cluster.clone().expect("cluster kinds only with nodes");
+                redis::cluster::ClusterClient::new(nodes)
+                    .expect("valid REDIS_CLUSTER_URLS")
+                    .into()
+            }
+            _ => redis::Client::open(self.url.as_str())
+                .expect("a valid REDIS_URL")
+                .into(),
         }
     }
 }
@@ -68,7 +96,7 @@ impl Kind {
 type BoxSvc = tower::util::BoxCloneSyncService<u64, (), tower::BoxError>;
 
 /// The service of `kind`, connected (for Redis) before it is returned.
-async fn service(kind: Kind, url: &str) -> BoxSvc {
+async fn service(kind: Kind, servers: &Servers) -> BoxSvc {
     let inner = service_fn(ok);
     let prefix = format!("spillway-bench:{}:{:?}", std::process::id(), kind);
     let options = || {
@@ -77,17 +105,17 @@ async fn service(kind: Kind, url: &str) -> BoxSvc {
             .timeout(Duration::from_secs(1))
             .expect("a valid timeout")
     };
-    let client = || redis::Client::open(url).expect("a valid REDIS_URL");
+    let client = || servers.client(kind);
     match kind {
         Kind::Local => BoxSvc::new(RateLimitLayer::new(quota()).layer(inner)),
-        Kind::RedisGlobal => {
+        Kind::RedisGlobal | Kind::ClusterGlobal => {
             let layer = RateLimitLayer::builder(quota())
                 .redis(client(), options())
                 .build();
             connected(&layer.handle()).await;
             BoxSvc::new(layer.layer(inner))
         }
-        Kind::RedisKeyed => {
+        Kind::RedisKeyed | Kind::ClusterKeyed => {
             let layer = RateLimitLayer::builder(quota())
                 .keyed(key_fn(|n: &u64| n % 10_000))
                 .redis(client(), options())
@@ -169,13 +197,22 @@ fn main() {
         .enable_all()
         .build()
         .expect("a runtime");
-    let kinds = [Kind::Local, Kind::RedisGlobal, Kind::RedisKeyed];
+    let servers = Servers {
+        url,
+        cluster: std::env::var("REDIS_CLUSTER_URLS")
+            .ok()
+            .map(|urls| urls.split_whitespace().map(str::to_owned).collect()),
+    };
+    let mut kinds = vec![Kind::Local, Kind::RedisGlobal, Kind::RedisKeyed];
+    if servers.cluster.is_some() {
+        kinds.extend([Kind::ClusterGlobal, Kind::ClusterKeyed]);
+    }
 
     println!("One caller, {SEQUENTIAL} checks one at a time (µs per check):\n");
     println!("| limit | p50 | p99 | max |\n|---|---:|---:|---:|");
-    for kind in kinds {
+    for &kind in &kinds {
         let times = rt.block_on(async {
-            let svc = service(kind, &url).await;
+            let svc = service(kind, &servers).await;
             one_at_a_time(&svc).await
         });
         println!(
@@ -192,10 +229,10 @@ fn main() {
         RUN.as_secs()
     );
     println!("| limit | callers | checks/s | p50 µs | p99 µs |\n|---|---:|---:|---:|---:|");
-    for kind in kinds {
+    for &kind in &kinds {
         for callers in [64, 512] {
             let (rate, times) = rt.block_on(async {
-                let svc = service(kind, &url).await;
+                let svc = service(kind, &servers).await;
                 closed_loop(&svc, callers).await
             });
             println!(

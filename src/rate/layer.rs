@@ -229,6 +229,10 @@ impl<X, R> RateLimitBuilder<X, R, Local> {
     /// The layer's services need an inner service that is `Clone` (the
     /// request waits for Redis in the response future, with the service
     /// that was made ready) and a key that is [`RedisKey`](super::RedisKey).
+    /// `client` is a [`redis::Client`] for one server, or a
+    /// [`redis::cluster::ClusterClient`] for a Redis Cluster (see
+    /// [`RedisClient`](super::RedisClient)).
+    ///
     /// Building needs no Redis and no runtime: the connection is made in
     /// the background, on the runtime that builds the layer (or else with
     /// the first request), and requests that come before it is up wait at
@@ -271,9 +275,9 @@ impl<X, R> RateLimitBuilder<X, R, Local> {
     #[must_use]
     pub fn redis(
         self,
-        client: redis::Client,
+        client: impl Into<super::RedisClient>,
         options: super::RedisOptions,
-    ) -> RateLimitBuilder<X, R, (redis::Client, super::RedisOptions)> {
+    ) -> RateLimitBuilder<X, R, (super::RedisClient, super::RedisOptions)> {
         RateLimitBuilder {
             quota: self.quota,
             extractor: self.extractor,
@@ -281,7 +285,7 @@ impl<X, R> RateLimitBuilder<X, R, Local> {
             max_keys: self.max_keys,
             reject: self.reject,
             fields_on_success: self.fields_on_success,
-            backend: (client, options),
+            backend: (client.into(), options),
         }
     }
 
@@ -302,7 +306,7 @@ impl<X, R> RateLimitBuilder<X, R, Local> {
 }
 
 #[cfg(feature = "rate-redis")]
-impl<X, R> RateLimitBuilder<X, R, (redis::Client, super::RedisOptions)> {
+impl<X, R> RateLimitBuilder<X, R, (super::RedisClient, super::RedisOptions)> {
     /// Creates the layer: the fallback's local buckets (at this instance's
     /// share of the quota) and the queue to Redis, whose task starts with
     /// the first request.

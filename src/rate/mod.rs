@@ -65,11 +65,13 @@
 //!   previous pipelines are under way, at most four at a time. A busy
 //!   instance pays a round trip per batch, not per request, and Redis one
 //!   script call per 64 keys.
-//! - **Redis Cluster.** The names are ready for a cluster: the braces make
-//!   each bucket's whole name its hash tag, so buckets spread over the
-//!   shards by key. The store itself talks to one Redis server (a primary,
-//!   or a proxy that runs multi-key scripts): one call touches the buckets
-//!   of several keys, which on a cluster would have to be grouped by slot.
+//! - **Redis Cluster.** Give `redis` a `redis::cluster::ClusterClient`
+//!   instead of a `redis::Client` (`RedisClient`). The braces make each
+//!   bucket's whole name its hash tag, so buckets spread over the shards by
+//!   key; a batch is grouped by hash slot, since a script may only touch
+//!   one slot's keys, and each slot's calls go to the node that serves it,
+//!   all at once. The quota key is one slot of its own, read with each
+//!   batch like the buckets.
 //! - **Bounded wait, chosen fallback.** A request waits for its answer at
 //!   most the timeout (`RedisOptions::timeout`, 5 ms unless set), then the
 //!   `Fallback` decides it: a local GCRA at this instance's share of the
@@ -116,7 +118,7 @@ mod store;
 #[cfg(feature = "rate-redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "rate-redis")))]
 pub use self::redis::{
-    Fallback, RedisKey, RedisOptions, RedisSnapshot, RedisStore, SharedResponseFuture,
+    Fallback, RedisClient, RedisKey, RedisOptions, RedisSnapshot, RedisStore, SharedResponseFuture,
 };
 pub use key::{ApiKey, HeaderKey, KeyDigest, PeerIp};
 pub use layer::{Local, RateLimitBuilder, RateLimitHandle, RateLimitLayer, RateLimitSnapshot};

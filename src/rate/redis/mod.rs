@@ -2,6 +2,7 @@
 //! a fleet: see [`RateLimitBuilder::redis`](super::RateLimitBuilder::redis)
 //! and the [module docs](super#shared-quotas-in-redis).
 
+mod conn;
 mod name;
 mod script;
 mod service;
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use crate::ConfigError;
 
+pub use conn::RedisClient;
 pub use name::RedisKey;
 pub use service::SharedResponseFuture;
 pub use shared::RedisSnapshot;

@@ -8,7 +8,7 @@ use std::sync::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Fallback, RedisKey, RedisOptions,
+    Fallback, RedisClient, RedisKey, RedisOptions,
     name::bucket,
     script::Answer,
     shared::{Cause, Shared},
@@ -63,7 +63,7 @@ pub(crate) enum Started {
 impl RedisStore {
     /// `adopted` applies a quota another instance set to the local fallback.
     pub(crate) fn new(
-        client: redis::Client,
+        client: RedisClient,
         options: &RedisOptions,
         quota: Quota,
         adopted: Box<dyn Fn(Quota) + Send + Sync>,

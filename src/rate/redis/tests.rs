@@ -265,6 +265,55 @@ fn fallback_is_logged_on_entry_and_exit_only() {
 
 type Req = Request<http_body_util::Empty<bytes::Bytes>>;
 
+#[test]
+fn on_a_cluster_a_batch_is_split_by_hash_slot_first() {
+    use super::{
+        conn::by_slot,
+        worker::{Check, calls, group},
+    };
+    use redis::cluster_routing::Slot;
+    let check = |bucket: String| Check {
+        bucket,
+        reply: tokio::sync::oneshot::channel().0,
+    };
+    // Redis's own examples: `{user1000}.following` and
+    // `{user1000}.followers` share the slot of `user1000`.
+    assert_eq!(
+        Slot::for_key("{user1000}.following"),
+        Slot::for_key("{user1000}.followers")
+    );
+    // 300 buckets: spread over the slots, a handful sharing one. Every
+    // script call holds buckets of one slot, at most 64 of them, and every
+    // bucket is in exactly one call.
+    let batch: Vec<_> = (0..300).map(|i| check(format!("{{p:{i}}}"))).collect();
+    let slots = by_slot(group(batch), |(bucket, _)| bucket.as_str());
+    assert!(slots.len() > 250, "{} slots", slots.len());
+    let mut seen = 0;
+    for slot in slots {
+        for call in calls(slot) {
+            assert!(call.len() <= 64);
+            let first = Slot::for_key(&call[0].0);
+            assert!(
+                call.iter()
+                    .all(|(bucket, _)| Slot::for_key(bucket) == first)
+            );
+            seen += call.len();
+        }
+    }
+    assert_eq!(seen, 300);
+    // Buckets sharing a hash tag share a call, in arrival order.
+    let batch: Vec<_> = ["{t}:a", "{u}", "{t}:b", "{t}:c"]
+        .map(|b| check(b.to_owned()))
+        .into_iter()
+        .collect();
+    let slots = by_slot(group(batch), |(bucket, _)| bucket.as_str());
+    let names: Vec<Vec<&str>> = slots
+        .iter()
+        .map(|slot| slot.iter().map(|(b, _)| b.as_str()).collect())
+        .collect();
+    assert_eq!(names, [vec!["{t}:a", "{t}:b", "{t}:c"], vec!["{u}"]]);
+}
+
 fn ok_service()
 -> impl Service<Req, Response = Response<&'static str>, Error = Infallible, Future: Send> + Clone {
     service_fn(|_req: Req| async { Ok::<_, Infallible>(Response::new("ok")) })
@@ -313,6 +362,31 @@ async fn redis_down_falls_back_to_the_instance_share() {
     assert_eq!((snap.allowed, snap.limited), (25, 15));
     // The handle reports the fleet's quota, not the share.
     assert_eq!(handle.quota(), quota);
+}
+
+#[tokio::test]
+async fn a_cluster_out_of_reach_falls_back_like_a_server() {
+    let nodes = [closed_port(), closed_port()].map(|addr| format!("redis://{addr}/"));
+    let cluster = redis::cluster::ClusterClientBuilder::new(nodes)
+        .connection_timeout(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let options = RedisOptions::new("down").instances(4).unwrap();
+    let layer = RateLimitLayer::builder(Quota::per_second(100).unwrap())
+        .http()
+        .redis(cluster, options)
+        .build();
+    let handle = layer.handle();
+    let svc = layer.layer(ok_service());
+    let mut allowed = 0;
+    for _ in 0..40 {
+        let res = svc.clone().oneshot(Request::default()).await.unwrap();
+        allowed += usize::from(res.status() == StatusCode::OK);
+    }
+    assert_eq!(allowed, 25);
+    let redis = handle.snapshot().redis.unwrap();
+    assert!(redis.fallback && !redis.connected);
+    assert_eq!(redis.fallback_checks, 40);
 }
 
 #[tokio::test]

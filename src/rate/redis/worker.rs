@@ -4,10 +4,10 @@
 //! queued at once, folds the checks of one key together and the keys into
 //! script calls of up to 64 (a global limit's whole batch is one call, with
 //! one key), and sends the calls as one pipeline, with a read of the fleet's
-//! quota in front. While one pipeline
-//! is under way the next batch gathers, so a busy instance pays one round
-//! trip per batch, not per request, and never has more than
-//! [`IN_FLIGHT`] pipelines out.
+//! quota in front (on a Redis Cluster, one pipeline per hash slot and one
+//! for the quota). While one batch is under way the next gathers, so a busy
+//! instance pays one round trip per batch, not per request, and never has
+//! more than [`IN_FLIGHT`] batches out.
 //!
 //! State machine: *connected* (batches flow) until a command fails, a
 //! connection breaks or checks keep timing out; then *fallback* (the
@@ -18,10 +18,12 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use redis::{Client, Pipeline, RedisError, Script, Value, aio::MultiplexedConnection};
+use futures_util::future::join_all;
+use redis::{Pipeline, RedisError, Script, Value};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use super::{
+    conn::{Conn, RedisClient, by_slot},
     name::quota_key,
     script::{Answer, GCRA, KEYS_PER_CALL, Reply, decode_quota, encode_quota, quota_args},
     shared::{Cause, Shared},
@@ -51,7 +53,7 @@ pub(crate) struct Check {
 /// The worker's parts, kept until the first check starts it on the runtime
 /// that serves the requests.
 pub(crate) struct Worker {
-    pub(super) client: Client,
+    pub(super) client: RedisClient,
     pub(super) checks: mpsc::Receiver<Check>,
     pub(super) shared: Arc<Shared>,
     /// Applies a quota Redis holds to the local fallback.
@@ -68,7 +70,7 @@ impl std::fmt::Debug for Worker {
 
 /// What each pipeline task needs.
 struct Link {
-    conn: MultiplexedConnection,
+    conn: Conn,
     script: Arc<Script>,
     quota_key: Arc<str>,
     shared: Arc<Shared>,
@@ -84,7 +86,7 @@ struct Parts {
 }
 
 impl Parts {
-    fn link(&self, conn: MultiplexedConnection) -> Link {
+    fn link(&self, conn: Conn) -> Link {
         Link {
             conn,
             script: Arc::clone(&self.script),
@@ -111,13 +113,13 @@ impl Worker {
             adopted: Arc::from(adopted),
         };
         let permits = Arc::new(Semaphore::new(IN_FLIGHT));
-        let mut conn: Option<MultiplexedConnection> = None;
+        let mut conn: Option<Conn> = None;
         loop {
             if conn.is_none() || shared.in_fallback() {
                 // Probe: on the connection there is, or a new one.
                 let link = match conn.take() {
                     Some(c) => parts.link(c),
-                    None => match connect(&client).await {
+                    None => match client.connect(CONNECT_TIMEOUT, PIPELINE_TIMEOUT).await {
                         Ok(c) => parts.link(c),
                         Err(e) => {
                             shared.failed(&e);
@@ -189,16 +191,6 @@ impl Worker {
 /// bounds how long a probe of an unreachable host holds the worker.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A new connection.
-async fn connect(client: &Client) -> Result<MultiplexedConnection, RedisError> {
-    let config = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(PIPELINE_TIMEOUT));
-    client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await
-}
-
 /// Waits `period`, dropping the checks queued meanwhile (which answers
 /// their callers at once: they decide by the fallback). `false` once every
 /// sender is gone.
@@ -250,42 +242,52 @@ fn is_noscript(value: &Value) -> bool {
         if e.kind() == Some(redis::ServerErrorKind::NoScript))
 }
 
+/// One pipeline of a batch: `head` commands about the fleet's quota (none
+/// in a pipeline of script calls alone), then one script call per entry of
+/// `calls`.
+struct Leg {
+    pipe: Pipeline,
+    head: usize,
+    calls: Vec<Vec<Group>>,
+}
+
 impl Link {
     /// Loads the script and reads the quota, within the timeout. `Err(true)`
     /// when the connection is broken, `Err(false)` when it was only slow.
     async fn probe(&self) -> Result<(), bool> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("SCRIPT").arg("LOAD").arg(GCRA);
+        // Sent on its own, `SCRIPT LOAD` reaches every node of a cluster.
+        let mut load = redis::cmd("SCRIPT");
+        load.arg("LOAD").arg(GCRA);
         let pending = self.shared.pending();
+        let pipe = self.quota_pipe(pending);
+        let (mut a, mut b) = (self.conn.clone(), self.conn.clone());
+        let both = async { tokio::join!(a.command(&load), b.pipeline(&pipe)) };
+        match tokio::time::timeout(self.shared.timeout, both).await {
+            Ok((load, values)) => match (load.and_then(Value::extract_error), values) {
+                (Ok(_), Ok(values)) => {
+                    if let Some(q) = pending {
+                        self.shared.confirm(q);
+                    }
+                    self.read_quota(values.last());
+                    Ok(())
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    self.shared.failed(&e);
+                    Err(e.is_unrecoverable_error() || e.is_io_error())
+                }
+            },
+            Err(_) => Err(false),
+        }
+    }
+
+    /// The pending quota's write if any, then the read of the fleet's.
+    fn quota_pipe(&self, pending: Option<Quota>) -> Pipeline {
+        let mut pipe = redis::pipe();
         if let Some(q) = pending {
             pipe.cmd("SET").arg(&*self.quota_key).arg(encode_quota(&q));
         }
         pipe.cmd("GET").arg(&*self.quota_key);
-        let mut conn = self.conn.clone();
-        let count = pipe.len();
-        match tokio::time::timeout(
-            self.shared.timeout,
-            conn.send_packed_commands(&pipe, 0, count),
-        )
-        .await
-        {
-            Ok(Ok(values)) => {
-                if let Some(Value::ServerError(e)) = values.first() {
-                    self.shared.failed(&RedisError::from(e.clone()));
-                    return Err(false);
-                }
-                if let Some(q) = pending {
-                    self.shared.confirm(q);
-                }
-                self.read_quota(values.last());
-                Ok(())
-            }
-            Ok(Err(e)) => {
-                self.shared.failed(&e);
-                Err(e.is_unrecoverable_error() || e.is_io_error())
-            }
-            Err(_) => Err(false),
-        }
+        pipe
     }
 
     fn read_quota(&self, value: Option<&Value>) {
@@ -296,34 +298,69 @@ impl Link {
         }
     }
 
-    /// Sends one batch: the pending quota if any, the read of the fleet's,
-    /// and one script call per [`KEYS_PER_CALL`] buckets; then answers
-    /// every caller.
-    async fn send(
-        mut self,
-        batch: Vec<Check>,
-        pending: Option<Quota>,
-        _permit: OwnedSemaphorePermit,
-    ) {
-        let calls = calls(group(batch));
+    /// Sends one batch and answers every caller: the pending quota if any,
+    /// the read of the fleet's, and one script call per [`KEYS_PER_CALL`]
+    /// buckets. On one server that is one pipeline; on a cluster, where a
+    /// script may only touch the keys of one hash slot, the quota's
+    /// commands are one pipeline and each slot's calls another, all sent at
+    /// once.
+    async fn send(self, batch: Vec<Check>, pending: Option<Quota>, _permit: OwnedSemaphorePermit) {
+        let groups = group(batch);
+        let quota = self.quota_pipe(pending);
+        let head = quota.len();
+        let mut legs = if self.conn.is_cluster() {
+            let mut legs = vec![Leg {
+                pipe: quota,
+                head,
+                calls: Vec::new(),
+            }];
+            legs.extend(
+                by_slot(groups, |(bucket, _)| bucket.as_str())
+                    .into_iter()
+                    .map(|slot| Leg {
+                        pipe: redis::pipe(),
+                        head: 0,
+                        calls: calls(slot),
+                    }),
+            );
+            legs
+        } else {
+            vec![Leg {
+                pipe: quota,
+                head,
+                calls: calls(groups),
+            }]
+        };
         let (interval, burst) = quota_args(&self.shared.fleet().quota);
-        let mut pipe = redis::pipe();
-        if let Some(q) = pending {
-            pipe.cmd("SET").arg(&*self.quota_key).arg(encode_quota(&q));
+        for leg in &mut legs {
+            for call in &leg.calls {
+                self.eval(&mut leg.pipe, call, interval, burst);
+            }
         }
-        pipe.cmd("GET").arg(&*self.quota_key);
-        let head = pipe.len();
-        for call in &calls {
-            self.eval(&mut pipe, call, interval, burst);
+        let answered = join_all(
+            legs.into_iter()
+                .map(|leg| self.run(leg, pending, interval, burst)),
+        )
+        .await;
+        if answered.into_iter().any(|a| a) {
+            self.shared.answered();
         }
+    }
+
+    /// Sends one leg and answers its callers; `false` if it failed (its
+    /// callers are then answered by the fallback).
+    async fn run(&self, leg: Leg, pending: Option<Quota>, interval: u64, burst: u32) -> bool {
+        let Leg { pipe, head, calls } = leg;
         let values = match self.exchange(&pipe).await {
             Some(values) if values.len() == pipe.len() => values,
-            _ => return,
+            _ => return false,
         };
-        if let Some(q) = pending {
-            self.shared.confirm(q);
+        if head > 0 {
+            if let Some(q) = pending {
+                self.shared.confirm(q);
+            }
+            self.read_quota(values.get(head - 1));
         }
-        self.read_quota(values.get(head - 1));
         let mut retry = Vec::new();
         for (call, value) in calls.into_iter().zip(&values[head..]) {
             if is_noscript(value) {
@@ -333,23 +370,22 @@ impl Link {
             }
         }
         if retry.is_empty() {
-            self.shared.answered();
-            return;
+            return true;
         }
-        // Redis lost its scripts (a restart, `SCRIPT FLUSH`): load it once
-        // and send those calls again.
+        // Redis lost its scripts (a restart, `SCRIPT FLUSH`, a node new to
+        // the cluster): load it there once and send those calls again.
         let mut pipe = redis::pipe();
         pipe.cmd("SCRIPT").arg("LOAD").arg(GCRA);
         for call in &retry {
             self.eval(&mut pipe, call, interval, burst);
         }
         let Some(values) = self.exchange(&pipe).await else {
-            return;
+            return false;
         };
         for (call, value) in retry.into_iter().zip(values.iter().skip(1)) {
             self.answer(call, value);
         }
-        self.shared.answered();
+        true
     }
 
     /// One script call for `call`'s buckets and their counts of checks.
@@ -369,13 +405,9 @@ impl Link {
 
     /// The pipeline's replies, or `None` (and the limit in fallback) when
     /// it failed or took longer than [`PIPELINE_TIMEOUT`].
-    async fn exchange(&mut self, pipe: &Pipeline) -> Option<Vec<Value>> {
-        match tokio::time::timeout(
-            PIPELINE_TIMEOUT,
-            self.conn.send_packed_commands(pipe, 0, pipe.len()),
-        )
-        .await
-        {
+    async fn exchange(&self, pipe: &Pipeline) -> Option<Vec<Value>> {
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(PIPELINE_TIMEOUT, conn.pipeline(pipe)).await {
             Ok(Ok(values)) => Some(values),
             Ok(Err(e)) => {
                 self.shared.failed(&e);
