@@ -671,6 +671,81 @@ async fn the_fallback_share_counts_what_redis_admitted_here() {
     assert!(admitted <= 1, "{admitted} admitted on top of the 40");
 }
 
+/// Left to its default, the fallback's share divides the quota by the
+/// instances Redis counted: four count four, three count three once the
+/// fourth is gone, and cut off from Redis each admits its third.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs REDIS_URL (and redis-server on PATH)"]
+async fn instances_count_each_other_and_share_the_quota_by_the_count() {
+    let _serial = SERIAL.lock().await;
+    let mut server = RedisServer::start();
+    let quota = Quota::per_second(90).unwrap();
+    let prefix = prefix("count");
+    let mut layers: Vec<Shared> = (0..4)
+        .map(|_| shared_limit(quota, &server.url(), patient(&prefix)))
+        .collect();
+    let counts = |layers: &[Shared]| -> Vec<u32> {
+        layers
+            .iter()
+            .map(|l| l.handle().snapshot().redis.unwrap().instances)
+            .collect()
+    };
+    // Each announces itself about once a second.
+    wait_until_within(Duration::from_secs(4), "all four count four", || {
+        counts(&layers) == [4; 4]
+    })
+    .await;
+    assert_eq!(
+        server
+            .command(&format!("ZCARD {{{prefix}}}:instances"))
+            .as_deref(),
+        Some(":4")
+    );
+    // One leaves: the others forget it once it has been silent for 5 s.
+    drop(layers.pop());
+    wait_until_within(
+        Duration::from_secs(8),
+        "the other three count three",
+        || counts(&layers) == [3; 3],
+    )
+    .await;
+    // Cut off from Redis, an instance admits a third of the burst of 90
+    // (back to back, a few ms: at most one more drips in).
+    server.stop();
+    let svc = layers[0].layer(ok_service());
+    let mut admitted = 0;
+    for _ in 0..40 {
+        let res = svc.clone().oneshot(Request::default()).await.unwrap();
+        admitted += usize::from(res.status() == StatusCode::OK);
+    }
+    let redis = layers[0].handle().snapshot().redis.unwrap();
+    assert!(redis.fallback, "{redis:?}");
+    assert!((30..=31).contains(&admitted), "{admitted} admitted");
+}
+
+/// An instance told how many share the quota keeps that figure, whatever
+/// Redis counts.
+#[tokio::test]
+#[ignore = "needs REDIS_URL"]
+async fn a_set_count_of_instances_is_kept() {
+    let _serial = SERIAL.lock().await;
+    let url = url();
+    let prefix = prefix("set-count");
+    let counted = shared_limit(Quota::per_second(90).unwrap(), &url, patient(&prefix));
+    let set = shared_limit(
+        Quota::per_second(90).unwrap(),
+        &url,
+        patient(&prefix).instances(10).unwrap(),
+    );
+    wait_until_within(
+        Duration::from_secs(4),
+        "the counting one counts two",
+        || counted.handle().snapshot().redis.unwrap().instances == 2,
+    )
+    .await;
+    assert_eq!(set.handle().snapshot().redis.unwrap().instances, 10);
+}
+
 #[tokio::test]
 #[ignore = "needs REDIS_URL"]
 async fn a_bucket_holding_something_else_fails_alone() {

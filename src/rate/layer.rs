@@ -244,10 +244,10 @@ impl<X, R> RateLimitBuilder<X, R, Local> {
     /// use tower_spillway::rate::{Fallback, PeerIp, Quota, RateLimitLayer, RedisOptions};
     ///
     /// let redis = redis::Client::open("redis://127.0.0.1:6379/").expect("a valid URL");
-    /// // 500 calls a second for the whole fleet of 4 instances; each admits
-    /// // 125 a second on its own while Redis is out of reach.
+    /// // 500 calls a second for the whole fleet; while Redis is out of
+    /// // reach each instance admits its share on its own (125 a second in a
+    /// // fleet of 4: the instances count each other in Redis).
     /// let options = RedisOptions::new("shop:api")
-    ///     .instances(4)?
     ///     .timeout(Duration::from_millis(5))?
     ///     .fallback(Fallback::LocalShare);
     /// let limit = RateLimitLayer::builder(Quota::per_second(500)?)
@@ -260,7 +260,7 @@ impl<X, R> RateLimitBuilder<X, R, Local> {
     /// let per_ip = RateLimitLayer::builder(Quota::per_second(20)?)
     ///     .keyed(PeerIp::new())
     ///     .http()
-    ///     .redis(redis, RedisOptions::new("shop:api:ip").instances(4)?)
+    ///     .redis(redis, RedisOptions::new("shop:api:ip"))
     ///     .build();
     ///
     /// let app: Router = Router::new()
@@ -316,10 +316,10 @@ impl<X, R> RateLimitBuilder<X, R, (super::RedisClient, super::RedisOptions)> {
     {
         let store = self.store();
         let (client, options) = self.backend;
-        let instances = options.instances;
+        let instances = options.instances.unwrap_or(1);
         let limiter = Arc::new(Limiter::new(self.quota.share(instances), store));
         let fallback = Arc::clone(&limiter);
-        let adopted = Box::new(move |quota: Quota| fallback.set_quota(quota.share(instances)));
+        let adopted = Box::new(move |share: Quota| fallback.set_quota(share));
         RateLimitLayer {
             extractor: Arc::new(self.extractor),
             limiter,

@@ -75,9 +75,11 @@
 //! - **Bounded wait, chosen fallback.** A request waits for its answer at
 //!   most the timeout (`RedisOptions::timeout`, 5 ms unless set), then the
 //!   `Fallback` decides it: a local GCRA at this instance's share of the
-//!   quota (the default; the share is the quota divided by
-//!   `RedisOptions::instances`, and it is charged for what Redis admits
-//!   here, so an instance that took more than its share has none left),
+//!   quota (the default; the share is the quota divided by the number of
+//!   instances, which count each other in Redis, `{<prefix>}:instances`,
+//!   unless `RedisOptions::instances` sets it; and it is charged for what
+//!   Redis admits here, so an instance that took more than its share has
+//!   none left),
 //!   allow, or refuse. An error, a broken connection or three timeouts in a
 //!   row put the whole limit in fallback — requests then do not wait at
 //!   all — until a probe (every 100 ms) finds Redis answering within the

@@ -27,7 +27,8 @@ pub use store::RedisStore;
 #[non_exhaustive]
 pub enum Fallback {
     /// A local GCRA with this instance's share of the quota: the quota's
-    /// rate and burst divided by [`instances`](RedisOptions::instances).
+    /// rate and burst divided by the number of instances, as counted in
+    /// Redis or as set with [`instances`](RedisOptions::instances).
     /// The fleet as a whole stays near its quota while every instance is
     /// cut off, and a caller's history in Redis is not lost.
     #[default]
@@ -58,7 +59,8 @@ pub struct RedisOptions {
     pub(crate) prefix: String,
     pub(crate) timeout: Duration,
     pub(crate) fallback: Fallback,
-    pub(crate) instances: u32,
+    /// Set by the user; `None`: counted in Redis.
+    pub(crate) instances: Option<u32>,
     pub(crate) probe_interval: Duration,
 }
 
@@ -74,14 +76,14 @@ impl RedisOptions {
     /// Redis key `{<prefix>:<key name>}`, the fleet's quota
     /// `{<prefix>}:quota`.
     ///
-    /// The defaults: a 5 ms timeout, [`Fallback::LocalShare`] over one
-    /// instance, a probe every 100 ms while in fallback.
+    /// The defaults: a 5 ms timeout, [`Fallback::LocalShare`] over the
+    /// instances counted in Redis, a probe every 100 ms while in fallback.
     pub fn new(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
             timeout: Duration::from_millis(5),
             fallback: Fallback::LocalShare,
-            instances: 1,
+            instances: None,
             probe_interval: Duration::from_millis(100),
         }
     }
@@ -106,14 +108,22 @@ impl RedisOptions {
         self
     }
 
-    /// How many instances share the quota (at least 1; 1 unless set): under
+    /// How many instances share the quota (at least 1): under
     /// [`Fallback::LocalShare`] each admits its share, the quota divided by
     /// this.
+    ///
+    /// Unless set, the instances count each other: every instance announces
+    /// itself in Redis about once a second (under `{<prefix>}:instances`)
+    /// and counts those heard from in the last 5 s, so the share follows a
+    /// fleet that scales; when Redis goes away, the share is that of the
+    /// last count. Until the first count an instance takes the whole quota.
+    /// Set it where the fleet's size is known and fixed, or where instances
+    /// come and go faster than the count follows.
     pub fn instances(mut self, instances: u32) -> Result<Self, ConfigError> {
         if instances == 0 {
             return Err(ConfigError::new("instances", "must be at least 1"));
         }
-        self.instances = instances;
+        self.instances = Some(instances);
         Ok(self)
     }
 

@@ -113,3 +113,10 @@ pub(super) fn bucket<K: RedisKey>(prefix: &str, key: &K) -> String {
 pub(super) fn quota_key(prefix: &str) -> String {
     format!("{{{prefix}}}:quota")
 }
+
+/// The Redis key where the instances of a limit announce themselves,
+/// `{<prefix>}:instances`: a sorted set of instance ids scored by when each
+/// was last heard from. It shares the quota key's slot.
+pub(super) fn instances_key(prefix: &str) -> String {
+    format!("{{{prefix}}}:instances")
+}

@@ -64,6 +64,23 @@ end
 return out
 ";
 
+/// How long an instance counts after it was last heard from.
+pub(super) const INSTANCE_TTL: Duration = Duration::from_secs(5);
+
+/// An instance's announcement: `ARGV[1]` (its id) heard from now, on
+/// Redis's clock, in the set `KEYS[1]`; instances not heard from within
+/// `ARGV[2]` milliseconds forgotten. Returns how many are left, this one
+/// among them. The set expires with the last instance.
+pub(super) const ANNOUNCE: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
+redis.call('PEXPIRE', KEYS[1], ttl)
+return redis.call('ZCARD', KEYS[1])
+";
+
 /// The script's quota arguments: the interval in whole microseconds (at
 /// least 1; the script's clock has no finer grain) and the burst.
 pub(super) fn quota_args(quota: &Quota) -> (u64, u32) {

@@ -55,7 +55,13 @@ pub(crate) struct Shared {
     pub(super) timeout: Duration,
     pub(super) probe_interval: Duration,
     pub(super) fallback_policy: Fallback,
-    pub(super) instances: u32,
+    /// How many instances the fallback divides the quota among: as set, or
+    /// as last counted in Redis.
+    instances: AtomicU32,
+    /// Whether `instances` follows the count in Redis.
+    counts_instances: bool,
+    /// This instance's name in the count, drawn at random.
+    pub(super) id: String,
     fleet: ArcSwap<FleetQuota>,
     /// A quota set through the handle that Redis has not confirmed yet.
     pending: Mutex<Option<Quota>>,
@@ -82,7 +88,9 @@ impl Shared {
             timeout: options.timeout,
             probe_interval: options.probe_interval,
             fallback_policy: options.fallback,
-            instances: options.instances,
+            instances: AtomicU32::new(options.instances.unwrap_or(1)),
+            counts_instances: options.instances.is_none(),
+            id: format!("{:016x}", fastrand::u64(..)),
             fleet: ArcSwap::from_pointee(FleetQuota::new(quota)),
             pending: Mutex::new(None),
             wake: Notify::new(),
@@ -105,7 +113,25 @@ impl Shared {
 
     /// The quota this instance falls back to: its share of the fleet's.
     pub(crate) fn share(&self, quota: &Quota) -> Quota {
-        quota.share(self.instances)
+        quota.share(self.instances.load(Ordering::Relaxed))
+    }
+
+    /// Redis counted `instances` instances (this one among them): the
+    /// share follows unless the count was set. Returns whether it changed.
+    pub(super) fn counted(&self, instances: u32) -> bool {
+        if !self.counts_instances {
+            return false;
+        }
+        let before = self.instances.swap(instances.max(1), Ordering::Relaxed);
+        #[cfg(feature = "tracing")]
+        if before != instances.max(1) {
+            tracing::info!(
+                prefix = %self.prefix,
+                instances,
+                "shared rate limit: the fleet's count of instances changed"
+            );
+        }
+        before != instances.max(1)
     }
 
     /// A quota set here: in force at once on this instance, and published
@@ -254,6 +280,7 @@ impl Shared {
             fallback_entries: self.fallback_entries.load(Ordering::Relaxed),
             timeouts: self.timeouts.load(Ordering::Relaxed),
             redis_errors: self.redis_errors.load(Ordering::Relaxed),
+            instances: self.instances.load(Ordering::Relaxed),
         }
     }
 }
@@ -283,4 +310,8 @@ pub struct RedisSnapshot {
     /// Commands that failed: errors from Redis, broken or refused
     /// connections.
     pub redis_errors: u64,
+    /// How many instances the fallback's share divides the quota among:
+    /// [`RedisOptions::instances`](super::RedisOptions::instances) if set,
+    /// else as last counted in Redis (1 until then).
+    pub instances: u32,
 }

@@ -61,7 +61,8 @@ pub(crate) enum Started {
 }
 
 impl RedisStore {
-    /// `adopted` applies a quota another instance set to the local fallback.
+    /// `adopted` gives the local fallback its share: of a quota another
+    /// instance set, or among a new count of instances.
     pub(crate) fn new(
         client: RedisClient,
         options: &RedisOptions,

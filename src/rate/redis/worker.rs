@@ -20,12 +20,18 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use futures_util::future::join_all;
 use redis::{Pipeline, RedisError, Script, Value};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot},
+    time::Instant,
+};
 
 use super::{
     conn::{Conn, RedisClient, by_slot},
-    name::quota_key,
-    script::{Answer, GCRA, KEYS_PER_CALL, Reply, decode_quota, encode_quota, quota_args},
+    name::{instances_key, quota_key},
+    script::{
+        ANNOUNCE, Answer, GCRA, INSTANCE_TTL, KEYS_PER_CALL, Reply, decode_quota, encode_quota,
+        quota_args,
+    },
     shared::{Cause, Shared},
 };
 use crate::rate::Quota;
@@ -37,6 +43,9 @@ pub(super) const IN_FLIGHT: usize = 4;
 
 /// The most checks in one pipeline.
 pub(super) const MAX_BATCH: usize = 512;
+
+/// How often an instance announces itself to the count of instances.
+const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
 
 /// How long a pipeline may take before it is given up (its callers have
 /// long since been answered by the fallback): a bound on what a hung
@@ -73,6 +82,7 @@ struct Link {
     conn: Conn,
     script: Arc<Script>,
     quota_key: Arc<str>,
+    instances_key: Arc<str>,
     shared: Arc<Shared>,
     adopted: Arc<dyn Fn(Quota) + Send + Sync>,
 }
@@ -81,6 +91,7 @@ struct Link {
 struct Parts {
     script: Arc<Script>,
     quota_key: Arc<str>,
+    instances_key: Arc<str>,
     shared: Arc<Shared>,
     adopted: Arc<dyn Fn(Quota) + Send + Sync>,
 }
@@ -91,6 +102,7 @@ impl Parts {
             conn,
             script: Arc::clone(&self.script),
             quota_key: Arc::clone(&self.quota_key),
+            instances_key: Arc::clone(&self.instances_key),
             shared: Arc::clone(&self.shared),
             adopted: Arc::clone(&self.adopted),
         }
@@ -109,11 +121,15 @@ impl Worker {
         let parts = Parts {
             script: Arc::new(Script::new(GCRA)),
             quota_key: Arc::from(quota_key(&shared.prefix)),
+            instances_key: Arc::from(instances_key(&shared.prefix)),
             shared: Arc::clone(&shared),
             adopted: Arc::from(adopted),
         };
         let permits = Arc::new(Semaphore::new(IN_FLIGHT));
         let mut conn: Option<Conn> = None;
+        // The first batch announces this instance; then one a second, with
+        // a batch of checks or on its own.
+        let mut next_announce = Instant::now();
         loop {
             if conn.is_none() || shared.in_fallback() {
                 // Probe: on the connection there is, or a new one.
@@ -155,6 +171,7 @@ impl Worker {
                     None => return,
                 },
                 () = shared.wake.notified() => None,
+                () = tokio::time::sleep_until(next_announce) => None,
             };
             let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
                 return;
@@ -173,14 +190,20 @@ impl Worker {
                     Err(_) => break,
                 }
             }
-            let pending = shared.pending();
-            if batch.is_empty() && pending.is_none() {
+            let head = Head {
+                pending: shared.pending(),
+                announce: Instant::now() >= next_announce,
+            };
+            if head.announce {
+                next_announce = Instant::now() + ANNOUNCE_EVERY;
+            }
+            if batch.is_empty() && head.pending.is_none() && !head.announce {
                 continue;
             }
             if let Some(c) = conn.clone() {
                 // A pipeline that fails puts the limit in fallback, and the
                 // next turn of the loop probes.
-                tokio::spawn(parts.link(c).send(batch, pending, permit));
+                tokio::spawn(parts.link(c).send(batch, head, permit));
             }
         }
     }
@@ -242,12 +265,29 @@ fn is_noscript(value: &Value) -> bool {
         if e.kind() == Some(redis::ServerErrorKind::NoScript))
 }
 
-/// One pipeline of a batch: `head` commands about the fleet's quota (none
-/// in a pipeline of script calls alone), then one script call per entry of
-/// `calls`.
+/// What a batch says and asks about the fleet, before its checks.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    /// A quota set here, to write.
+    pending: Option<Quota>,
+    /// Whether to announce this instance and read the count.
+    announce: bool,
+}
+
+impl Head {
+    /// Its commands: the pending quota's write if any, the read of the
+    /// fleet's quota, and the announcement if due.
+    fn len(self) -> usize {
+        usize::from(self.pending.is_some()) + 1 + usize::from(self.announce)
+    }
+}
+
+/// One pipeline of a batch: the [`Head`]'s commands if it carries them
+/// (a pipeline of script calls alone does not), then one script call per
+/// entry of `calls`.
 struct Leg {
     pipe: Pipeline,
-    head: usize,
+    head: Option<Head>,
     calls: Vec<Vec<Group>>,
 }
 
@@ -259,7 +299,10 @@ impl Link {
         let mut load = redis::cmd("SCRIPT");
         load.arg("LOAD").arg(GCRA);
         let pending = self.shared.pending();
-        let pipe = self.quota_pipe(pending);
+        let pipe = self.head_pipe(Head {
+            pending,
+            announce: false,
+        });
         let (mut a, mut b) = (self.conn.clone(), self.conn.clone());
         let both = async { tokio::join!(a.command(&load), b.pipeline(&pipe)) };
         match tokio::time::timeout(self.shared.timeout, both).await {
@@ -280,38 +323,62 @@ impl Link {
         }
     }
 
-    /// The pending quota's write if any, then the read of the fleet's.
-    fn quota_pipe(&self, pending: Option<Quota>) -> Pipeline {
+    /// A pipeline of `head`'s commands. The quota's key and the count's
+    /// share a slot: on a cluster they are one pipeline to one node.
+    fn head_pipe(&self, head: Head) -> Pipeline {
         let mut pipe = redis::pipe();
-        if let Some(q) = pending {
+        if let Some(q) = head.pending {
             pipe.cmd("SET").arg(&*self.quota_key).arg(encode_quota(&q));
         }
         pipe.cmd("GET").arg(&*self.quota_key);
+        if head.announce {
+            let ttl = u64::try_from(INSTANCE_TTL.as_millis()).unwrap_or(u64::MAX);
+            pipe.cmd("EVAL")
+                .arg(ANNOUNCE)
+                .arg(1)
+                .arg(&*self.instances_key)
+                .arg(&self.shared.id)
+                .arg(ttl);
+        }
         pipe
+    }
+
+    /// Reads `head`'s replies (`values` starting with them).
+    fn read_head(&self, head: Head, values: &[Value]) {
+        if let Some(q) = head.pending {
+            self.shared.confirm(q);
+        }
+        let at = usize::from(head.pending.is_some());
+        self.read_quota(values.get(at));
+        if head.announce {
+            if let Some(&Value::Int(n)) = values.get(at + 1) {
+                if self.shared.counted(u32::try_from(n).unwrap_or(u32::MAX)) {
+                    (self.adopted)(self.shared.share(&self.shared.fleet().quota));
+                }
+            }
+        }
     }
 
     fn read_quota(&self, value: Option<&Value>) {
         if let Some(q) = value.and_then(decode_quota) {
             if self.shared.adopt(q) {
-                (self.adopted)(q);
+                (self.adopted)(self.shared.share(&q));
             }
         }
     }
 
-    /// Sends one batch and answers every caller: the pending quota if any,
-    /// the read of the fleet's, and one script call per [`KEYS_PER_CALL`]
-    /// buckets. On one server that is one pipeline; on a cluster, where a
+    /// Sends one batch and answers every caller: the [`Head`], and one
+    /// script call per [`KEYS_PER_CALL`] buckets. On one server that is one pipeline; on a cluster, where a
     /// script may only touch the keys of one hash slot, the quota's
     /// commands are one pipeline and each slot's calls another, all sent at
     /// once.
-    async fn send(self, batch: Vec<Check>, pending: Option<Quota>, _permit: OwnedSemaphorePermit) {
+    async fn send(self, batch: Vec<Check>, head: Head, _permit: OwnedSemaphorePermit) {
         let groups = group(batch);
-        let quota = self.quota_pipe(pending);
-        let head = quota.len();
+        let fleet = self.head_pipe(head);
         let mut legs = if self.conn.is_cluster() {
             let mut legs = vec![Leg {
-                pipe: quota,
-                head,
+                pipe: fleet,
+                head: Some(head),
                 calls: Vec::new(),
             }];
             legs.extend(
@@ -319,15 +386,15 @@ impl Link {
                     .into_iter()
                     .map(|slot| Leg {
                         pipe: redis::pipe(),
-                        head: 0,
+                        head: None,
                         calls: calls(slot),
                     }),
             );
             legs
         } else {
             vec![Leg {
-                pipe: quota,
-                head,
+                pipe: fleet,
+                head: Some(head),
                 calls: calls(groups),
             }]
         };
@@ -337,11 +404,7 @@ impl Link {
                 self.eval(&mut leg.pipe, call, interval, burst);
             }
         }
-        let answered = join_all(
-            legs.into_iter()
-                .map(|leg| self.run(leg, pending, interval, burst)),
-        )
-        .await;
+        let answered = join_all(legs.into_iter().map(|leg| self.run(leg, interval, burst))).await;
         if answered.into_iter().any(|a| a) {
             self.shared.answered();
         }
@@ -349,20 +412,18 @@ impl Link {
 
     /// Sends one leg and answers its callers; `false` if it failed (its
     /// callers are then answered by the fallback).
-    async fn run(&self, leg: Leg, pending: Option<Quota>, interval: u64, burst: u32) -> bool {
+    async fn run(&self, leg: Leg, interval: u64, burst: u32) -> bool {
         let Leg { pipe, head, calls } = leg;
         let values = match self.exchange(&pipe).await {
             Some(values) if values.len() == pipe.len() => values,
             _ => return false,
         };
-        if head > 0 {
-            if let Some(q) = pending {
-                self.shared.confirm(q);
-            }
-            self.read_quota(values.get(head - 1));
+        if let Some(head) = head {
+            self.read_head(head, &values);
         }
+        let skip = head.map_or(0, Head::len);
         let mut retry = Vec::new();
-        for (call, value) in calls.into_iter().zip(&values[head..]) {
+        for (call, value) in calls.into_iter().zip(&values[skip..]) {
             if is_noscript(value) {
                 retry.push(call);
             } else {
