@@ -99,7 +99,8 @@ impl GradientBuilder {
     }
 
     /// The limit's growth per saturated window after slow start, as a
-    /// fraction of the limit (default 0.02, in `(0, 0.5]`; at least one).
+    /// fraction of the limit (default 0.02, in `(0, 0.5]`; at least half a
+    /// request).
     #[must_use]
     pub fn growth(mut self, fraction: f64) -> Self {
         self.growth = fraction;

@@ -42,12 +42,13 @@ fn golden_slow_start_then_additive_growth() {
     assert_eq!(window(&mut g, t, 4, 30 * MS, l), 34);
     assert!(!g.in_slow_start());
     t += 31 * MS;
-    // Afterwards +2 % (at least one) per saturated window.
+    // Afterwards +2 % (at least half a request) per saturated window:
+    // 34.4, then 35.1.
     let l = g.limit();
-    assert_eq!(window(&mut g, t, 4, 20 * MS, l), 35);
+    assert_eq!(window(&mut g, t, 4, 20 * MS, l), 34);
     t += 21 * MS;
     let l = g.limit();
-    assert_eq!(window(&mut g, t, 4, 20 * MS, l), 36);
+    assert_eq!(window(&mut g, t, 4, 20 * MS, l), 35);
 }
 
 #[test]
@@ -136,12 +137,14 @@ fn a_congested_window_cuts_small_and_large_limits_alike() {
         }
         (g.limit(), g.estimate)
     };
-    // 2 + 1 = 3 after the first window, × 20/24 = 2.5: shown as 3 (floored at
-    // each step it would be 2); 8 + 1 = 9, × 20/24 = 7.5, shown as 8.
+    // 2 + 0.5 = 2.5 after the first window, × 20/24 = 2.08, shown as 2;
+    // 8 + 0.5 = 8.5, × 20/24 = 7.08, shown as 7.
     let (small, small_estimate) = after(2);
     let (large, large_estimate) = after(8);
-    assert_eq!((small, large), (3, 8));
-    assert!((small_estimate - 2.5).abs() < 1e-9 && (large_estimate - 7.5).abs() < 1e-9);
+    assert_eq!((small, large), (2, 7));
+    let kept = 20.0 / 24.0;
+    assert!((small_estimate - 2.5 * kept).abs() < 1e-9);
+    assert!((large_estimate - 8.5 * kept).abs() < 1e-9);
 }
 
 #[test]
@@ -272,7 +275,7 @@ fn at_the_floor_a_slower_backend_becomes_the_baseline() {
     assert_eq!(g.baseline(), Some(10 * MS));
     // The backend is now 3× slower at any concurrency: cut to the floor,
     // then three congested windows there accept the new speed.
-    for _ in 0..5 {
+    for _ in 0..4 {
         let l = g.limit();
         window(&mut g, t, 4, 30 * MS, l);
         t += 31 * MS;
