@@ -16,9 +16,11 @@ pub(super) const ROUND: Duration = Duration::from_millis(200);
 /// decrease); small, so that the sum of the clients' paces crosses the
 /// quota slowly and few calls are refused when it does.
 const INCREASE: f64 = 0.02;
-/// The least a cut leaves of the pace: a round refused almost whole does
-/// not stop the client for good.
-const MIN_KEEP: f64 = 0.1;
+/// The least one cut leaves of the pace: half. A round refused almost whole
+/// (another client's burst, a newcomer taking every token) halves the pace
+/// and the next round judges again, rather than taking it to a tenth at
+/// once, from where it would take seconds to grow back.
+const MIN_KEEP: f64 = 0.5;
 /// The most a cut leaves of the pace, however few calls were refused: a
 /// cut of at least 15 % is what makes clients that share a quota converge
 /// on equal shares within a few cycles (each cycle shrinks their
@@ -35,8 +37,8 @@ const MIN_RATE: f64 = 0.1;
 
 #[derive(Debug)]
 pub(super) struct Learner {
-    /// Calls a second; `None` until the server first refuses one (until
-    /// then the client is not paced at all).
+    /// Calls a second; `None` until the server announces its quota or
+    /// first refuses a call (until then the client is not paced at all).
     pub(super) rate: Option<f64>,
     /// The quota's rate from the server's `RateLimit-Policy`, calls a
     /// second: the pace never goes above it.
@@ -46,6 +48,9 @@ pub(super) struct Learner {
     /// once, not after the calls already waiting).
     last: Option<Instant>,
     round: Round,
+    /// When the pace was last cut: a refusal of a call sent before it is
+    /// the overload that cut was for.
+    last_cut: Option<Instant>,
     /// How many times [`INCREASE`] the next round without refusals adds.
     step: f64,
     pub(super) cuts: u64,
@@ -68,6 +73,7 @@ impl Learner {
             rate: None,
             ceiling: None,
             last: None,
+            last_cut: None,
             round: Round {
                 start: now,
                 answers: 0,
@@ -103,16 +109,39 @@ impl Learner {
         None
     }
 
-    /// One answer: refused for the quota or not, with the quota's rate if
-    /// the server announced one.
-    pub(super) fn answered(&mut self, refused: bool, quota: Option<f64>, now: Instant) {
+    /// One answer to a call sent at `sent`: refused for the quota or not,
+    /// with the quota's rate if the server announced one.
+    pub(super) fn answered(
+        &mut self,
+        refused: bool,
+        quota: Option<f64>,
+        sent: Instant,
+        now: Instant,
+    ) {
         if let Some(q) = quota {
             self.ceiling = Some(q);
+            // Once the server has said what the quota is, never faster. An
+            // unpaced client retries every refused call the moment the
+            // pushback ends, which is the moment a token comes back: it
+            // takes nearly every token from clients that are paced, and
+            // cuts them to nothing.
+            if self.rate.is_none() {
+                self.rate = Some(q);
+            }
         }
-        self.round.answers += 1;
         if refused {
-            self.round.refused += 1;
             self.refusals += 1;
+        }
+        // A call sent before the last cut and refused says the pace was
+        // too fast before the cut, which the cut has dealt with: counted,
+        // it would cut again for one overload, once per refused call still
+        // on its way, and cut a client hardest for having the most calls
+        // refused and retried at once. One cut per overload, as a TCP
+        // sender halves once per window of losses.
+        let stale = refused && self.last_cut.is_some_and(|cut| sent < cut);
+        if !stale {
+            self.round.answers += 1;
+            self.round.refused += u64::from(refused);
         }
         let elapsed = now.saturating_duration_since(self.round.start);
         if elapsed >= ROUND {
@@ -137,6 +166,7 @@ impl Learner {
         let rate = if refused > 0 {
             self.cuts += 1;
             self.step = 1.0;
+            self.last_cut = Some(now);
             match self.rate {
                 // Refused a share of its calls: keep about what was
                 // accepted, and at most 85 %. Every client sharing the
@@ -146,13 +176,9 @@ impl Learner {
                     let kept = (accepted as f64 / answers as f64).clamp(MIN_KEEP, MAX_KEEP);
                     rate * kept
                 }
-                // Not paced yet: start at what the server accepted, and at
-                // least 5 % of the quota, so a client that came late to a
-                // quota others had drained is not starved from the start.
-                None => {
-                    let floor = self.ceiling.map_or(0.0, |c| 0.05 * c);
-                    (accepted as f64 / secs).max(floor)
-                }
+                // Not paced yet (the server announces no quota): start at
+                // what it accepted.
+                None => accepted as f64 / secs,
             }
         } else {
             match self.rate {
@@ -222,26 +248,46 @@ mod tests {
         }
     }
 
-    /// A round of `sent` calls, the first `refused` of them refused; its
-    /// last answer comes a round after its start and ends it.
-    fn round_of(l: &mut Learner, at: &mut Instant, sent: u64, refused: u64) {
-        // Sent without pacing: the rounds' judgements are what is tested.
+    /// A round of `sent` calls, the first `refused` of them refused, each
+    /// answer announcing `quota`; its last answer comes a round after its
+    /// start and ends it.
+    fn round_with(l: &mut Learner, at: &mut Instant, sent: u64, refused: u64, quota: Option<f64>) {
+        // Sent without pacing, all as the round starts: the rounds'
+        // judgements are what is tested.
         l.round.sent += sent;
+        let start = *at;
         for i in 0..sent - 1 {
-            l.answered(i < refused, Some(200.0), *at);
+            l.answered(i < refused, quota, start, *at);
         }
         *at += ROUND;
-        l.answered(sent - 1 < refused, Some(200.0), *at);
+        l.answered(sent - 1 < refused, quota, start, *at);
+    }
+
+    /// A round from a server announcing a quota of 200 a second.
+    fn round_of(l: &mut Learner, at: &mut Instant, sent: u64, refused: u64) {
+        round_with(l, at, sent, refused, Some(200.0));
     }
 
     #[test]
-    fn paces_at_what_was_accepted_from_the_first_refusing_round() {
+    fn an_announced_quota_paces_the_client_at_once() {
+        let mut at = Instant::now();
+        let mut l = Learner::new(at);
+        assert_eq!(l.try_send(at), None, "not paced before any answer");
+        l.answered(false, Some(200.0), at, at);
+        assert_eq!(l.rate, Some(200.0));
+        // Its retries too: the next call waits for its slot.
+        let slot = l.try_send(at).expect("must wait");
+        assert!(((slot - at).as_secs_f64() - 1.0 / 200.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn without_a_quota_paces_at_what_was_accepted_from_the_first_refusing_round() {
         let mut at = Instant::now();
         let mut l = Learner::new(at);
         assert_eq!(l.try_send(at), None, "not paced before any refusal");
         assert_eq!(l.try_send(at), None);
         // 100 calls in a round, 75 refused: a quarter got through.
-        round_of(&mut l, &mut at, 100, 75);
+        round_with(&mut l, &mut at, 100, 75, None);
         let rate = l.rate.expect("paced");
         assert!((124.0..=126.0).contains(&rate), "{rate}");
         // Paced: the next call goes 1/rate after the last.
@@ -264,9 +310,38 @@ mod tests {
         assert_eq!(l.rate, Some(200.0));
         round_of(&mut l, &mut at, 40, 10);
         assert_eq!(l.rate, Some(150.0));
-        // Nearly everything refused: cut, but not to nothing.
+        // Everything refused: halved, and the next round judges again.
         round_of(&mut l, &mut at, 30, 30);
-        assert_eq!(l.rate, Some(15.0));
+        assert_eq!(l.rate, Some(75.0));
+        round_of(&mut l, &mut at, 15, 15);
+        assert_eq!(l.rate, Some(37.5));
+    }
+
+    #[test]
+    fn refusals_of_calls_sent_before_a_cut_do_not_cut_again() {
+        let mut at = Instant::now();
+        let mut l = Learner::new(at);
+        l.rate = Some(200.0);
+        let before = at;
+        // A round half refused: cut to half.
+        round_of(&mut l, &mut at, 40, 20);
+        assert_eq!(l.rate, Some(100.0));
+        // The next round's answers: ten refusals of calls sent before that
+        // cut (retries on their way), then ten calls sent since, accepted.
+        for _ in 0..10 {
+            l.answered(true, Some(200.0), before, at);
+        }
+        let since = at;
+        for _ in 0..9 {
+            l.answered(false, Some(200.0), since, at);
+        }
+        at += ROUND;
+        l.round.sent += 20;
+        l.answered(false, Some(200.0), since, at);
+        // Not cut again: the pace held the client back, so it grew.
+        assert!(l.rate.unwrap() > 100.0, "{:?}", l.rate);
+        assert_eq!(l.cuts, 1);
+        assert_eq!(l.refusals, 30);
     }
 
     #[test]

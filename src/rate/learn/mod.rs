@@ -24,18 +24,21 @@ use crate::sync::lock;
 /// Paces a client at the quota its server enforces, learned from the
 /// server's answers: no quota to configure.
 ///
-/// Until the server first refuses a call for its quota (`429`, or a gRPC
-/// `RESOURCE_EXHAUSTED`), calls go unpaced. From then on, every clone of
-/// the service shares one pace, judged in rounds of 200 ms:
+/// From the first answer announcing the quota in `RateLimit-Policy`
+/// (`"default";q=200;w=1`), calls are paced at most at that quota; from a
+/// server that announces none, calls go unpaced until it first refuses one
+/// for its quota (`429`, or a gRPC `RESOURCE_EXHAUSTED`), and the pace
+/// starts at what it accepted then. Every clone of the service shares one
+/// pace, judged in rounds of 200 ms:
 ///
 /// - a round with refusals cuts the pace by the share refused (a client
-///   that had a quarter of its calls accepted keeps a quarter of its pace),
-///   and the first such round sets the pace to what the server accepted;
+///   that had three quarters of its calls accepted keeps three quarters of
+///   its pace), by at least 15 % and at most half: a round refused almost
+///   whole halves the pace, and the next round judges again;
 /// - a round without refusals, in which the pace held the client back,
 ///   adds 2 % of the quota a second;
-/// - the quota the server announces in `RateLimit-Policy`
-///   (`"default";q=200;w=1`), on a refusal or any other answer, caps the
-///   pace.
+/// - the quota the server announces, on a refusal or any other answer,
+///   caps the pace.
 ///
 /// Clients sharing one quota (one API key, many processes) see about the
 /// same share of their calls refused, cut alike, and grow by the same step,
@@ -211,6 +214,7 @@ where
         LearnFuture {
             inner: self.inner.call(req),
             learner: Arc::clone(&self.learner),
+            sent: Instant::now(),
         }
     }
 }
@@ -222,6 +226,7 @@ pin_project! {
         #[pin]
         inner: F,
         learner: Arc<Mutex<Learner>>,
+        sent: Instant,
     }
 }
 
@@ -249,7 +254,7 @@ where
                 .headers()
                 .get(RATELIMIT_POLICY)
                 .and_then(|v| policy_rate(v.as_bytes()));
-            lock(this.learner).answered(refused, quota, Instant::now());
+            lock(this.learner).answered(refused, quota, *this.sent, Instant::now());
         }
         Poll::Ready(out)
     }
