@@ -270,7 +270,7 @@ mod tests {
 
     #[test]
     fn an_announced_quota_paces_the_client_at_once() {
-        let mut at = Instant::now();
+        let at = Instant::now();
         let mut l = Learner::new(at);
         assert_eq!(l.try_send(at), None, "not paced before any answer");
         l.answered(false, Some(200.0), at, at);
