@@ -1,14 +1,13 @@
 //! The two kinds of Redis a shared limit talks to: one server, and a Redis
 //! Cluster, whose scripts may only touch the keys of one hash slot.
 
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
 
 use redis::{
     Cmd, Pipeline, RedisResult, Value,
     aio::{ConnectionLike, MultiplexedConnection},
     cluster::ClusterClient,
     cluster_async::ClusterConnection,
-    cluster_routing::Slot,
 };
 
 /// Where a Redis-backed limit keeps its buckets; what
@@ -129,22 +128,4 @@ impl Conn {
             Self::Cluster(conn) => conn.req_packed_command(cmd).await,
         }
     }
-}
-
-/// `items` grouped by the hash slot of their keys, in order of each slot's
-/// first item, each slot's items in their order.
-pub(super) fn by_slot<T>(items: Vec<T>, key: impl Fn(&T) -> &str) -> Vec<Vec<T>> {
-    let mut slots: Vec<Vec<T>> = Vec::new();
-    let mut index: HashMap<Slot, usize> = HashMap::new();
-    for item in items {
-        let slot = Slot::for_key(key(&item));
-        match index.get(&slot) {
-            Some(&i) => slots[i].push(item),
-            None => {
-                index.insert(slot, slots.len());
-                slots.push(vec![item]);
-            }
-        }
-    }
-    slots
 }

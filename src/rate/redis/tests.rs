@@ -267,10 +267,7 @@ type Req = Request<http_body_util::Empty<bytes::Bytes>>;
 
 #[test]
 fn on_a_cluster_a_batch_is_split_by_hash_slot_first() {
-    use super::{
-        conn::by_slot,
-        worker::{Check, calls, group},
-    };
+    use super::worker::{Check, by_slot, calls, group};
     use redis::cluster_routing::Slot;
     let check = |bucket: String| Check {
         bucket,
@@ -286,7 +283,7 @@ fn on_a_cluster_a_batch_is_split_by_hash_slot_first() {
     // script call holds buckets of one slot, at most 64 of them, and every
     // bucket is in exactly one call.
     let batch: Vec<_> = (0..300).map(|i| check(format!("{{p:{i}}}"))).collect();
-    let slots = by_slot(group(batch), |(bucket, _)| bucket.as_str());
+    let slots = by_slot(group(batch));
     assert!(slots.len() > 250, "{} slots", slots.len());
     let mut seen = 0;
     for slot in slots {
@@ -306,7 +303,7 @@ fn on_a_cluster_a_batch_is_split_by_hash_slot_first() {
         .map(|b| check(b.to_owned()))
         .into_iter()
         .collect();
-    let slots = by_slot(group(batch), |(bucket, _)| bucket.as_str());
+    let slots = by_slot(group(batch));
     let names: Vec<Vec<&str>> = slots
         .iter()
         .map(|slot| slot.iter().map(|(b, _)| b.as_str()).collect())

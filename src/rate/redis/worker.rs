@@ -16,17 +16,17 @@
 //! connect if need be, load the script, read the quota, each within the
 //! timeout. The first probe that passes returns to *connected*.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::HashMap, hash::Hash, sync::Arc, time::Duration};
 
 use futures_util::future::join_all;
-use redis::{Pipeline, RedisError, Script, Value};
+use redis::{Pipeline, RedisError, Script, Value, cluster_routing::Slot};
 use tokio::{
     sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot},
     time::Instant,
 };
 
 use super::{
-    conn::{Conn, RedisClient, by_slot},
+    conn::{Conn, RedisClient},
     name::{instances_key, quota_key},
     script::{
         ANNOUNCE, Answer, GCRA, INSTANCE_TTL, KEYS_PER_CALL, Reply, decode_quota, encode_quota,
@@ -231,20 +231,39 @@ async fn idle(checks: &mut mpsc::Receiver<Check>, period: Duration) -> bool {
 /// A bucket and the callers waiting for its checks, in arrival order.
 pub(super) type Group = (String, Vec<oneshot::Sender<Answer>>);
 
-/// The checks of one batch, grouped by bucket in order of first arrival.
-pub(super) fn group(batch: Vec<Check>) -> Vec<Group> {
-    let mut groups: Vec<Group> = Vec::new();
-    let mut index: HashMap<String, usize> = HashMap::new();
-    for check in batch {
-        match index.get(&check.bucket) {
-            Some(&i) => groups[i].1.push(check.reply),
+/// Each item split into a key and a value, the values grouped by key:
+/// groups in order of their key's first item, each group's values in order.
+fn ordered_groups<T, K: Hash + Eq + Clone, V>(
+    items: impl IntoIterator<Item = T>,
+    split: impl Fn(T) -> (K, V),
+) -> Vec<(K, Vec<V>)> {
+    let mut groups: Vec<(K, Vec<V>)> = Vec::new();
+    let mut index: HashMap<K, usize> = HashMap::new();
+    for item in items {
+        let (key, value) = split(item);
+        match index.get(&key) {
+            Some(&i) => groups[i].1.push(value),
             None => {
-                index.insert(check.bucket.clone(), groups.len());
-                groups.push((check.bucket, vec![check.reply]));
+                index.insert(key.clone(), groups.len());
+                groups.push((key, vec![value]));
             }
         }
     }
     groups
+}
+
+/// The checks of one batch, grouped by bucket in order of first arrival.
+pub(super) fn group(batch: Vec<Check>) -> Vec<Group> {
+    ordered_groups(batch, |check| (check.bucket, check.reply))
+}
+
+/// A batch's buckets grouped by their hash slot, in order of each slot's
+/// first bucket: on a cluster, one script call may only touch one slot.
+pub(super) fn by_slot(groups: Vec<Group>) -> Vec<Vec<Group>> {
+    ordered_groups(groups, |group| (Slot::for_key(&group.0), group))
+        .into_iter()
+        .map(|(_, groups)| groups)
+        .collect()
 }
 
 /// The groups of a batch split into script calls of at most
@@ -381,15 +400,11 @@ impl Link {
                 head: Some(head),
                 calls: Vec::new(),
             }];
-            legs.extend(
-                by_slot(groups, |(bucket, _)| bucket.as_str())
-                    .into_iter()
-                    .map(|slot| Leg {
-                        pipe: redis::pipe(),
-                        head: None,
-                        calls: calls(slot),
-                    }),
-            );
+            legs.extend(by_slot(groups).into_iter().map(|slot| Leg {
+                pipe: redis::pipe(),
+                head: None,
+                calls: calls(slot),
+            }));
             legs
         } else {
             vec![Leg {
