@@ -37,21 +37,30 @@ struct Tally {
 /// even the shares out within a few cycles.
 const SETTLE: Duration = Duration::from_secs(10);
 
-/// `clients` clients of `tasks` callers each, calling back to back for
-/// `secs` against a server limited to `quota` a second; gRPC requests, so
-/// the refusals carry `grpc-retry-pushback-ms` to the millisecond.
-async fn run(clients: usize, tasks: usize, quota: u32, secs: u64) -> Vec<Arc<Tally>> {
+/// `clients` clients of `tasks` callers each, the `i`-th starting `i ×
+/// stagger` after the first, calling back to back for `secs` against a
+/// server limited to `quota` a second; gRPC requests, so the refusals carry
+/// `grpc-retry-pushback-ms` to the millisecond. Each tally's `settled` is
+/// its `ok` as it stood `settle` into the run.
+async fn run(
+    clients: u32,
+    tasks: usize,
+    quota: u32,
+    secs: u64,
+    stagger: Duration,
+    settle: Duration,
+) -> Vec<Arc<Tally>> {
     let server = RateLimitLayer::builder(Quota::per_second(quota).unwrap())
         .http()
         .build()
         .layer(service_fn(|_: Request<ReplayBody<Full<Bytes>>>| async {
             Ok::<_, Infallible>(Response::new(String::new()))
         }));
-    let end = Instant::now() + Duration::from_secs(secs);
+    let t0 = Instant::now();
+    let end = t0 + Duration::from_secs(secs);
     let mut callers = Vec::new();
     let mut tallies = Vec::new();
-    for _ in 0..clients {
-        let pace = LearnPaceLayer::new();
+    for c in 0..clients {
         let client = ServiceBuilder::new()
             // As a client would: refused calls wait for the pushback and
             // are tried again within the retry budget.
@@ -60,12 +69,14 @@ async fn run(clients: usize, tasks: usize, quota: u32, secs: u64) -> Vec<Arc<Tal
                     .retries(Retries::new().allow_non_idempotent(true))
                     .build(),
             )
-            .layer(pace)
+            .layer(LearnPaceLayer::new())
             .service(server.clone());
         let tally = Arc::new(Tally::default());
+        let start = t0 + stagger * c;
         for _ in 0..tasks {
             let (client, tally) = (client.clone(), Arc::clone(&tally));
             callers.push(tokio::spawn(async move {
+                tokio::time::sleep_until(start).await;
                 while Instant::now() < end {
                     let req = Request::post("/shop.v1.Shop/Buy")
                         .header(header::CONTENT_TYPE, "application/grpc")
@@ -81,7 +92,7 @@ async fn run(clients: usize, tasks: usize, quota: u32, secs: u64) -> Vec<Arc<Tal
         }
         tallies.push(tally);
     }
-    tokio::time::sleep(SETTLE).await;
+    tokio::time::sleep(settle).await;
     for t in &tallies {
         t.settled
             .store(t.ok.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -103,7 +114,7 @@ fn sums(tallies: &[Arc<Tally>]) -> (f64, f64) {
 
 #[tokio::test(start_paused = true)]
 async fn one_client_told_nothing_gets_most_of_the_quota_with_few_refusals() {
-    let tallies = run(1, 32, 200, 20).await;
+    let tallies = run(1, 32, 200, 20, Duration::ZERO, SETTLE).await;
     let (ok, refused) = sums(&tallies);
     let share = ok / (200.0 * 20.0);
     let refused_share = refused / (ok + refused);
@@ -113,7 +124,7 @@ async fn one_client_told_nothing_gets_most_of_the_quota_with_few_refusals() {
 
 #[tokio::test(start_paused = true)]
 async fn four_clients_sharing_one_quota_converge_on_fair_shares() {
-    let tallies = run(4, 16, 200, 30).await;
+    let tallies = run(4, 16, 200, 30, Duration::ZERO, SETTLE).await;
     let (ok, refused) = sums(&tallies);
     let share = ok / (200.0 * 30.0);
     let refused_share = refused / (ok + refused);
@@ -143,54 +154,8 @@ async fn staggered(
     settle: u64,
 ) -> (f64, f64, f64, f64) {
     let quota = 200;
-    let server = RateLimitLayer::builder(Quota::per_second(quota).unwrap())
-        .http()
-        .build()
-        .layer(service_fn(|_: Request<ReplayBody<Full<Bytes>>>| async {
-            Ok::<_, Infallible>(Response::new(String::new()))
-        }));
-    let t0 = Instant::now();
-    let end = t0 + Duration::from_secs(secs);
-    let mut callers = Vec::new();
-    let mut tallies = Vec::new();
-    for c in 0..4u32 {
-        let client = ServiceBuilder::new()
-            .layer(
-                HonorRetryAfterLayer::builder()
-                    .retries(Retries::new().allow_non_idempotent(true))
-                    .build(),
-            )
-            .layer(LearnPaceLayer::new())
-            .service(server.clone());
-        let tally = Arc::new(Tally::default());
-        let start = t0 + stagger * c;
-        for _ in 0..tasks {
-            let (client, tally) = (client.clone(), Arc::clone(&tally));
-            callers.push(tokio::spawn(async move {
-                tokio::time::sleep_until(start).await;
-                while Instant::now() < end {
-                    let req = Request::post("/shop.v1.Shop/Buy")
-                        .header(header::CONTENT_TYPE, "application/grpc")
-                        .body(Full::new(Bytes::new()))
-                        .unwrap();
-                    let res = client.clone().oneshot(req).await.unwrap();
-                    let refused = res.status() == StatusCode::TOO_MANY_REQUESTS
-                        || grpc_status(res.headers()) == Some(8);
-                    let counter = if refused { &tally.refused } else { &tally.ok };
-                    counter.fetch_add(1, Ordering::Relaxed);
-                }
-            }));
-        }
-        tallies.push(tally);
-    }
-    tokio::time::sleep(Duration::from_secs(settle)).await;
-    for t in &tallies {
-        t.settled
-            .store(t.ok.load(Ordering::Relaxed), Ordering::Relaxed);
-    }
-    for caller in callers {
-        caller.await.unwrap();
-    }
+    let settle = Duration::from_secs(settle);
+    let tallies = run(4, tasks, quota, secs, stagger, settle).await;
     let (ok, refused) = sums(&tallies);
     let since =
         |t: &Tally| (t.ok.load(Ordering::Relaxed) - t.settled.load(Ordering::Relaxed)) as f64;
