@@ -65,7 +65,8 @@ pub(crate) struct Worker {
     pub(super) client: RedisClient,
     pub(super) checks: mpsc::Receiver<Check>,
     pub(super) shared: Arc<Shared>,
-    /// Applies a quota Redis holds to the local fallback.
+    /// Gives the local fallback its share: of a quota Redis holds, or among
+    /// a new count of instances.
     pub(super) adopted: Box<dyn Fn(Quota) + Send + Sync>,
 }
 
@@ -128,8 +129,10 @@ impl Worker {
         let permits = Arc::new(Semaphore::new(IN_FLIGHT));
         let mut conn: Option<Conn> = None;
         // The first batch announces this instance; then one a second, with
-        // a batch of checks or on its own.
-        let mut next_announce = Instant::now();
+        // a batch of checks or on its own. One timer, reset at each
+        // announcement, not one per batch.
+        let announce_due = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(announce_due);
         loop {
             if conn.is_none() || shared.in_fallback() {
                 // Probe: on the connection there is, or a new one.
@@ -171,7 +174,7 @@ impl Worker {
                     None => return,
                 },
                 () = shared.wake.notified() => None,
-                () = tokio::time::sleep_until(next_announce) => None,
+                () = &mut announce_due => None,
             };
             let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
                 return;
@@ -190,12 +193,13 @@ impl Worker {
                     Err(_) => break,
                 }
             }
+            let now = Instant::now();
             let head = Head {
                 pending: shared.pending(),
-                announce: Instant::now() >= next_announce,
+                announce: now >= announce_due.deadline(),
             };
             if head.announce {
-                next_announce = Instant::now() + ANNOUNCE_EVERY;
+                announce_due.as_mut().reset(now + ANNOUNCE_EVERY);
             }
             if batch.is_empty() && head.pending.is_none() && !head.announce {
                 continue;
