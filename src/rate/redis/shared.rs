@@ -122,16 +122,17 @@ impl Shared {
         if !self.counts_instances {
             return false;
         }
-        let before = self.instances.swap(instances.max(1), Ordering::Relaxed);
+        let instances = instances.max(1);
+        let changed = self.instances.swap(instances, Ordering::Relaxed) != instances;
         #[cfg(feature = "tracing")]
-        if before != instances.max(1) {
+        if changed {
             tracing::info!(
                 prefix = %self.prefix,
                 instances,
                 "shared rate limit: the fleet's count of instances changed"
             );
         }
-        before != instances.max(1)
+        changed
     }
 
     /// A quota set here: in force at once on this instance, and published
