@@ -5,28 +5,45 @@
 #
 #   eval "$(.ci/redis.sh)"     # start; exports REDIS_URL, REDIS_PORT and
 #                              # REDIS_CLUSTER_URLS (space-separated)
-#   .ci/redis.sh stop          # stop them and remove their directories
+#   .ci/redis.sh stop          # stop them and remove their directory
 #
-# Everything but the `export` line goes to stderr. The servers live in their
-# own directories on their own ports, with no persistence, so they never touch
-# a system server. Tests that stop and restart Redis use REDIS_PORT and
-# `redis-server` themselves (see tests/support). A cluster node's bus listens
-# on its port + 10000, so the cluster's ports stay below 55536.
+# Everything but the `export` line goes to stderr. Every server is one this
+# script started, in its own directory with no persistence: a port something
+# else already holds (another Redis, a cluster node left over from a killed
+# run, any other listener) is skipped for the next free one, and a server is
+# only used again when its process is the one recorded in our directory. So
+# it never touches, nor is confused by, a server it does not own. Tests that
+# stop and restart Redis start servers of their own (see tests/support).
 set -euo pipefail
 
 REDIS_DIR="${SPILLWAY_REDIS_DIR:-${TMPDIR:-/tmp}/spillway-redis}"
 REDIS_PORT="${SPILLWAY_REDIS_PORT:-56379}"
-CLUSTER_PORTS="${SPILLWAY_REDIS_CLUSTER_PORTS:-46001 46002 46003}"
+# A cluster node's bus listens on its port + 10000, so these stay below 55536.
+CLUSTER_FIRST_PORT="${SPILLWAY_REDIS_CLUSTER_PORT:-46001}"
+CLUSTER_NODES=3
 
 log() { printf '%s\n' "$*" >&2; }
 
-if [ "${1:-start}" = stop ]; then
-    if command -v redis-cli >/dev/null; then
-        for port in $REDIS_PORT $CLUSTER_PORTS; do
-            redis-cli -h 127.0.0.1 -p "$port" shutdown nosave >/dev/null 2>&1 || true
+stop_all() {
+    local pidfile pids=()
+    for pidfile in "$REDIS_DIR"/*/server.pid; do
+        pids+=("$(cat "$pidfile" 2>/dev/null)") || true
+    done
+    for pid in "${pids[@]}"; do
+        [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+    done
+    # Wait for them to go, so a following start finds the ports free.
+    for pid in "${pids[@]}"; do
+        for _ in $(seq 1 50); do
+            [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
         done
-    fi
+    done
     rm -rf "$REDIS_DIR"
+}
+
+if [ "${1:-start}" = stop ]; then
+    stop_all
     exit 0
 fi
 
@@ -39,54 +56,89 @@ if ! command -v redis-server >/dev/null; then
 fi
 log "==> $(redis-server --version)"
 
-mkdir -p "$REDIS_DIR"
-if ! redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then
-    redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$REDIS_DIR" \
-        --save "" --appendonly no --daemonize yes \
-        --logfile "$REDIS_DIR/server.log" --pidfile "$REDIS_DIR/server.pid" >&2
-    for _ in $(seq 1 50); do
-        redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1 && break
-        sleep 0.1
-    done
-fi
-redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null
+# Whether the server recorded in directory $1 runs and answers on port $2.
+owned() {
+    local dir="$1" port="$2" pid
+    [ -f "$dir/server.pid" ] && [ -f "$dir/port" ] && [ "$(cat "$dir/port")" = "$port" ] || return 1
+    pid="$(cat "$dir/server.pid")"
+    kill -0 "$pid" 2>/dev/null || return 1
+    redis-cli -h 127.0.0.1 -p "$port" info server 2>/dev/null | tr -d '\r' |
+        grep -qx "process_id:$pid"
+}
 
-log "==> Redis listening on 127.0.0.1:$REDIS_PORT"
+# Whether anything listens on 127.0.0.1:$1.
+listening() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# Starts a server of ours named $1 on the first free port from $2 (and, with
+# cluster mode in the remaining arguments, whose bus port is free too), or
+# keeps the one already recorded under that name. Prints its port.
+start_owned() {
+    local name="$1" port="$2" dir="$REDIS_DIR/$1" attempt
+    shift 2
+    if [ -f "$dir/port" ] && owned "$dir" "$(cat "$dir/port")"; then
+        cat "$dir/port"
+        return 0
+    fi
+    for attempt in $(seq 1 50); do
+        if ! listening "$port" && ! listening $((port + 10000)); then
+            rm -rf "$dir"
+            mkdir -p "$dir"
+            echo "$port" >"$dir/port"
+            redis-server --bind 127.0.0.1 --port "$port" --dir "$dir" \
+                --save "" --appendonly no --daemonize yes \
+                --logfile "$dir/server.log" --pidfile "$dir/server.pid" "$@" >&2 || true
+            for _ in $(seq 1 50); do
+                owned "$dir" "$port" && { echo "$port"; return 0; }
+                sleep 0.1
+            done
+            log "redis-server on port $port did not start (attempt $attempt):"
+            tail -n 5 "$dir/server.log" >&2 2>/dev/null || true
+            [ -f "$dir/server.pid" ] && kill "$(cat "$dir/server.pid")" 2>/dev/null
+        fi
+        port=$((port + 1))
+    done
+    log "no free port for redis-server $name"
+    return 1
+}
+
+mkdir -p "$REDIS_DIR"
+port="$(start_owned server "$REDIS_PORT")"
+log "==> Redis listening on 127.0.0.1:$port"
 
 # The cluster: three primaries, every slot assigned, no replicas.
-cluster_urls=""
-for port in $CLUSTER_PORTS; do
-    cluster_urls="$cluster_urls redis://127.0.0.1:$port/"
-    redis-cli -h 127.0.0.1 -p "$port" ping >/dev/null 2>&1 && continue
-    mkdir -p "$REDIS_DIR/cluster-$port"
-    redis-server --bind 127.0.0.1 --port "$port" --dir "$REDIS_DIR/cluster-$port" \
-        --cluster-enabled yes --cluster-config-file nodes.conf \
-        --save "" --appendonly no --daemonize yes \
-        --logfile "$REDIS_DIR/cluster-$port/server.log" \
-        --pidfile "$REDIS_DIR/cluster-$port/server.pid" >&2
-done
-first="${CLUSTER_PORTS%% *}"
-for port in $CLUSTER_PORTS; do
-    for _ in $(seq 1 50); do
-        redis-cli -h 127.0.0.1 -p "$port" ping >/dev/null 2>&1 && break
-        sleep 0.1
+cluster_ok() {
+    local p
+    for p in "$@"; do
+        redis-cli -h 127.0.0.1 -p "$p" cluster info 2>/dev/null | grep -q 'cluster_state:ok' || return 1
     done
+}
+cluster_ports=()
+next="$CLUSTER_FIRST_PORT"
+for node in $(seq 1 "$CLUSTER_NODES"); do
+    p="$(start_owned "cluster-$node" "$next" --cluster-enabled yes --cluster-config-file nodes.conf)"
+    cluster_ports+=("$p")
+    next=$((p + 1))
 done
-if ! redis-cli -h 127.0.0.1 -p "$first" cluster info | grep -q 'cluster_state:ok'; then
-    nodes=""
-    for port in $CLUSTER_PORTS; do nodes="$nodes 127.0.0.1:$port"; done
-    # shellcheck disable=SC2086 # one argument per node
-    redis-cli --cluster create $nodes --cluster-replicas 0 --cluster-yes >&2
+if ! cluster_ok "${cluster_ports[@]}"; then
+    nodes=()
+    for p in "${cluster_ports[@]}"; do
+        # Ours, so safe to empty: a node that half-joined an earlier attempt
+        # would make `--cluster create` refuse it as not empty.
+        redis-cli -h 127.0.0.1 -p "$p" flushall >/dev/null
+        redis-cli -h 127.0.0.1 -p "$p" cluster reset hard >/dev/null
+        nodes+=("127.0.0.1:$p")
+    done
+    redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >&2
 fi
 for _ in $(seq 1 100); do
-    ok=1
-    for port in $CLUSTER_PORTS; do
-        redis-cli -h 127.0.0.1 -p "$port" cluster info | grep -q 'cluster_state:ok' || ok=0
-    done
-    [ "$ok" = 1 ] && break
+    cluster_ok "${cluster_ports[@]}" && break
     sleep 0.1
 done
-[ "$ok" = 1 ] || { log "the Redis Cluster did not come up"; exit 1; }
-log "==> Redis Cluster on 127.0.0.1 ports $CLUSTER_PORTS"
+cluster_ok "${cluster_ports[@]}" || { log "the Redis Cluster did not come up"; exit 1; }
+log "==> Redis Cluster on 127.0.0.1 ports ${cluster_ports[*]}"
 
-echo "export REDIS_URL=redis://127.0.0.1:$REDIS_PORT/ REDIS_PORT=$REDIS_PORT REDIS_CLUSTER_URLS='${cluster_urls# }'"
+cluster_urls=""
+for p in "${cluster_ports[@]}"; do cluster_urls="$cluster_urls redis://127.0.0.1:$p/"; done
+echo "export REDIS_URL=redis://127.0.0.1:$port/ REDIS_PORT=$port REDIS_CLUSTER_URLS='${cluster_urls# }'"
