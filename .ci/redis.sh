@@ -58,12 +58,14 @@ log "==> $(redis-server --version)"
 
 # Whether the server recorded in directory $1 runs and answers on port $2.
 owned() {
-    local dir="$1" port="$2" pid
+    local dir="$1" port="$2" pid info
     [ -f "$dir/server.pid" ] && [ -f "$dir/port" ] && [ "$(cat "$dir/port")" = "$port" ] || return 1
     pid="$(cat "$dir/server.pid")"
     kill -0 "$pid" 2>/dev/null || return 1
-    redis-cli -h 127.0.0.1 -p "$port" info server 2>/dev/null | tr -d '\r' |
-        grep -qx "process_id:$pid"
+    # Read whole before matching: with pipefail, `grep -q` quitting early
+    # could fail the pipe it reads.
+    info="$(redis-cli -h 127.0.0.1 -p "$port" info server 2>/dev/null | tr -d '\r')" || return 1
+    grep -qx "process_id:$pid" <<<"$info"
 }
 
 # Whether anything listens on 127.0.0.1:$1.
@@ -109,9 +111,10 @@ log "==> Redis listening on 127.0.0.1:$port"
 
 # The cluster: three primaries, every slot assigned, no replicas.
 cluster_ok() {
-    local p
+    local p info
     for p in "$@"; do
-        redis-cli -h 127.0.0.1 -p "$p" cluster info 2>/dev/null | grep -q 'cluster_state:ok' || return 1
+        info="$(redis-cli -h 127.0.0.1 -p "$p" cluster info 2>/dev/null)" || return 1
+        grep -q 'cluster_state:ok' <<<"$info" || return 1
     done
 }
 cluster_ports=()
