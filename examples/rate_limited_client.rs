@@ -20,13 +20,15 @@
 //! With `--clients N` (N > 1) the process serves and starts N client
 //! processes of its own binary, which share the one key's quota. Prints, and
 //! with `--json PATH` writes: `quota_rps`, `achieved_rps`, `calls`, `ok`,
-//! `rejected`, `retries`, and per client its `achieved_rps` and its share of
+//! `rejected`, `retries`, and per client its `achieved_rps`, its share of
 //! what the clients got after the first `--settle` seconds (default 5: the
 //! first client to call takes the server's burst, and the shares take a few
-//! seconds to even out). The targets: `achieved_rps >= 0.9 * quota_rps`,
-//! `rejected <= 5 %` of calls, and with several clients each settled share
-//! within ±20 % of a fair one; the process exits non-zero when one is
-//! missed.
+//! seconds to even out) and, in the JSON file only, `trace_ms_pace_ok`: every
+//! 250 ms, the milliseconds since it started, its learned pace and the calls
+//! answered so far, to see how the clients' paces move against each other.
+//! The targets: `achieved_rps >= 0.9 * quota_rps`, `rejected <= 5 %` of
+//! calls, and with several clients each settled share within ±20 % of a fair
+//! one; the process exits non-zero when one is missed.
 
 use std::{
     net::SocketAddr,
@@ -140,7 +142,12 @@ async fn main() {
             if args.clients == 1 {
                 let mut report = client(&args, addr).await;
                 report["settled_share_of_fair"] = json!(1.0);
-                report["clients"] = json!([report.clone()]);
+                let alone = report.clone();
+                // The trace is the client's, under `clients` as with several.
+                if let Some(r) = report.as_object_mut() {
+                    r.remove("trace_ms_pace_ok");
+                }
+                report["clients"] = json!([alone]);
                 report
             } else {
                 fleet(&args, addr).await
@@ -156,7 +163,14 @@ async fn main() {
     if args.connect.is_some() {
         return;
     }
-    println!("{}", serde_json::to_string_pretty(&report).unwrap());
+    // The traces go to the JSON file only: too long to read on a terminal.
+    let mut printed = report.clone();
+    for c in printed["clients"].as_array_mut().into_iter().flatten() {
+        if let Some(c) = c.as_object_mut() {
+            c.remove("trace_ms_pace_ok");
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&printed).unwrap());
     let achieved = report["achieved_rps"].as_f64().unwrap_or(0.0);
     let (calls, rejected) = (number(&report["calls"]), number(&report["rejected"]));
     let fair = report["clients"]
@@ -306,11 +320,31 @@ async fn client(args: &Args, addr: SocketAddr) -> Value {
             }
         }));
     }
+    // The learned pace and the calls answered, every 250 ms: how the
+    // clients' paces move against each other.
+    let trace = {
+        let (learned, ok) = (learned.clone(), ok.clone());
+        tokio::spawn(async move {
+            let mut points = Vec::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            while Instant::now() < deadline {
+                tick.tick().await;
+                let rate = learned.as_ref().and_then(|h| h.snapshot().rate);
+                points.push(json!([
+                    start.elapsed().as_millis() as u64,
+                    rate.map(|r| (r * 10.0).round() / 10.0),
+                    ok.load(Ordering::Relaxed),
+                ]));
+            }
+            points
+        })
+    };
     tokio::time::sleep(Duration::from_secs(args.settle)).await;
     let ok_at_settle = ok.load(Ordering::Relaxed);
     for t in tasks {
         t.await.unwrap();
     }
+    let trace = trace.await.unwrap();
     let elapsed = start.elapsed().as_secs_f64();
     let snap = stats.snapshot();
     let ok = ok.load(Ordering::Relaxed);
@@ -323,5 +357,6 @@ async fn client(args: &Args, addr: SocketAddr) -> Value {
         "retries": snap.retries,
         "max_cooldown_ms": snap.max_cooldown_ms,
         "learned_rps": learned.and_then(|h| h.snapshot().rate),
+        "trace_ms_pace_ok": trace,
     })
 }

@@ -29,4 +29,16 @@ fn a_client_told_nothing_learns_the_quota() {
         (0.5 * quota..=1.0 * quota).contains(&learned),
         "learned {learned} for a quota of {quota}"
     );
+    // The trace: a point every 250 ms over the 8 s, each [ms, pace, ok],
+    // the calls answered never falling, ending at the learned pace.
+    let trace = report["clients"][0]["trace_ms_pace_ok"]
+        .as_array()
+        .expect("a trace");
+    assert!((28..=34).contains(&trace.len()), "{} points", trace.len());
+    let ok_at = |p: &serde_json::Value| f(&p[2]);
+    assert!(trace.windows(2).all(|w| ok_at(&w[0]) <= ok_at(&w[1])));
+    assert!(f(&trace[trace.len() - 1][0]) >= 7_500.0);
+    assert!(report.get("trace_ms_pace_ok").is_none(), "traced twice");
+    let paced = f(&trace[trace.len() - 1][1]);
+    assert!((0.5 * quota..=1.0 * quota).contains(&paced), "{paced}");
 }
