@@ -6,7 +6,8 @@
 #   .ci/postgres.sh stop          # stop and remove the cluster
 #
 # Everything but the `export` line goes to stderr. The cluster lives in its own
-# directory on its own port, so it never touches a system cluster.
+# directory on its own port (the next free one from 55432), so it never
+# touches a system cluster.
 set -euo pipefail
 
 PG_DIR="${SPILLWAY_PG_DIR:-${TMPDIR:-/tmp}/spillway-postgres}"
@@ -61,7 +62,22 @@ if [ ! -f "$PG_DIR/data/PG_VERSION" ]; then
     as_owner "$BINDIR/initdb" -D "$PG_DIR/data" -U postgres --auth=trust -E UTF8 >&2
 fi
 
-if ! as_owner "$BINDIR/pg_ctl" -D "$PG_DIR/data" status >/dev/null 2>&1; then
+# Whether anything listens on 127.0.0.1:$1.
+listening() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+if as_owner "$BINDIR/pg_ctl" -D "$PG_DIR/data" status >/dev/null 2>&1 && [ -f "$PG_DIR/port" ]; then
+    # Ours, started earlier: on the port it was given then.
+    PG_PORT="$(cat "$PG_DIR/port")"
+else
+    # A port something else holds (a system cluster, a leftover of a killed
+    # run) is skipped for the next free one.
+    for _ in $(seq 1 50); do
+        listening "$PG_PORT" || break
+        PG_PORT=$((PG_PORT + 1))
+    done
+    echo "$PG_PORT" >"$PG_DIR/port"
     as_owner "$BINDIR/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w \
         -o "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_DIR -c fsync=$PG_FSYNC" start >&2
 fi
