@@ -73,9 +73,10 @@ listening() {
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
-# Starts a server of ours named $1 on the first free port from $2 (and, with
-# cluster mode in the remaining arguments, whose bus port is free too), or
-# keeps the one already recorded under that name. Prints its port.
+# Starts a server of ours named $1, with the remaining arguments, on the first
+# port from $2 that is free and whose port + 10000 (a cluster node's bus) is
+# free too; or keeps the one already recorded under that name. Prints its
+# port.
 start_owned() {
     local name="$1" port="$2" dir="$REDIS_DIR/$1" attempt
     shift 2
@@ -97,7 +98,8 @@ start_owned() {
             done
             log "redis-server on port $port did not start (attempt $attempt):"
             tail -n 5 "$dir/server.log" >&2 2>/dev/null || true
-            [ -f "$dir/server.pid" ] && kill "$(cat "$dir/server.pid")" 2>/dev/null
+            # Gone already, most likely; `|| true`, or set -e ends the script.
+            [ -f "$dir/server.pid" ] && kill "$(cat "$dir/server.pid")" 2>/dev/null || true
         fi
         port=$((port + 1))
     done
