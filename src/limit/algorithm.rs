@@ -26,8 +26,9 @@ pub struct Sample {
     /// Requests in flight when this one was admitted, counting itself.
     pub in_flight: usize,
     /// `true` when the request failed in a way that signals overload: an
-    /// upstream 429/503/504, a gRPC `RESOURCE_EXHAUSTED`/`UNAVAILABLE`/
-    /// `DEADLINE_EXCEEDED`, an inner error.
+    /// upstream 429/503/504 (but not, by default, a 429 for a quota), a
+    /// gRPC `RESOURCE_EXHAUSTED`/`UNAVAILABLE`/`DEADLINE_EXCEEDED`, an inner
+    /// error.
     pub dropped: bool,
 }
 

@@ -11,7 +11,9 @@
 //!   queue up, and cuts the limit to where the queue it saw would be gone;
 //! - **clients**: [`Aimd`] (Netflix's `AIMDLimit` semantics) wrapping a tonic
 //!   `Channel` or a hyper client shrinks when the remote answers 429,
-//!   `RESOURCE_EXHAUSTED` or slows down, and grows back when it recovers.
+//!   `RESOURCE_EXHAUSTED` or slows down, and grows back when it recovers (a
+//!   refusal for a quota, one that carries `RateLimit` fields, is a pacer's
+//!   business, not the limit's: see [`HttpOutcomes`]).
 //!
 //! The pieces:
 //!

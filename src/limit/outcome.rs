@@ -168,6 +168,7 @@ mod http_outcomes {
     ///
     /// | result | outcome |
     /// |---|---|
+    /// | `429` or gRPC `RESOURCE_EXHAUSTED` carrying `RateLimit` or `RateLimit-Policy` (a quota's refusal) | [`quota_refusals`](Self::quota_refusals), ignored by default |
     /// | `429`, `503`, `504` | dropped |
     /// | other `5xx` | [`server_errors`](Self::server_errors), ignored by default |
     /// | `4xx` | ignored |
@@ -178,6 +179,15 @@ mod http_outcomes {
     /// | body or inner error | [`errors`](Self::errors), dropped by default |
     /// | anything else | success |
     ///
+    /// A quota's refusal says the caller went over its share of calls per
+    /// second, not that the server is short of capacity: fewer calls in
+    /// flight would not be refused less, a slower pace would
+    /// ([`PaceLayer`](crate::rate::PaceLayer),
+    /// [`LearnPaceLayer`](crate::rate::LearnPaceLayer)). Counted as drops,
+    /// each refusal cut the limit of a client that shares a quota with
+    /// others, down to one call in flight, where it could no longer keep
+    /// even its share of the pace.
+    ///
     /// The permit moves into the response body ([`InBody`]) and is released,
     /// with the rtt measured, when the body ends or is dropped, so a slow
     /// stream holds its slot for as long as it runs.
@@ -185,6 +195,7 @@ mod http_outcomes {
     pub struct HttpOutcomes {
         server_errors: Outcome,
         errors: Outcome,
+        quota_refusals: Outcome,
     }
 
     impl Default for HttpOutcomes {
@@ -199,7 +210,18 @@ mod http_outcomes {
             Self {
                 server_errors: Outcome::Ignored,
                 errors: Outcome::Dropped,
+                quota_refusals: Outcome::Ignored,
             }
+        }
+
+        /// The outcome of a refusal for a quota: a `429`, or a gRPC
+        /// `RESOURCE_EXHAUSTED`, that carries the `RateLimit` or
+        /// `RateLimit-Policy` field. Ignored by default; `Outcome::Dropped`
+        /// counts it as overload, as a refusal without those fields is.
+        #[must_use]
+        pub const fn quota_refusals(mut self, outcome: Outcome) -> Self {
+            self.quota_refusals = outcome;
+            self
         }
 
         /// The outcome of `5xx` statuses other than 503 and 504 (and of the
@@ -222,18 +244,29 @@ mod http_outcomes {
         /// trailers-only gRPC response, its `grpc-status`.
         pub fn classify_head(&self, status: StatusCode, headers: &HeaderMap) -> Outcome {
             match status.as_u16() {
+                429 if for_a_quota(headers) => return self.quota_refusals,
                 429 | 503 | 504 => return Outcome::Dropped,
                 500..=599 => return self.server_errors,
                 400..=499 => return Outcome::Ignored,
                 _ => {}
             }
             match grpc_status(headers) {
-                Some(code) => self.classify_grpc(code),
+                Some(code) => self.classify_grpc_in(code, headers),
                 None => Outcome::Success,
             }
         }
 
-        /// The outcome of a gRPC status code.
+        /// A gRPC status code, with the headers (or trailers) it came in:
+        /// `RESOURCE_EXHAUSTED` with a quota's fields is a quota's refusal.
+        fn classify_grpc_in(&self, code: i32, fields: &HeaderMap) -> Outcome {
+            match code {
+                8 if for_a_quota(fields) => self.quota_refusals,
+                code => self.classify_grpc(code),
+            }
+        }
+
+        /// The outcome of a gRPC status code alone (without the fields that
+        /// would tell a quota's refusal).
         pub fn classify_grpc(&self, code: i32) -> Outcome {
             match code {
                 0 => Outcome::Success,
@@ -256,10 +289,12 @@ mod http_outcomes {
 
         fn on_end(&self, head: Outcome, end: BodyEnd<'_>) -> Outcome {
             match end {
-                BodyEnd::Complete { trailers } => match (head, trailers.and_then(grpc_status)) {
-                    (Outcome::Success, Some(code)) => self.classify_grpc(code),
-                    (head, _) => head,
-                },
+                BodyEnd::Complete { trailers } => {
+                    match (head, trailers.and_then(|t| Some((grpc_status(t)?, t)))) {
+                        (Outcome::Success, Some((code, t))) => self.classify_grpc_in(code, t),
+                        (head, _) => head,
+                    }
+                }
                 BodyEnd::Error => self.errors,
                 BodyEnd::Dropped => Outcome::Ignored,
             }
@@ -268,6 +303,12 @@ mod http_outcomes {
         fn on_error(&self, _err: &E) -> Outcome {
             self.errors
         }
+    }
+
+    /// Whether a refusal carries a quota's fields (draft-ietf-httpapi-
+    /// ratelimit-headers), as [`RateLimitLayer`](crate::rate::RateLimitLayer)'s do.
+    fn for_a_quota(fields: &HeaderMap) -> bool {
+        fields.contains_key("ratelimit") || fields.contains_key("ratelimit-policy")
     }
 
     #[cfg(test)]
@@ -296,6 +337,58 @@ mod http_outcomes {
             let strict = h.server_errors(Outcome::Dropped);
             assert_eq!(
                 strict.classify_head(StatusCode::BAD_GATEWAY, &empty),
+                Outcome::Dropped
+            );
+        }
+
+        #[test]
+        fn a_quota_refusal_is_ignored_unless_told_otherwise() {
+            let h = HttpOutcomes::new();
+            let quota = |name: &'static str| {
+                let mut fields = HeaderMap::new();
+                fields.insert(name, "\"default\";q=200;w=1".parse().unwrap());
+                fields
+            };
+            let too_many = StatusCode::TOO_MANY_REQUESTS;
+            for name in ["ratelimit", "ratelimit-policy"] {
+                assert_eq!(h.classify_head(too_many, &quota(name)), Outcome::Ignored);
+                // gRPC, trailers-only.
+                let mut grpc = quota(name);
+                grpc.insert("grpc-status", "8".parse().unwrap());
+                assert_eq!(h.classify_head(StatusCode::OK, &grpc), Outcome::Ignored);
+                // gRPC, in the trailers after a body.
+                let end = BodyEnd::Complete {
+                    trailers: Some(&grpc),
+                };
+                assert_eq!(
+                    ClassifyOutcome::<http::Response<String>, ()>::on_end(
+                        &h,
+                        Outcome::Success,
+                        end
+                    ),
+                    Outcome::Ignored
+                );
+            }
+            // Without the fields, a refusal is an overload, as before.
+            let mut plain = HeaderMap::new();
+            assert_eq!(h.classify_head(too_many, &plain), Outcome::Dropped);
+            plain.insert("grpc-status", "8".parse().unwrap());
+            assert_eq!(h.classify_head(StatusCode::OK, &plain), Outcome::Dropped);
+            // A 503 or UNAVAILABLE with the fields is still a lack of capacity.
+            let mut unavailable = quota("ratelimit");
+            assert_eq!(
+                h.classify_head(StatusCode::SERVICE_UNAVAILABLE, &unavailable),
+                Outcome::Dropped
+            );
+            unavailable.insert("grpc-status", "14".parse().unwrap());
+            assert_eq!(
+                h.classify_head(StatusCode::OK, &unavailable),
+                Outcome::Dropped
+            );
+            // Counted as drops when asked.
+            let strict = h.quota_refusals(Outcome::Dropped);
+            assert_eq!(
+                strict.classify_head(too_many, &quota("ratelimit")),
                 Outcome::Dropped
             );
         }
