@@ -287,3 +287,5 @@ fn snapshot_serialises() {
 }
 
 mod queue;
+#[cfg(feature = "http")]
+mod quota;
