@@ -158,7 +158,10 @@ impl<X, R, B> RateLimitBuilder<X, R, B> {
 
     /// Bounds the keys a keyed limit remembers (at least 1; a global limit
     /// has one). Keys idle the longest are forgotten first, without any
-    /// cleanup task; memory stays flat however many distinct keys arrive. A
+    /// cleanup task; memory stays flat however many distinct keys arrive.
+    /// The bound is kept in up to 64 shards, each forgetting its own oldest
+    /// keys, so a key idle for a few percent of `max_keys` new keys may go
+    /// when its shard happens to take more of them than its share. A
     /// forgotten key starts again with a full burst, so under a flood of new
     /// keys a few honest keys may get a fresh burst early; pair per-key
     /// limits with a global one.
