@@ -162,6 +162,7 @@ mod http_outcomes {
     use crate::{
         grpc::grpc_status,
         guard::{BodyEnd, InBody},
+        rate::{RATELIMIT, RATELIMIT_POLICY},
     };
 
     /// The HTTP classification, for servers and for clients.
@@ -308,7 +309,7 @@ mod http_outcomes {
     /// Whether a refusal carries a quota's fields (draft-ietf-httpapi-
     /// ratelimit-headers), as [`RateLimitLayer`](crate::rate::RateLimitLayer)'s do.
     fn for_a_quota(fields: &HeaderMap) -> bool {
-        fields.contains_key("ratelimit") || fields.contains_key("ratelimit-policy")
+        fields.contains_key(RATELIMIT) || fields.contains_key(RATELIMIT_POLICY)
     }
 
     #[cfg(test)]

@@ -1,7 +1,7 @@
 //! A client's limit over a server that refuses for a quota: the refusals
 //! are the pacer's business, and leave the limit where it was.
 
-use std::convert::Infallible;
+use std::{convert::Infallible, time::Duration};
 
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
@@ -32,7 +32,7 @@ async fn limit_after_refusals(outcomes: HttpOutcomes) -> (usize, u64) {
     let limit = AdaptiveLimitLayer::builder(aimd).outcomes(outcomes).build();
     let handle = limit.handle();
     let client = limit.layer(server);
-    let end = tokio::time::Instant::now() + std::time::Duration::from_secs(1);
+    let end = tokio::time::Instant::now() + Duration::from_secs(1);
     let callers = (0..16).map(|_| {
         let client = client.clone();
         tokio::spawn(async move {
@@ -42,7 +42,7 @@ async fn limit_after_refusals(outcomes: HttpOutcomes) -> (usize, u64) {
                 let Ok(res) = res else { continue };
                 refused += u64::from(res.status() == StatusCode::TOO_MANY_REQUESTS);
                 let _ = res.into_body().collect().await;
-                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                tokio::time::sleep(Duration::from_millis(1)).await;
             }
             refused
         })
